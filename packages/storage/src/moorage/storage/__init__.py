@@ -1,0 +1,5 @@
+"""moorage-storage."""
+
+from moorage.storage._version import __version__
+
+__all__ = ["__version__"]

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# System packages that the integration tests start as real components. Installed with apt when
+# missing and we are root; otherwise the tests that need them skip and say why.
+set -uo pipefail
+need=()
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v skopeo >/dev/null || need+=(skopeo)
+command -v umoci >/dev/null || need+=(umoci)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+  echo "system-deps: missing ${need[*]} (not root or no apt); tests needing them will skip" >&2
+  exit 0
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null \
+  || echo "system-deps: apt-get install ${need[*]} failed; tests needing them will skip" >&2
+exit 0
