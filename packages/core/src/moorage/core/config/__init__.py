@@ -1,0 +1,6 @@
+"""Configuration: one settings class per deployable, and the ``inferenceservice-config`` ConfigMap.
+
+Submodules, imported on demand so that ``import moorage.core`` stays cheap:
+``configmap`` (the typed ConfigMap), ``server`` (``ServerSettings``), ``storage``
+(``StorageSettings``), ``controller`` and ``cache``. Only this package reads ``os.environ``.
+"""
