@@ -330,3 +330,24 @@ def test_proto_response_errors() -> None:
     _raises(lambda: oip_grpc.response_from_proto(message), InvalidTensor)
     message.raw_output_contents.append(bytes(12))
     _raises(lambda: oip_grpc.response_from_proto(message), InvalidInput)
+
+
+# ----------------------------------------------------------------------------- shape limits
+HUGE_ZERO_SIZED = [[2**63 - 1, 0], [2**62, 2, 0], [2**40, 2**40, 0], [0, 2**64 - 1]]
+
+
+@pytest.mark.parametrize("shape", [*HUGE_ZERO_SIZED, [1] * 65, [0] * 65, [1] * 200])
+def test_shapes_numpy_cannot_hold_are_typed_errors(shape: list[int]) -> None:
+    for datatype in ("FP32", "BYTES", "BOOL"):
+        _raises(_request(_tensor(datatype=datatype, shape=shape, data=[])), InvalidTensor)
+        binary = _tensor(datatype=datatype, shape=shape, parameters={"binary_data_size": 0})
+        _raises(_request(binary), InvalidTensor)
+        if max(shape) < 2**63:
+            _proto_raises(_proto(datatype, shape=tuple(shape), raw=[b""]), InvalidTensor)
+            _proto_raises(_proto(datatype, shape=tuple(shape)), InvalidTensor)
+
+
+def test_high_rank_and_zero_sized_shapes_within_limits() -> None:
+    for shape in ([1] * 32, [2, 0, 3] * 10, [1] * 64, [2**20, 2**20, 0]):
+        body = orjson.dumps({"inputs": [_tensor(shape=shape, data=[1.0] * int(np.prod(shape)))]})
+        assert decode_request(body, model_name="m").inputs[0].data.shape == tuple(shape)

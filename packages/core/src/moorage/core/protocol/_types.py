@@ -33,6 +33,29 @@ def _element_count(shape: Sequence[int]) -> int:
     return math.prod(shape)
 
 
+# numpy's own limits: at most 64 dimensions (32 before numpy 2), and the elements of the
+# non-zero dimensions times the item size must fit in a signed 64-bit integer.
+_MAX_RANK = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else 32
+_MAX_ELEMENTS = (2**63 - 1) // 8
+
+
+def checked_shape(shape: Sequence[int], kind: str, name: str) -> tuple[int, ...]:
+    """``shape`` (non-negative ints) as a tuple, or :class:`InvalidTensor` if numpy cannot hold it.
+
+    Decoders call this before building arrays, so a zero-sized tensor with absurd dimensions or
+    too many dimensions is a typed error, not a ``ValueError`` from numpy.
+    """
+    if len(shape) > _MAX_RANK:
+        raise InvalidTensor(
+            f"{kind} '{name}': shape has {len(shape)} dimensions; "
+            f"at most {_MAX_RANK} are supported",
+            tensor=name,
+        )
+    if math.prod(d for d in shape if d) > _MAX_ELEMENTS:
+        raise InvalidTensor(f"{kind} '{name}': shape {list(shape)} is too large", tensor=name)
+    return tuple(shape)
+
+
 @dataclass(slots=True, eq=False)
 class InferTensor:
     """A named tensor: ``data`` is a numpy array of ``shape`` holding ``datatype`` elements.

@@ -34,6 +34,7 @@ from moorage.core.protocol._types import (
     InferTensor,
     Parameters,
     RequestedOutput,
+    checked_shape,
 )
 from moorage.core.protocol.rest import decode_bytes_elements, raw_bytes
 
@@ -130,6 +131,7 @@ def _tensor_from_proto(message: Any, raw: bytes | None, kind: str, model_name: s
     shape = tuple(int(d) for d in message.shape)
     if any(d < 0 for d in shape):
         raise InvalidTensor(f"{kind} '{message.name}': shape {list(shape)} has a negative size")
+    shape = checked_shape(shape, kind, message.name)
     count = math.prod(shape)
     if raw is not None:
         if datatype is Datatype.BYTES:

@@ -28,6 +28,7 @@ from moorage.core.protocol._types import (
     InferTensor,
     RequestedOutput,
     bf16_to_float32,
+    checked_shape,
     float32_to_bf16,
     select_outputs,
 )
@@ -245,7 +246,7 @@ def _shape(value: Any, kind: str, name: str) -> tuple[int, ...]:
             f"{kind} '{name}': 'shape' must be a list of non-negative integers, got {value!r}",
             tensor=name,
         )
-    return tuple(value)
+    return checked_shape(value, kind, name)
 
 
 def _from_raw(raw: memoryview, datatype: Datatype, shape: tuple[int, ...], name: str) -> np.ndarray:
