@@ -1,0 +1,37 @@
+"""The ClusterServingRuntimes moorage ships (package data ``runtimes/*.yaml``)."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+from moorage.core.resources._servingruntime import ClusterServingRuntime
+
+__all__ = ["builtin_runtime_files", "builtin_runtimes"]
+
+
+@cache
+def builtin_runtime_files() -> dict[str, str]:
+    """``{file name: YAML text}`` of the shipped runtimes, in name order."""
+    folder = resources.files("moorage.core.resources") / "runtimes"
+    return {
+        entry.name: entry.read_text(encoding="utf-8")
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+        if entry.name.endswith(".yaml")
+    }
+
+
+def builtin_runtimes() -> list[ClusterServingRuntime]:
+    """Fresh copies of moorage's built-in runtimes (sklearn, xgboost, lightgbm).
+
+    Each runs ``moorage-server --model_name={{.Name}} --model_dir=/mnt/models --http_port=8080``
+    in image ``moorage/server:latest``; the local runner and the chart use the same objects.
+    """
+    from moorage.core.resources._loader import load_resources
+
+    out: list[ClusterServingRuntime] = []
+    for text in builtin_runtime_files().values():
+        for resource in load_resources(text):
+            assert isinstance(resource, ClusterServingRuntime)
+            out.append(resource)
+    return out

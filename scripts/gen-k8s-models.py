@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""Generate pydantic v2 models of the Kubernetes core types moorage-core needs.
+
+Source: the Kubernetes OpenAPI definitions shipped inside the ``kubernetes-validate`` package
+(JSON-schema form, one ``_definitions.json`` per Kubernetes version). We take the definitions
+reachable from ROOTS, give them short class names, make ``Quantity`` / ``IntOrString`` / ``Time``
+plain JSON scalars (so a parsed YAML dumps back byte-for-byte), drop descriptions (they would
+triple the size of the CRDs) and hand the result to ``datamodel-code-generator``.
+
+Run: ``.venv/bin/python scripts/gen-k8s-models.py`` (writes
+``packages/core/src/moorage/core/_generated/k8s.py``). ``test_crds.py`` checks the output is fresh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+#: Kubernetes version whose schemas we generate from: KServe v0.14 builds against k8s.io/api v0.30.
+K8S_VERSION = "1.30.0"
+
+#: Definitions we use directly; everything they reference comes along.
+ROOTS = [
+    "io.k8s.api.core.v1.PodSpec",
+    "io.k8s.api.core.v1.Container",
+    "io.k8s.api.core.v1.PersistentVolumeSpec",
+    "io.k8s.api.core.v1.PersistentVolumeClaimSpec",
+    "io.k8s.api.apps.v1.DeploymentStrategy",
+    "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+]
+
+#: Scalars the API server accepts as JSON scalars; kept as such so values round-trip unchanged.
+SCALARS: dict[str, dict[str, Any]] = {
+    "io.k8s.apimachinery.pkg.api.resource.Quantity": {
+        "anyOf": [{"type": "integer"}, {"type": "number"}, {"type": "string"}],
+        "x-kubernetes-int-or-string": True,
+    },
+    "io.k8s.apimachinery.pkg.util.intstr.IntOrString": {
+        "anyOf": [{"type": "integer"}, {"type": "string"}],
+        "x-kubernetes-int-or-string": True,
+    },
+    "io.k8s.apimachinery.pkg.apis.meta.v1.Time": {"type": "string"},
+    "io.k8s.apimachinery.pkg.apis.meta.v1.MicroTime": {"type": "string"},
+    # managedFields' fieldsV1 is free-form JSON.
+    "io.k8s.apimachinery.pkg.apis.meta.v1.FieldsV1": {
+        "type": "object",
+        "additionalProperties": {},
+        "x-kubernetes-preserve-unknown-fields": True,
+    },
+}
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "packages/core/src/moorage/core/_generated/k8s.py"
+
+
+def _definitions() -> dict[str, Any]:
+    import kubernetes_validate
+
+    base = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+    path = base / f"v{K8S_VERSION}-local-strict" / "_definitions.json"
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data["$defs"]
+
+
+def _refs(node: Any) -> set[str]:
+    found: set[str] = set()
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            found.add(ref.rsplit("/", 1)[-1])
+        for value in node.values():
+            found |= _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= _refs(value)
+    return found
+
+
+def _closure(defs: dict[str, Any]) -> list[str]:
+    todo = list(ROOTS)
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name not in SCALARS:
+            todo.extend(_refs(defs[name]))
+    return sorted(seen)
+
+
+def _short_names(names: list[str]) -> dict[str, str]:
+    short: dict[str, str] = {}
+    taken: dict[str, str] = {}
+    for name in names:
+        candidate = name.rsplit(".", 1)[-1]
+        if candidate in taken:
+            raise SystemExit(f"name clash: {name} and {taken[candidate]} -> {candidate}")
+        taken[candidate] = name
+        short[name] = candidate
+    return short
+
+
+def _clean(node: Any, short: dict[str, str]) -> Any:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key == "description":
+                continue
+            if key == "$ref":
+                out[key] = "#/$defs/" + short[value.rsplit("/", 1)[-1]]
+                continue
+            if key == "type" and isinstance(value, list):
+                # ["string", "null"]: the null only says "optional"; required-ness says the rest.
+                kinds = [v for v in value if v != "null"]
+                out[key] = kinds[0] if len(kinds) == 1 else kinds
+                continue
+            if key in ("x-kubernetes-patch-strategy", "x-kubernetes-patch-merge-key"):
+                continue
+            out[key] = _clean(value, short)
+        return out
+    if isinstance(node, list):
+        return [_clean(v, short) for v in node]
+    return node
+
+
+def build_schema() -> dict[str, Any]:
+    defs = _definitions()
+    names = _closure(defs)
+    short = _short_names(names)
+    out: dict[str, Any] = {}
+    for name in names:
+        body = SCALARS.get(name) or defs[name]
+        out[short[name]] = _clean(body, short)
+    # No top-level type: the generator then emits only the definitions.
+    return {"$schema": "http://json-schema.org/draft-07/schema#", "$defs": out}
+
+
+HEADER = f'''"""Kubernetes {K8S_VERSION} core types as pydantic v2 models. GENERATED, do not edit.
+
+Regenerate with ``.venv/bin/python scripts/gen-k8s-models.py``.
+"""
+'''
+
+
+def generate() -> str:
+    schema = build_schema()
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "k8s.json"
+        dst = Path(tmp) / "k8s.py"
+        src.write_text(json.dumps(schema, indent=1, sort_keys=True))
+        cmd = [
+            sys.executable,
+            "-m",
+            "datamodel_code_generator",
+            "--input",
+            str(src),
+            "--input-file-type",
+            "jsonschema",
+            "--output",
+            str(dst),
+            "--output-model-type",
+            "pydantic_v2.BaseModel",
+            "--target-python-version",
+            "3.11",
+            "--snake-case-field",
+            "--allow-population-by-field-name",
+            "--extra-fields",
+            "forbid",
+            "--use-standard-collections",
+            "--use-union-operator",
+            "--use-annotated",
+            "--field-constraints",
+            "--use-type-alias",
+            "--disable-timestamp",
+            "--enum-field-as-literal",
+            "all",
+            "--use-schema-description",
+            "--field-extra-keys",
+            "x-kubernetes-list-type",
+            "x-kubernetes-list-map-keys",
+            "x-kubernetes-map-type",
+            "x-kubernetes-int-or-string",
+            "--model-extra-keys",
+            "x-kubernetes-map-type",
+        ]
+        subprocess.run(cmd, check=True)
+        body = dst.read_text()
+    # The schema has no root type; the generator still names one. Drop it.
+    body = body.replace('Model = TypeAliasType("Model", Any)\n\n\n', "")
+    return HEADER + body
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true", help="fail if the output is stale")
+    parser.add_argument("--schema", action="store_true", help="print the input schema and stop")
+    args = parser.parse_args()
+    if args.schema:
+        print(json.dumps(build_schema(), indent=1, sort_keys=True))
+        return
+    text = generate()
+    if args.check:
+        if not OUT.exists() or OUT.read_text() != text:
+            raise SystemExit(f"{OUT} is stale; run scripts/gen-k8s-models.py")
+        return
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(text)
+    print(f"wrote {OUT} ({len(text.splitlines())} lines)")
+
+
+if __name__ == "__main__":
+    main()
