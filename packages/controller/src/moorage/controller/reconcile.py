@@ -1,0 +1,453 @@
+"""The controller's reconcile as a pure function: an InferenceService in, Kubernetes objects out.
+
+:func:`desired_objects` renders what KServe v0.14 creates for an InferenceService in
+RawDeployment mode, with the pod mutations its webhook would apply already in place (there is
+no webhook between us and the API server when moorage applies these):
+
+* per component (predictor, and transformer when given): a ``Deployment`` and a ``Service``
+  named ``<isvc>-<component>``, labelled ``serving.kserve.io/inferenceservice``, ``component``
+  and ``app: isvc.<isvc>-<component>``, plus a ``HorizontalPodAutoscaler`` unless the
+  ``serving.kserve.io/autoscalerClass`` annotation is ``external``;
+* the predictor pod: the runtime's pod spec merged with the predictor's, the rendered
+  ``kserve-container`` (:mod:`moorage.controller.arguments`), the runtime's other containers, and
+  for ``storageUri``: the ``storage-initializer`` init container writing ``/mnt/models`` into the
+  ``kserve-provision-location`` emptyDir (read-only in the model container unless
+  ``storage.kserve.io/readonly: "false"``), or the PVC mounted directly for ``pvc://`` (with
+  ``enableDirectPvcVolumeMount``), or, for ``oci://`` with ``enableModelcar``, the modelcar
+  sidecar and ``modelcar-init`` init container with ``shareProcessNamespace``;
+* the transformer pod: the transformer container with ``--model_name``, ``--predictor_host
+  <isvc>-predictor.<namespace>`` and ``--http_port 8080``.
+
+Not rendered (they need cluster state, not just the InferenceService): credentials from the
+ServiceAccount's Secrets, CA bundles, Istio, Knative (Serverless) and ModelMesh objects,
+ingress. The future operator calls this function and applies the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from moorage.controller.arguments import (
+    DEFAULT_HTTP_PORT,
+    MAIN_CONTAINER,
+    MODEL_MOUNT_PATH,
+    predictor_container,
+    predictor_service_name,
+    transformer_container,
+    transformer_service_name,
+)
+from moorage.controller.runtime_selection import predictor_model
+from moorage.controller.workload import Workload
+from moorage.core.config.configmap import InferenceServiceConfig
+from moorage.core.resources import InferenceService, PredictorSpec, TransformerSpec
+from moorage.core.storage_uri import OCIURI, PVCURI, parse_storage_uri
+
+__all__ = ["desired_objects", "to_yaml"]
+
+ISVC_LABEL = "serving.kserve.io/inferenceservice"
+COMPONENT_LABEL = "component"
+APP_LABEL = "app"
+SOURCE_URI_ANNOTATION = "internal.serving.kserve.io/storage-initializer-sourceuri"
+READONLY_ANNOTATION = "storage.kserve.io/readonly"
+AUTOSCALER_CLASS_ANNOTATION = "serving.kserve.io/autoscalerClass"
+METRIC_ANNOTATION = "serving.kserve.io/metrics"
+TARGET_ANNOTATION = "serving.kserve.io/targetUtilizationPercentage"
+PROVISION_VOLUME = "kserve-provision-location"
+PVC_VOLUME = "kserve-pvc-source"
+PVC_MOUNT = "/mnt/pvc"
+STORAGE_INITIALIZER = "storage-initializer"
+MODELCAR = "modelcar"
+MODELCAR_INIT = "modelcar-init"
+SERVICE_PORT = 80
+
+#: Pod-level fields a ServingRuntime contributes (KServe's MergePodSpec).
+_RUNTIME_POD_FIELDS = ("nodeSelector", "affinity", "tolerations", "volumes", "imagePullSecrets")
+#: PredictorSpec/TransformerSpec fields that are not corev1.PodSpec fields.
+_COMPONENT_ONLY = {
+    "minReplicas", "maxReplicas", "scaleTarget", "scaleMetric", "containerConcurrency",
+    "timeout", "canaryTrafficPercent", "logger", "batcher", "labels", "annotations",
+    "deploymentStrategy", "sklearn", "xgboost", "tensorflow", "pytorch", "triton", "onnx",
+    "huggingface", "pmml", "lightgbm", "paddle", "model", "workerSpec",
+}  # fmt: skip
+
+
+def _dump(model: Any) -> dict[str, Any]:
+    data: dict[str, Any] = model.model_dump(by_alias=True, exclude_none=True, mode="json")
+    return data
+
+
+def _pod_overrides(component: PredictorSpec | TransformerSpec) -> dict[str, Any]:
+    return {k: v for k, v in _dump(component).items() if k not in _COMPONENT_ONLY}
+
+
+def _merge_pod(runtime_pod: Mapping[str, Any], component_pod: Mapping[str, Any]) -> dict[str, Any]:
+    pod = {k: runtime_pod[k] for k in _RUNTIME_POD_FIELDS if k in runtime_pod}
+    for key, value in component_pod.items():
+        if key == "volumes" and "volumes" in pod:
+            names = {v["name"] for v in value}
+            pod["volumes"] = [v for v in pod["volumes"] if v["name"] not in names] + list(value)
+        elif key == "nodeSelector" and "nodeSelector" in pod:
+            pod["nodeSelector"] = {**pod["nodeSelector"], **value}
+        else:
+            pod[key] = value
+    return pod
+
+
+def _meta(
+    isvc: InferenceService, component: str, namespace: str, extra: PredictorSpec | TransformerSpec
+) -> tuple[dict[str, str], dict[str, str], str]:
+    name = (
+        predictor_service_name(isvc.name)
+        if component == "predictor"
+        else transformer_service_name(isvc.name)
+    )
+    labels = {
+        **(isvc.metadata.labels or {}),
+        **(extra.labels or {}),
+        ISVC_LABEL: isvc.name,
+        COMPONENT_LABEL: component,
+        APP_LABEL: f"isvc.{name}",
+    }
+    annotations = {**(isvc.metadata.annotations or {}), **(extra.annotations or {})}
+    annotations = {
+        k: v for k, v in annotations.items() if not k.startswith("kubectl.kubernetes.io")
+    }
+    return labels, annotations, name
+
+
+def _storage_initializer(config: InferenceServiceConfig, source: str) -> dict[str, Any]:
+    si = config.storage_initializer
+    return {
+        "name": STORAGE_INITIALIZER,
+        "image": si.image,
+        "args": [source, MODEL_MOUNT_PATH],
+        "resources": {
+            "requests": {"cpu": si.cpu_request, "memory": si.memory_request},
+            "limits": {"cpu": si.cpu_limit, "memory": si.memory_limit},
+        },
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [{"name": PROVISION_VOLUME, "mountPath": MODEL_MOUNT_PATH}],
+    }
+
+
+def _add_mount(container: dict[str, Any], mount: dict[str, Any]) -> None:
+    mounts = [m for m in container.get("volumeMounts", []) if m["mountPath"] != mount["mountPath"]]
+    container["volumeMounts"] = [*mounts, mount]
+
+
+def _add_volume(pod: dict[str, Any], volume: dict[str, Any]) -> None:
+    if all(v["name"] != volume["name"] for v in pod.get("volumes", [])):
+        pod["volumes"] = [*pod.get("volumes", []), volume]
+
+
+def _modelcar(
+    pod: dict[str, Any], main: dict[str, Any], image: str, config: InferenceServiceConfig
+) -> None:
+    si = config.storage_initializer
+    resources = {
+        "requests": {"cpu": si.cpu_modelcar, "memory": si.memory_modelcar},
+        "limits": {"cpu": si.cpu_modelcar, "memory": si.memory_modelcar},
+    }
+    mount = {"name": PROVISION_VOLUME, "mountPath": "/mnt"}
+    _add_volume(pod, {"name": PROVISION_VOLUME, "emptyDir": {}})
+    env = [e for e in main.get("env", []) if e["name"] != "MODEL_INIT_MODE"]
+    main["env"] = [*env, {"name": "MODEL_INIT_MODE", "value": "async"}]
+    _add_mount(main, mount)
+    security = {"runAsUser": si.uid_modelcar} if si.uid_modelcar is not None else None
+    if security:
+        main["securityContext"] = {**main.get("securityContext", {}), **security}
+    # `$$` is Kubernetes' escape for `$`: the shell sees `$$`, its own PID.
+    sidecar: dict[str, Any] = {
+        "name": MODELCAR,
+        "image": image,
+        "args": ["sh", "-c", "ln -s /proc/$$$$/root/models /mnt/models && sleep infinity"],
+        "resources": resources,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [mount],
+    }
+    check = (
+        f"echo 'Pre-fetching modelcar {image}: ' && [ -d /models ] && "
+        '[ "$$(ls -A /models)" ] && '
+        "echo 'OK ... Prefetched and valid (/models exists)' || "
+        "(echo 'NOK ... Prefetched but modelcar is invalid (/models does not exist or is empty)' "
+        "&& exit 1)"
+    )
+    init: dict[str, Any] = {
+        "name": MODELCAR_INIT,
+        "image": image,
+        "args": ["sh", "-c", check],
+        "resources": resources,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if security:
+        sidecar["securityContext"] = dict(security)
+        init["securityContext"] = dict(security)
+    pod["containers"] = [*pod["containers"], sidecar]
+    pod["initContainers"] = [*pod.get("initContainers", []), init]
+    pod["shareProcessNamespace"] = True
+
+
+def _mutate_storage(
+    pod: dict[str, Any],
+    uri: str,
+    *,
+    readonly: bool,
+    config: InferenceServiceConfig,
+) -> dict[str, str]:
+    """Apply the storage-initializer / modelcar webhook to ``pod``; returns pod annotations."""
+    main = next(c for c in pod["containers"] if c["name"] == MAIN_CONTAINER)
+    parsed = parse_storage_uri(uri)
+    si = config.storage_initializer
+    if isinstance(parsed, OCIURI) and si.enable_modelcar:
+        _modelcar(pod, main, uri.removeprefix("oci://"), config)
+        return {SOURCE_URI_ANNOTATION: uri}
+    source = uri
+    if isinstance(parsed, PVCURI):
+        _add_volume(
+            pod,
+            {
+                "name": PVC_VOLUME,
+                "persistentVolumeClaim": {"claimName": parsed.claim, "readOnly": readonly},
+            },
+        )
+        if si.enable_direct_pvc_volume_mount:
+            mount = {"name": PVC_VOLUME, "mountPath": MODEL_MOUNT_PATH, "readOnly": readonly}
+            if parsed.path:
+                mount["subPath"] = parsed.path
+            _add_mount(main, mount)
+            return {SOURCE_URI_ANNOTATION: uri}
+        _add_mount(main, {"name": PVC_VOLUME, "mountPath": PVC_MOUNT, "readOnly": readonly})
+        source = f"{PVC_MOUNT}/{parsed.path}".rstrip("/")
+    _add_volume(pod, {"name": PROVISION_VOLUME, "emptyDir": {}})
+    init = _storage_initializer(config, source)
+    if isinstance(parsed, PVCURI):
+        init["volumeMounts"].append(
+            {"name": PVC_VOLUME, "mountPath": PVC_MOUNT, "readOnly": readonly}
+        )
+    pod["initContainers"] = [*pod.get("initContainers", []), init]
+    _add_mount(
+        main, {"name": PROVISION_VOLUME, "mountPath": MODEL_MOUNT_PATH, "readOnly": readonly}
+    )
+    return {SOURCE_URI_ANNOTATION: uri}
+
+
+def _first_port(container: Mapping[str, Any]) -> tuple[str, int, str]:
+    ports = container.get("ports") or []
+    if ports:
+        first = ports[0]
+        return first.get("name") or "http", first["containerPort"], first.get("protocol") or "TCP"
+    return "", DEFAULT_HTTP_PORT, "TCP"
+
+
+def _service(
+    name: str,
+    namespace: str,
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    container: Mapping[str, Any],
+) -> dict[str, Any]:
+    port_name, target, protocol = _first_port(container)
+    ports = [
+        {
+            "name": port_name or name,
+            "port": SERVICE_PORT,
+            "targetPort": target,
+            "protocol": protocol,
+        }
+    ]
+    for extra in (container.get("ports") or [])[1:]:
+        ports.append(
+            {
+                "name": extra.get("name") or f"port-{extra['containerPort']}",
+                "port": extra["containerPort"],
+                "targetPort": extra["containerPort"],
+                "protocol": extra.get("protocol") or "TCP",
+            }
+        )
+    meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels}
+    if annotations:
+        meta["annotations"] = annotations
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta,
+        "spec": {"selector": {APP_LABEL: labels[APP_LABEL]}, "ports": ports, "type": "ClusterIP"},
+    }
+
+
+def _deployment(
+    name: str,
+    namespace: str,
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    pod_annotations: dict[str, str],
+    pod: dict[str, Any],
+    component: PredictorSpec | TransformerSpec,
+) -> dict[str, Any]:
+    strategy = (
+        _dump(component.deployment_strategy)
+        if component.deployment_strategy is not None
+        else {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"},
+        }
+    )
+    template_meta: dict[str, Any] = {"labels": labels}
+    if pod_annotations:
+        template_meta["annotations"] = pod_annotations
+    meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels}
+    if annotations:
+        meta["annotations"] = annotations
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta,
+        "spec": {
+            "replicas": component.min_replicas if component.min_replicas is not None else 1,
+            "selector": {"matchLabels": {APP_LABEL: labels[APP_LABEL]}},
+            "strategy": strategy,
+            "template": {"metadata": template_meta, "spec": pod},
+        },
+    }
+
+
+def _hpa(
+    name: str,
+    namespace: str,
+    labels: dict[str, str],
+    annotations: Mapping[str, str],
+    component: PredictorSpec | TransformerSpec,
+) -> dict[str, Any] | None:
+    if annotations.get(AUTOSCALER_CLASS_ANNOTATION, "hpa") == "external":
+        return None
+    minimum = max(component.min_replicas if component.min_replicas is not None else 1, 1)
+    maximum = max(component.max_replicas or 0, minimum)
+    metric = component.scale_metric or annotations.get(METRIC_ANNOTATION, "cpu")
+    if metric not in ("cpu", "memory"):
+        metric = "cpu"
+    target = component.scale_target or int(annotations.get(TARGET_ANNOTATION, "80"))
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": minimum,
+            "maxReplicas": maximum,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": metric,
+                        "target": {"type": "Utilization", "averageUtilization": target},
+                    },
+                }
+            ],
+        },
+    }
+
+
+def _component_objects(
+    name: str,
+    namespace: str,
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    pod_annotations: dict[str, str],
+    pod: dict[str, Any],
+    component: PredictorSpec | TransformerSpec,
+    service_container: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    objects = [
+        _deployment(name, namespace, labels, annotations, pod_annotations, pod, component),
+        _service(name, namespace, labels, annotations, service_container),
+    ]
+    hpa = _hpa(name, namespace, labels, annotations, component)
+    if hpa is not None:
+        objects.append(hpa)
+    return objects
+
+
+def _predictor_objects(
+    workload: Workload, namespace: str, config: InferenceServiceConfig
+) -> list[dict[str, Any]]:
+    isvc = workload.isvc
+    predictor = isvc.spec.predictor
+    labels, annotations, name = _meta(isvc, "predictor", namespace, predictor)
+    overrides = _pod_overrides(predictor)
+    if workload.runtime is None:
+        pod = overrides
+        main = pod["containers"][0]
+        uri = next(
+            (e.get("value") for e in main.get("env", []) if e.get("name") == "STORAGE_URI"), None
+        )
+        runtime_annotations: dict[str, str] = {}
+    else:
+        runtime = workload.runtime
+        runtime_pod = _dump(runtime.spec)
+        main = predictor_container(isvc, runtime)
+        others = [c for c in runtime_pod["containers"] if c["name"] != MAIN_CONTAINER]
+        pod = _merge_pod(runtime_pod, overrides)
+        pod["containers"] = [main, *others]
+        if runtime.spec.host_ipc is not None and "hostIPC" not in pod:
+            pod["hostIPC"] = runtime.spec.host_ipc
+        model = predictor_model(isvc)
+        uri = model.spec.storage_uri if model is not None else None
+        runtime_annotations = dict(runtime.spec.annotations or {})
+        labels = {**(runtime.spec.labels or {}), **labels}
+    pod_annotations = {**runtime_annotations, **annotations}
+    if uri:
+        readonly = annotations.get(READONLY_ANNOTATION, "true") != "false"
+        pod_annotations.update(_mutate_storage(pod, uri, readonly=readonly, config=config))
+    return _component_objects(
+        name, namespace, labels, annotations, pod_annotations, pod, predictor, main
+    )
+
+
+def _transformer_objects(workload: Workload, namespace: str) -> list[dict[str, Any]]:
+    isvc = workload.isvc
+    transformer = isvc.spec.transformer
+    assert transformer is not None
+    labels, annotations, name = _meta(isvc, "transformer", namespace, transformer)
+    if isvc.namespace is None:
+        isvc = isvc.model_copy(deep=True)
+        isvc.metadata.namespace = namespace
+    container = transformer_container(isvc)
+    pod = _pod_overrides(transformer)
+    pod["containers"] = [container, *pod["containers"][1:]]
+    return _component_objects(
+        name, namespace, labels, annotations, dict(annotations), pod, transformer, container
+    )
+
+
+def desired_objects(
+    workload: Workload,
+    *,
+    namespace: str | None = None,
+    config: InferenceServiceConfig | None = None,
+) -> list[dict[str, Any]]:
+    """The objects the controller creates for ``workload`` (see the module docstring).
+
+    ``namespace`` applies when the InferenceService has none (default ``default``); ``config`` is
+    the ``inferenceservice-config`` ConfigMap (KServe's shipped values when None).
+    """
+    config = config or InferenceServiceConfig.default()
+    ns = workload.isvc.namespace or namespace or "default"
+    objects = _predictor_objects(workload, ns, config)
+    if workload.isvc.spec.transformer is not None:
+        objects += _transformer_objects(workload, ns)
+    return objects
+
+
+class _Dumper(yaml.SafeDumper):
+    """Writes shared sub-objects out in full: no ``&id001`` anchors in manifests."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def to_yaml(objects: list[dict[str, Any]]) -> str:
+    """Objects as one multi-document YAML stream, keys in the order they were built."""
+    return yaml.dump_all(objects, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
