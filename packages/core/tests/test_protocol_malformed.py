@@ -212,13 +212,14 @@ def test_binary_size_does_not_match_shape(size: int) -> None:
 @pytest.mark.parametrize(
     ("raw", "count", "problem"),
     [
-        (b"\x01\x00\x00", 1, "length prefix runs past the end"),
+        (b"\x01\x00\x00", 1, "need at least 4 bytes"),
         (b"\x05\x00\x00\x00abc", 1, "runs past the end"),
         (b"\xff\xff\xff\xff", 1, "runs past the end"),
-        (b"\x01\x00\x00\x00a\x01\x00", 2, "length prefix runs past the end"),
+        (b"\x01\x00\x00\x00a\x01\x00", 2, "need at least 8 bytes"),
+        (b"\x01\x00\x00\x00a\x01\x00\x00\x00", 2, "element 1 of 1 bytes runs past the end"),
         (b"\x01\x00\x00\x00ab", 1, "1 bytes left over"),
         (b"\x00\x00\x00\x00", 0, "4 bytes left over"),
-        (b"", 1, "length prefix runs past the end"),
+        (b"", 1, "need at least 4 bytes"),
     ],
 )
 def test_bytes_elements_malformed(raw: bytes, count: int, problem: str) -> None:
@@ -351,3 +352,15 @@ def test_high_rank_and_zero_sized_shapes_within_limits() -> None:
     for shape in ([1] * 32, [2, 0, 3] * 10, [1] * 64, [2**20, 2**20, 0]):
         body = orjson.dumps({"inputs": [_tensor(shape=shape, data=[1.0] * int(np.prod(shape)))]})
         assert decode_request(body, model_name="m").inputs[0].data.shape == tuple(shape)
+
+
+# ----------------------------------------------------------------------------- no huge allocations
+@pytest.mark.parametrize("count", [10**8, 10**11, 2**59])
+def test_bytes_count_is_checked_before_allocating(count: int) -> None:
+    # A tiny body claiming many BYTES elements must fail fast, not allocate count slots.
+    _raises(lambda: decode_bytes_elements(b"\x00" * 8, count, name="s"), InvalidTensor)
+    item = {"name": "s", "datatype": "BYTES", "shape": [count]}
+    _raises(_request({**item, "data": ["a", "b"]}), InvalidTensor, "needs")
+    _raises(_request({**item, "parameters": {"binary_data_size": 8}}, raw=bytes(8)), InvalidTensor)
+    _proto_raises(_proto("BYTES", shape=(count,), raw=[bytes(8)]), InvalidTensor)
+    _proto_raises(_proto("BYTES", shape=(count,), bytes_contents=[b"a"]), InvalidTensor)

@@ -143,8 +143,14 @@ def encode_bytes_elements(values: Iterable[Any]) -> bytes:
 def decode_bytes_elements(raw: Buffer, count: int, *, name: str = "") -> np.ndarray:
     """``count`` length-prefixed BYTES elements from ``raw`` (which must hold exactly those)."""
     view = memoryview(raw).cast("B") if not isinstance(raw, bytes) else raw
-    out = np.empty(count, dtype=object)
     pos, end = 0, len(view)
+    if count * 4 > end:  # checked before allocating ``count`` slots a hostile shape may ask for
+        raise InvalidTensor(
+            f"tensor '{name}': {count} BYTES elements need at least {count * 4} bytes of length "
+            f"prefixes, the data has {end}",
+            tensor=name,
+        )
+    out = np.empty(count, dtype=object)
     for i in range(count):
         if pos + 4 > end:
             raise InvalidTensor(
@@ -267,10 +273,10 @@ def _from_json(data: Any, datatype: Datatype, shape: tuple[int, ...], name: str)
     count = math.prod(shape)
     try:
         if datatype is Datatype.BYTES:
-            arr = np.empty(count, dtype=object)
             flat = list(_flatten(data))
             if len(flat) != count:
                 raise _size_error(name, shape, len(flat))
+            arr = np.empty(count, dtype=object)
             for value in flat:
                 if not isinstance(value, str):
                     raise InvalidTensor(
