@@ -70,6 +70,8 @@ class RemoteFile:
     identity: str = ""
     md5: str | None = None
     sha256: str | None = None
+    #: git blob id (SHA-1 of ``blob <size>\0<bytes>``), as the Hugging Face Hub lists small files.
+    git_sha1: str | None = None
     multipart_etag: str | None = None
     multipart_part_size: int | None = None
     #: where the file came from, for messages (no credentials).

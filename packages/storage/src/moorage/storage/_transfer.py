@@ -98,6 +98,7 @@ class _Job:
     fd: int = -1
     md5: str | None = None
     sha256: str | None = None
+    git_sha1: str | None = None
     attempt: int = 0
     size: int | None = None
 
@@ -279,6 +280,7 @@ class Transfer:
         s = self.settings
         want_md5 = (job.inline and job.file.md5 is not None) or bool(job.file.multipart_etag)
         want_sha = job.inline and job.file.sha256 is not None
+        want_git = job.inline and job.file.git_sha1 is not None and job.size is not None
         attempts = s.retries + 1
         for attempt in range(attempts):
             if self.ctx.stop.is_set():
@@ -289,6 +291,7 @@ class Transfer:
                 self.progress,
                 md5=hashlib.md5(usedforsecurity=False) if want_md5 else None,
                 sha=hashlib.sha256() if want_sha else None,
+                git=_git_hasher(job.size or 0) if want_git else None,
             )
 
             try:
@@ -311,7 +314,7 @@ class Transfer:
                 time.sleep(delay)
                 continue
             written = writer.written
-            md5, sha = writer.md5, writer.sha
+            md5, sha, git = writer.md5, writer.sha, writer.git
             with self._fetched_lock:
                 self.fetched_bytes += written
             if part.end is None:
@@ -324,6 +327,7 @@ class Transfer:
             if job.inline:
                 job.md5 = md5.hexdigest() if md5 is not None else None
                 job.sha256 = sha.hexdigest() if sha is not None else None
+                job.git_sha1 = git.hexdigest() if git is not None else None
             return md5.hexdigest() if md5 is not None else ""
         raise AssertionError("unreachable")
 
@@ -391,8 +395,17 @@ class Transfer:
                 raise IntegrityError(f"{self.ctx.uri}: {f.path} does not match its ETag")
         need_md5 = f.md5 is not None and job.md5 is None
         need_sha = f.sha256 is not None and job.sha256 is None
-        if (need_md5 or need_sha) and self.settings.verify_hashes:
-            job.md5, job.sha256 = _hash_fd(job.fd, md5=need_md5, sha256=need_sha)
+        need_git = f.git_sha1 is not None and job.git_sha1 is None
+        if (need_md5 or need_sha or need_git) and self.settings.verify_hashes:
+            md5, sha, git = _hash_fd(job.fd, md5=need_md5, sha256=need_sha, git=need_git)
+            job.md5 = job.md5 or md5
+            job.sha256 = job.sha256 or sha
+            job.git_sha1 = job.git_sha1 or git
+        if f.git_sha1 is not None and job.git_sha1 is not None and job.git_sha1 != f.git_sha1:
+            raise IntegrityError(
+                f"{self.ctx.uri}: {f.path} has git blob id {job.git_sha1}, "
+                f"the source says {f.git_sha1}"
+            )
         if f.md5 is not None and job.md5 is not None and job.md5 != f.md5:
             raise IntegrityError(
                 f"{self.ctx.uri}: {f.path} has MD5 {job.md5}, the source says {f.md5}"
@@ -427,13 +440,21 @@ class _PartWriter:
     """Sink for one part: ``pwrite`` at the running offset, hash, count, report."""
 
     def __init__(
-        self, fd: int, offset: int, progress: Progress, *, md5: Any = None, sha: Any = None
+        self,
+        fd: int,
+        offset: int,
+        progress: Progress,
+        *,
+        md5: Any = None,
+        sha: Any = None,
+        git: Any = None,
     ) -> None:
         self.fd = fd
         self.offset = offset
         self.progress = progress
         self.md5 = md5
         self.sha = sha
+        self.git = git
         self.written = 0
 
     def write(self, chunk: memoryview) -> None:
@@ -446,6 +467,8 @@ class _PartWriter:
             self.md5.update(chunk)
         if self.sha is not None:
             self.sha.update(chunk)
+        if self.git is not None:
+            self.git.update(chunk)
         self.written += len(chunk)
         self.progress.advance(len(chunk))
 
@@ -456,9 +479,18 @@ def _split(size: int, part_size: int) -> list[_Part]:
     ]
 
 
-def _hash_fd(fd: int, *, md5: bool, sha256: bool) -> tuple[str | None, str | None]:
+def _git_hasher(size: int) -> Any:
+    hasher = hashlib.sha1(usedforsecurity=False)
+    hasher.update(b"blob %d\0" % size)
+    return hasher
+
+
+def _hash_fd(
+    fd: int, *, md5: bool, sha256: bool, git: bool = False
+) -> tuple[str | None, str | None, str | None]:
     h_md5 = hashlib.md5(usedforsecurity=False) if md5 else None
     h_sha = hashlib.sha256() if sha256 else None
+    h_git = _git_hasher(os.fstat(fd).st_size) if git else None
     offset = 0
     while True:
         chunk = os.pread(fd, _HASH_CHUNK, offset)
@@ -469,9 +501,12 @@ def _hash_fd(fd: int, *, md5: bool, sha256: bool) -> tuple[str | None, str | Non
             h_md5.update(chunk)
         if h_sha is not None:
             h_sha.update(chunk)
+        if h_git is not None:
+            h_git.update(chunk)
     return (
         h_md5.hexdigest() if h_md5 is not None else None,
         h_sha.hexdigest() if h_sha is not None else None,
+        h_git.hexdigest() if h_git is not None else None,
     )
 
 
