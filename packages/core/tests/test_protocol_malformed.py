@@ -364,3 +364,33 @@ def test_bytes_count_is_checked_before_allocating(count: int) -> None:
     _raises(_request({**item, "parameters": {"binary_data_size": 8}}, raw=bytes(8)), InvalidTensor)
     _proto_raises(_proto("BYTES", shape=(count,), raw=[bytes(8)]), InvalidTensor)
     _proto_raises(_proto("BYTES", shape=(count,), bytes_contents=[b"a"]), InvalidTensor)
+
+
+@pytest.mark.parametrize("datatype", ["BYTES", "FP32", "BOOL"])
+@pytest.mark.parametrize("depth", [200, 1000, 1023])
+def test_deeply_nested_data(datatype: str, depth: int) -> None:
+    # orjson parses up to 1024 levels; decoding them must not hit Python's recursion limit.
+    value = b'"a"' if datatype == "BYTES" else b"1"
+    data = b"[" * depth + value + b"]" * depth
+    head = b'{"inputs":[{"name":"x","datatype":"%s","shape":[1],"data":' % datatype.encode()
+    try:
+        tensor = decode_request(head + data + b"}]}", model_name="m").inputs[0]
+    except InvalidInput:
+        return  # numpy refuses that many dimensions: a typed error is fine too
+    assert tensor.data.shape == (1,)
+
+
+def test_flatten_keeps_order() -> None:
+    body = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "s",
+                    "datatype": "BYTES",
+                    "shape": [5],
+                    "data": [["a", ["b"]], [], "c", [[["d"]], "e"]],
+                }
+            ]
+        }
+    )
+    assert decode_request(body, model_name="m").inputs[0].data.tolist() == list("abcde")

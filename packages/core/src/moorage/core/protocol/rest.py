@@ -273,7 +273,7 @@ def _from_json(data: Any, datatype: Datatype, shape: tuple[int, ...], name: str)
     count = math.prod(shape)
     try:
         if datatype is Datatype.BYTES:
-            flat = list(_flatten(data))
+            flat = _flatten(data)
             if len(flat) != count:
                 raise _size_error(name, shape, len(flat))
             arr = np.empty(count, dtype=object)
@@ -304,12 +304,21 @@ def _size_error(name: str, shape: tuple[int, ...], got: int) -> InvalidTensor:
     )
 
 
-def _flatten(data: Any) -> Iterable[Any]:
-    if isinstance(data, list):
-        for item in data:
-            yield from _flatten(item)
-    else:
-        yield data
+def _flatten(data: Any) -> list[Any]:
+    # Iterative: JSON may nest ~1000 levels deep, past Python's recursion limit.
+    if not isinstance(data, list):
+        return [data]
+    flat: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            flat.append(item)
+        else:
+            stack.pop()
+    return flat
 
 
 def _parameters(value: Any, where: str) -> dict[str, Any]:
