@@ -394,3 +394,23 @@ def test_flatten_keeps_order() -> None:
         }
     )
     assert decode_request(body, model_name="m").inputs[0].data.tolist() == list("abcde")
+
+
+@pytest.mark.parametrize(
+    ("datatype", "field", "value"),
+    [
+        ("INT8", "int_contents", 128),
+        ("INT8", "int_contents", -129),
+        ("INT16", "int_contents", 2**15),
+        ("UINT8", "uint_contents", 256),
+        ("UINT16", "uint_contents", 2**16),
+    ],
+)
+def test_proto_typed_contents_out_of_range(datatype: str, field: str, value: int) -> None:
+    err = _proto_raises(_proto(datatype, shape=(1,), **{field: [value]}), InvalidTensor)
+    assert f"contents do not fit datatype {datatype}" in str(err)
+    message = oip_grpc.pb.ModelInferResponse(model_name="m")
+    getattr(message.outputs.add(name="y", datatype=datatype, shape=[1]).contents, field).append(
+        value
+    )
+    _raises(lambda: oip_grpc.response_from_proto(message), InvalidTensor)

@@ -159,7 +159,13 @@ def _tensor_from_proto(message: Any, raw: bytes | None, kind: str, model_name: s
             data = np.empty(count, dtype=object)
             data[:] = list(values)
         else:
-            data = np.array(values, dtype=datatype.numpy_dtype)
+            try:
+                data = np.array(values, dtype=datatype.numpy_dtype)
+            except (OverflowError, ValueError) as exc:  # e.g. 1000 in int_contents of INT8
+                raise InvalidTensor(
+                    f"{kind} '{message.name}': contents do not fit datatype {datatype}: {exc}",
+                    tensor=message.name,
+                ) from None
     return InferTensor(
         message.name,
         datatype,
