@@ -1,0 +1,150 @@
+"""``ServerSettings``: every knob of ``moorage-server``, from the CLI and the environment.
+
+Flag names are KServe's model-server flags (``--model_name``, ``--http_port`` 8080,
+``--grpc_port`` 8081, ``--workers``, ``--max_threads``, ``--enable_grpc true``, ...) so that a
+KServe ServingRuntime's ``args`` work unchanged. Every field can also come from the environment
+as ``MOORAGE_<FIELD>`` (``MOORAGE_HTTP_PORT=9000``). Unknown flags are kept, not rejected, in
+:attr:`ServerSettings.extra_args` (KServe's ``parse_known_args``) so that a runtime can read flags
+of its own. Two KServe environment variables are honoured as defaults: ``KSERVE_LOGLEVEL`` and
+the sklearn runtime's ``PREDICT_PROBA``.
+
+Precedence: CLI flag > ``MOORAGE_*`` variable > KServe variable > default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, CliUnknownArgs, SettingsConfigDict
+
+__all__ = ["DEFAULT_MAX_GRPC_MESSAGE_LENGTH", "ServerSettings"]
+
+#: KServe's MAX_GRPC_MESSAGE_LENGTH (8 MiB).
+DEFAULT_MAX_GRPC_MESSAGE_LENGTH = 8 * 1024 * 1024
+
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+
+PredictorProtocol = Literal["v1", "v2", "grpc-v2"]
+
+
+def _env_flag(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    return default if value is None else value.strip().lower() in _TRUE
+
+
+def _kserve_log_level() -> str:
+    return os.environ.get("KSERVE_LOGLEVEL", "INFO").upper()
+
+
+class ServerSettings(BaseSettings):
+    """Settings of one model-server process (and of the workers it forks)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MOORAGE_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        cli_prog_name="moorage-server",
+        cli_kebab_case=False,
+        cli_implicit_flags=False,
+        cli_ignore_unknown_args=True,
+        protected_namespaces=(),
+    )
+
+    # ---- the model
+    model_name: str = Field("model", description="Name the model is served under.")
+    model_dir: str = Field(
+        "/mnt/models",
+        description="Directory holding the model files, or a storage URI (s3://, gs://, ...) "
+        "to download first.",
+    )
+    model_format: str | None = Field(
+        None,
+        description="Runtime to serve model_dir with (sklearn, xgboost, lightgbm or a plugin's "
+        "name); detected from the files when unset.",
+    )
+    predict_proba: bool = Field(
+        default_factory=lambda: _env_flag("PREDICT_PROBA"),
+        description="sklearn: answer with predict_proba instead of predict (KServe's "
+        "PREDICT_PROBA variable).",
+    )
+    nthread: int = Field(1, ge=1, description="xgboost/lightgbm: threads per prediction.")
+
+    # ---- listeners
+    host: str = Field("0.0.0.0", description="Address to listen on.")
+    http_port: int = Field(8080, ge=0, le=65535, description="REST port.")
+    grpc_port: int = Field(8081, ge=0, le=65535, description="gRPC port.")
+    enable_grpc: bool = Field(True, description="Serve gRPC as well as REST.")
+    enable_docs_url: bool = Field(False, description="Serve OpenAPI docs at /docs.")
+    workers: int = Field(1, ge=1, description="Server processes sharing the ports.")
+    max_threads: int = Field(4, ge=1, description="Threads for the gRPC server.")
+    max_asyncio_workers: int | None = Field(
+        None, ge=1, description="Threads for sync model code; default min(32, cpus + 4)."
+    )
+    grpc_max_send_message_length: int = Field(DEFAULT_MAX_GRPC_MESSAGE_LENGTH, ge=1)
+    grpc_max_receive_message_length: int = Field(DEFAULT_MAX_GRPC_MESSAGE_LENGTH, ge=1)
+
+    # ---- production behaviour (moorage's own)
+    max_request_body_bytes: int = Field(
+        128 * 1024 * 1024, ge=1, description="Larger REST bodies are refused with 413."
+    )
+    max_inflight_requests: int = Field(
+        1024,
+        ge=1,
+        description="Per model: requests admitted at once; more are refused with 503 / "
+        "UNAVAILABLE instead of queueing without bound.",
+    )
+    graceful_shutdown_seconds: float = Field(
+        30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
+    )
+    sync_mode: Literal["auto", "thread", "inline"] = Field(
+        "auto",
+        description="How sync model methods run: in a thread, inline on the event loop, or "
+        "auto (inline while they measure cheap, in a thread once they do not).",
+    )
+
+    # ---- logging
+    configure_logging: bool = Field(True, description="Configure logging at startup.")
+    log_config_file: str | None = Field(None, description="uvicorn log config (yaml/json).")
+    access_log_format: str | None = Field(None, description="Access log format.")
+    enable_latency_logging: bool = Field(True, description="Log per-stage latencies.")
+    log_level: str = Field(default_factory=_kserve_log_level, description="Log level.")
+
+    # ---- transformer mode (forwarding to a predictor)
+    predictor_host: str | None = Field(None, description="Predictor to forward predict to.")
+    protocol: PredictorProtocol | None = Field(
+        None, description="Deprecated alias of predictor_protocol."
+    )
+    predictor_protocol: PredictorProtocol = Field("v1")
+    predictor_use_ssl: bool = Field(False)
+    predictor_request_timeout_seconds: int = Field(600, ge=1)
+
+    # ---- flags this class does not know, for runtimes to parse
+    extra_args: CliUnknownArgs
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper()
+
+    @property
+    def effective_predictor_protocol(self) -> PredictorProtocol:
+        """``predictor_protocol``, or the deprecated ``protocol`` when only that was given."""
+        if self.protocol is not None and "predictor_protocol" not in self.model_fields_set:
+            return self.protocol
+        return self.predictor_protocol
+
+    @property
+    def asyncio_workers(self) -> int:
+        """Threads for sync model code (KServe's default for ``--max_asyncio_workers``)."""
+        if self.max_asyncio_workers is not None:
+            return self.max_asyncio_workers
+        return min(32, (os.cpu_count() or 1) + 4)
+
+    @classmethod
+    def from_cli(cls, argv: Sequence[str] | None = None) -> ServerSettings:
+        """Parse ``argv`` (default ``sys.argv[1:]``) over the environment."""
+        args: list[str] | bool = True if argv is None else list(argv)
+        return cls(_cli_parse_args=args)

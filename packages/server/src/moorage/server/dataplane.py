@@ -1,0 +1,276 @@
+"""``DataPlane``: the one transport-agnostic implementation of every server operation.
+
+REST (``moorage.server.rest``) and gRPC (``moorage.server.grpc``) only parse bytes into core
+types, call a method here and render its result; everything else (model lookup, readiness,
+admission control, the model's stages, translating the model's exceptions) happens here once.
+
+Hook point: :attr:`DataPlane.hooks` is a list of :class:`InferenceHook` objects; each sees an
+:class:`InferenceEvent` before the model runs and after it returns or fails, with per-stage
+timings. Metrics, access/latency logs and the CloudEvents inference logger plug in there.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from moorage.core.errors import (
+    InferenceError,
+    ModelNotFound,
+    MoorageError,
+    Overloaded,
+)
+from moorage.core.protocol import InferRequest, InferResponse
+from moorage.server._version import __version__
+from moorage.server.model import BoundModel, Headers
+from moorage.server.repository import ModelRepository
+
+__all__ = [
+    "DataPlane",
+    "InferenceEvent",
+    "InferenceHook",
+    "LatencyLogger",
+    "Verb",
+    "request_id_var",
+]
+
+logger = logging.getLogger(__name__)
+
+Verb = Literal["predict", "explain"]
+Protocol_ = Literal["v1", "v2"]
+Transport = Literal["rest", "grpc"]
+
+#: The current request's ``x-request-id`` (``None`` outside a request or when none was sent).
+request_id_var: ContextVar[str | None] = ContextVar("moorage_request_id", default=None)
+
+SERVER_NAME = "moorage"
+EXTENSIONS = ["model_repository_extension"]
+
+
+@dataclass(slots=True)
+class InferenceEvent:
+    """What a hook sees of one inference. ``timings`` maps stage name -> seconds."""
+
+    model_name: str
+    verb: Verb
+    protocol: Protocol_
+    transport: Transport
+    headers: Headers
+    request: Any
+    request_id: str | None
+    started: float
+    response: Any = None
+    response_headers: Headers = field(default_factory=dict)
+    error: BaseException | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float:
+        """Seconds from admission to the end of ``postprocess`` (sum of the stages)."""
+        return sum(self.timings.values())
+
+
+class InferenceHook(Protocol):
+    """Observes inferences. Both methods run on the event loop: keep them non-blocking."""
+
+    def on_request(self, event: InferenceEvent) -> None: ...
+
+    def on_response(self, event: InferenceEvent) -> None: ...
+
+
+class LatencyLogger:
+    """KServe's ``--enable_latency_logging`` line, logged at DEBUG to keep the hot path cheap."""
+
+    _log = logging.getLogger("moorage.server.latency")
+
+    def on_request(self, event: InferenceEvent) -> None:
+        return None
+
+    def on_response(self, event: InferenceEvent) -> None:
+        if self._log.isEnabledFor(logging.DEBUG):
+            ms = {k: round(v * 1000, 3) for k, v in event.timings.items()}
+            self._log.debug(
+                "requestId: %s, preprocess_ms: %s, %s_ms: %s, postprocess_ms: %s",
+                event.request_id or "N.A.",
+                ms.get("preprocess"),
+                event.verb,
+                ms.get(event.verb),
+                ms.get("postprocess"),
+                extra={"model": event.model_name, "request_id": event.request_id},
+            )
+
+
+class DataPlane:
+    """Every operation of the server, independent of REST and gRPC."""
+
+    def __init__(
+        self,
+        repository: ModelRepository,
+        *,
+        max_inflight: int = 1024,
+        hooks: list[InferenceHook] | None = None,
+    ) -> None:
+        self.repository = repository
+        self.max_inflight = max_inflight
+        #: Inference hooks, called in order; append to add one (metrics, loggers, ...).
+        self.hooks: list[InferenceHook] = list(hooks or [])
+        self.stopping = False
+
+    # ------------------------------------------------------------------ health & metadata
+    async def live(self) -> bool:
+        return True
+
+    async def ready(self) -> bool:
+        """Ready when not shutting down and every registered model is healthy."""
+        if self.stopping:
+            return False
+        for model in self.repository.get_models().values():
+            if not await model.healthy():
+                return False
+        return True
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS}
+
+    def model_names(self) -> list[str]:
+        return list(self.repository.get_models())
+
+    async def model_ready(self, name: str, version: str | None = None) -> bool:
+        bound = self.repository.bound(name)
+        _check_version(bound, version)
+        return bool(await bound.model.healthy())
+
+    def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
+        bound = self.repository.bound(name)
+        _check_version(bound, version)
+        model = bound.model
+        meta: dict[str, Any] = {"name": name}
+        if model.version is not None:
+            meta["versions"] = [model.version]
+        meta["platform"] = getattr(model, "platform", "")
+        meta["inputs"] = model.get_input_types()
+        meta["outputs"] = model.get_output_types()
+        return meta
+
+    # ------------------------------------------------------------------ repository
+    async def load(self, name: str) -> bool:
+        return await self.repository.load(name)
+
+    async def unload(self, name: str) -> bool:
+        await self.repository.unload(name)
+        return True
+
+    # ------------------------------------------------------------------ inference
+    async def infer(
+        self,
+        model_name: str,
+        payload: Any,
+        *,
+        headers: Headers,
+        version: str | None = None,
+        verb: Verb = "predict",
+        protocol: Protocol_ = "v2",
+        transport: Transport = "rest",
+    ) -> tuple[Any, Headers]:
+        """Run ``payload`` through the model's stages; returns ``(result, response_headers)``.
+
+        Raises :class:`ModelNotFound`, :class:`ModelNotReady`, :class:`Overloaded` (more than
+        ``max_inflight`` requests admitted for this model), the model's own
+        :class:`MoorageError`, ``NotImplementedError`` (a stage the model lacks), or
+        :class:`InferenceError` wrapping anything else the model raised.
+        """
+        bound = self.repository.ready_bound(model_name)
+        if version is not None:
+            _check_version(bound, version)
+        if bound.inflight >= self.max_inflight:
+            raise Overloaded(
+                f"model '{model_name}' has {bound.inflight} requests in flight "
+                f"(limit {self.max_inflight}); retry later",
+                model=model_name,
+            )
+        request_id = headers.get("x-request-id")
+        token = request_id_var.set(request_id)
+        response_headers: Headers = {}
+        event: InferenceEvent | None = None
+        hooks = self.hooks
+        if hooks:
+            event = InferenceEvent(
+                model_name, verb, protocol, transport, headers, payload, request_id,
+                time.perf_counter(), response_headers=response_headers,
+            )  # fmt: skip
+            for hook in hooks:
+                hook.on_request(event)
+        bound.inflight += 1
+        stage = "preprocess"
+        try:
+            t0 = time.perf_counter()
+            value = await bound.preprocess(payload, headers, response_headers)
+            t1 = time.perf_counter()
+            stage = verb
+            run = bound.explain if verb == "explain" else bound.predict
+            value = await run(value, headers, response_headers)
+            t2 = time.perf_counter()
+            stage = "postprocess"
+            value = await bound.postprocess(value, headers, response_headers)
+            t3 = time.perf_counter()
+        except (MoorageError, NotImplementedError) as exc:
+            if event is not None:
+                _finish(hooks, event, error=exc)
+            raise
+        except Exception as exc:
+            logger.exception(
+                "model %s failed in %s", model_name, stage, extra={"model": model_name}
+            )
+            error = InferenceError(
+                f"model '{model_name}' failed in {stage}: {type(exc).__name__}: {exc}",
+                model=model_name,
+                stage=stage,
+            )
+            if event is not None:
+                _finish(hooks, event, error=error)
+            raise error from exc
+        finally:
+            bound.inflight -= 1
+            request_id_var.reset(token)
+        if isinstance(value, InferResponse) and isinstance(payload, InferRequest):
+            if value.id is None:
+                value.id = payload.id if payload.id is not None else str(uuid.uuid4())
+            if not value.model_name:
+                value.model_name = model_name
+        if event is not None:
+            event.timings.update({"preprocess": t1 - t0, verb: t2 - t1, "postprocess": t3 - t2})
+            _finish(hooks, event, response=value)
+        return value, response_headers
+
+
+def _finish(
+    hooks: list[InferenceHook],
+    event: InferenceEvent,
+    *,
+    response: Any = None,
+    error: BaseException | None = None,
+) -> None:
+    event.response = response
+    event.error = error
+    for hook in hooks:
+        try:
+            hook.on_response(event)
+        except Exception:
+            logger.exception("inference hook %r failed", hook)
+
+
+def _check_version(bound: BoundModel, version: str | None) -> None:
+    if version is None or version == "":
+        return
+    have = bound.model.version
+    if have is None or have != version:
+        known = f"; it serves version '{have}'" if have is not None else ""
+        raise ModelNotFound(
+            f"Model with name {bound.name} has no version '{version}'{known}.",
+            model=bound.name,
+            version=version,
+        )

@@ -1,0 +1,122 @@
+"""The one place where errors become wire responses, for REST and for gRPC.
+
+Core's typed errors carry their HTTP status and a stable ``code``; the gRPC status comes from
+core's ``HTTP_TO_GRPC`` table (:func:`moorage.core.errors.grpc_status_for`). Everything else is
+translated here by :func:`to_moorage_error`:
+
+- ``NotImplementedError`` (a stage the model does not have) -> 501 / UNIMPLEMENTED;
+- any other exception -> 500 / INTERNAL with a message naming its type (and the model, where the
+  data plane knows it); the server logs it and keeps serving.
+
+REST bodies are ``{"error": "<message>", "code": "<code>"}`` (KServe sends ``{"error": ...}``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from typing import Any, TypeVar
+
+import grpc
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from moorage.core.errors import MoorageError, ServerError, grpc_status_for
+
+__all__ = [
+    "NotImplementedByModel",
+    "error_response",
+    "grpc_errors",
+    "install_exception_handlers",
+    "to_moorage_error",
+]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class NotImplementedByModel(MoorageError):
+    """The model does not implement the requested stage (KServe answers 501)."""
+
+    status = HTTPStatus.NOT_IMPLEMENTED
+    code = "not_implemented"
+
+
+def to_moorage_error(exc: BaseException) -> MoorageError:
+    """``exc`` as a :class:`MoorageError` (itself when it already is one)."""
+    if isinstance(exc, MoorageError):
+        return exc
+    if isinstance(exc, NotImplementedError):
+        return NotImplementedByModel(str(exc) or "not implemented")
+    return ServerError(f"{type(exc).__name__} : {exc}")
+
+
+# ----------------------------------------------------------------------------- REST
+def error_body(error: MoorageError) -> bytes:
+    return orjson.dumps({"error": error.message, "code": error.code})
+
+
+def error_response(exc: BaseException) -> Response:
+    """The REST response for any exception."""
+    error = to_moorage_error(exc)
+    return Response(error_body(error), status_code=int(error.status), media_type="application/json")
+
+
+async def _moorage_handler(request: Request, exc: Exception) -> Response:
+    return error_response(exc)
+
+
+async def _unexpected_handler(request: Request, exc: Exception) -> Response:
+    if not isinstance(exc, NotImplementedError):
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(exc)
+
+
+async def _http_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    body = orjson.dumps({"error": str(exc.detail), "code": f"http_{exc.status_code}"})
+    return Response(
+        body, status_code=exc.status_code, media_type="application/json", headers=exc.headers
+    )
+
+
+def install_exception_handlers(app: Any) -> None:
+    """Map every exception an endpoint can raise to ``{"error", "code"}`` (FastAPI/Starlette)."""
+    app.add_exception_handler(MoorageError, _moorage_handler)
+    app.add_exception_handler(HTTPException, _http_handler)
+    app.add_exception_handler(NotImplementedError, _unexpected_handler)
+    app.add_exception_handler(Exception, _unexpected_handler)
+
+
+# ----------------------------------------------------------------------------- gRPC
+def grpc_status(error: MoorageError) -> grpc.StatusCode:
+    return grpc.StatusCode[grpc_status_for(error.status)]
+
+
+def grpc_errors(
+    rpc: Callable[[T, grpc.aio.ServicerContext], Awaitable[R]],
+) -> Callable[[T, grpc.aio.ServicerContext], Awaitable[R]]:
+    """Wrap an RPC so that every exception aborts the call with the mapped status code."""
+
+    @functools.wraps(rpc)
+    async def wrapper(request: T, context: grpc.aio.ServicerContext) -> R:
+        try:
+            return await rpc(request, context)
+        except MoorageError as exc:
+            await context.abort(grpc_status(exc), exc.message)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            if not isinstance(exc, NotImplementedError):
+                logger.exception("unhandled error in gRPC %s", rpc.__name__)
+            error = to_moorage_error(exc)
+            await context.abort(grpc_status(error), error.message)
+        raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
+
+    return wrapper

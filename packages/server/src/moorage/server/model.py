@@ -1,0 +1,261 @@
+"""The ``Model`` base class: KServe's custom-model lifecycle, sync or async.
+
+A KServe custom model ports by changing its imports::
+
+    from moorage.server import Model, ModelServer
+
+    class MyModel(Model):
+        def load(self) -> bool:
+            self.model = ...
+            self.ready = True
+            return self.ready
+
+        def predict(self, payload, headers=None, response_headers=None):
+            ...
+
+Every stage (``preprocess``, ``predict``, ``postprocess``, ``explain``) may be ``def`` or
+``async def``; which one is decided once, when the model is registered (:class:`BoundModel`),
+never by sniffing awaitables per call. ``payload`` is an
+:class:`~moorage.core.protocol.InferRequest` for v2 (REST and gRPC) and the decoded JSON ``dict``
+for v1. ``headers`` are the HTTP headers (lower-cased) or the gRPC metadata. A stage that names a
+``response_headers`` parameter receives a dict it may fill; those headers go back to the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from moorage.core.protocol import InferRequest, InferResponse
+
+__all__ = ["BoundModel", "Model", "PredictorConfig", "Stage", "SyncMode"]
+
+logger = logging.getLogger(__name__)
+
+SyncMode = Literal["auto", "thread", "inline"]
+Headers = dict[str, str]
+
+#: In ``auto`` mode a sync stage runs inline on the event loop while its smoothed cost stays
+#: below this; above it, it moves to a worker thread. Dispatching to a thread costs ~50-100 µs,
+#: so calls cheaper than this are faster inline and block the loop too briefly to matter.
+INLINE_BUDGET_S = 0.001
+#: ``auto`` mode runs the first calls in a thread to measure them before trusting them inline.
+_WARMUP_CALLS = 4
+_EWMA_WEIGHT = 0.2
+
+
+@dataclass(slots=True)
+class PredictorConfig:
+    """Where a transformer forwards ``predict`` (KServe's ``PredictorConfig``)."""
+
+    predictor_host: str | None = None
+    predictor_protocol: str = "v1"
+    predictor_use_ssl: bool = False
+    predictor_request_timeout_seconds: int = 600
+
+
+class Model:
+    """A servable model. Override ``load`` and ``predict``; the other stages are optional.
+
+    Attributes match KServe's ``kserve.Model``: ``name``, ``ready``, ``protocol``,
+    ``predictor_host``, ``timeout``, ``use_ssl``, ``explainer_host``, ``enable_latency_logging``.
+    ``version`` (moorage) names the one version this model answers to; ``None`` accepts any.
+    ``sync_mode`` (moorage) overrides the server's ``--sync_mode`` for this model.
+    """
+
+    version: str | None = None
+    sync_mode: SyncMode | None = None
+
+    def __init__(
+        self,
+        name: str,
+        predictor_config: PredictorConfig | None = None,
+        return_response_headers: bool = False,
+    ) -> None:
+        self.name = name
+        self.ready = False
+        self.return_response_headers = return_response_headers
+        config = predictor_config or PredictorConfig()
+        self.predictor_config = config
+        self.protocol = config.predictor_protocol
+        self.predictor_host = config.predictor_host
+        self.timeout = config.predictor_request_timeout_seconds
+        self.use_ssl = config.predictor_use_ssl
+        self.explainer_host: str | None = None
+        self.enable_latency_logging = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def load(self) -> bool:
+        """Load the model's weights; set and return ``self.ready``."""
+        self.ready = True
+        return self.ready
+
+    def start(self) -> None:
+        """Called when the server starts serving this model (after ``load``)."""
+
+    def stop(self) -> None:
+        """Called when the model is unloaded or the server stops."""
+        self.ready = False
+
+    async def healthy(self) -> bool:
+        """Whether the model can serve now (``GET .../ready``)."""
+        return self.ready
+
+    # ------------------------------------------------------------------ stages
+    def preprocess(self, payload: Any, headers: Headers | None = None) -> Any:
+        """Turn the request into what ``predict`` takes (identity by default)."""
+        return payload
+
+    def predict(
+        self,
+        payload: Any,
+        headers: Headers | None = None,
+        response_headers: Headers | None = None,
+    ) -> Any:
+        """Run the model. The default forwards to ``predictor_host`` (transformer mode)."""
+        if not self.predictor_host:
+            raise NotImplementedError("Could not find predictor_host.")
+        raise NotImplementedError(
+            "forwarding to a predictor (--predictor_host) is not available in this build"
+        )
+
+    def postprocess(
+        self,
+        result: Any,
+        headers: Headers | None = None,
+        response_headers: Headers | None = None,
+    ) -> Any:
+        """Turn ``predict``'s result into the response (identity by default)."""
+        return result
+
+    def explain(self, payload: Any, headers: Headers | None = None) -> Any:
+        """Explain a prediction (v1 ``:explain``)."""
+        raise NotImplementedError("Could not find explainer_host.")
+
+    # ------------------------------------------------------------------ metadata
+    def get_input_types(self) -> list[dict[str, Any]]:
+        """v2 metadata inputs: ``[{"name", "datatype", "shape"}]``."""
+        return []
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        """v2 metadata outputs: ``[{"name", "datatype", "shape"}]``."""
+        return []
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, ready={self.ready})"
+
+
+class Stage:
+    """One lifecycle method of one model, inspected once: async or sync, which arguments."""
+
+    __slots__ = ("_arity", "_ewma", "_inline", "_mode", "_seen", "fn", "is_async", "name")
+
+    def __init__(self, fn: Callable[..., Any], name: str, mode: SyncMode) -> None:
+        self.fn = fn
+        self.name = name
+        self.is_async = inspect.iscoroutinefunction(fn)
+        # 1: fn(value); 2: fn(value, headers); 3: fn(value, headers, response_headers=...)
+        self._arity = 3 if _accepts(fn, "response_headers") else _positional_count(fn)
+        self._mode = mode
+        self._inline = mode == "inline"
+        self._ewma = 0.0
+        self._seen = 0
+
+    async def __call__(self, value: Any, headers: Headers, response_headers: Headers) -> Any:
+        fn = self.fn
+        if self.is_async:
+            if self._arity == 3:
+                return await fn(value, headers, response_headers=response_headers)
+            return await (fn(value, headers) if self._arity == 2 else fn(value))
+        if self._inline:
+            if self._mode == "inline":
+                return self._call(value, headers, response_headers)
+            start = time.perf_counter()
+            try:
+                return self._call(value, headers, response_headers)
+            finally:
+                self._measure(time.perf_counter() - start)
+        call = self._call if self._mode == "thread" else self._timed
+        return await asyncio.to_thread(call, value, headers, response_headers)
+
+    def _call(self, value: Any, headers: Headers, response_headers: Headers) -> Any:
+        if self._arity == 3:
+            return self.fn(value, headers, response_headers=response_headers)
+        return self.fn(value, headers) if self._arity == 2 else self.fn(value)
+
+    def _timed(self, value: Any, headers: Headers, response_headers: Headers) -> Any:
+        start = time.perf_counter()
+        try:
+            return self._call(value, headers, response_headers)
+        finally:
+            self._measure(time.perf_counter() - start)
+
+    def _measure(self, seconds: float) -> None:
+        # Races between threads only blur the average; they cannot break anything.
+        self._seen += 1
+        if self._seen == 1:
+            self._ewma = seconds
+        else:
+            self._ewma += _EWMA_WEIGHT * (seconds - self._ewma)
+        self._inline = self._seen >= _WARMUP_CALLS and self._ewma < INLINE_BUDGET_S
+
+    @property
+    def runs_inline(self) -> bool:
+        """Whether the next call runs on the event loop (async, or sync measured cheap)."""
+        return self._inline or self.is_async
+
+
+class BoundModel:
+    """A registered model with its stages inspected, plus its admission counter."""
+
+    __slots__ = ("explain", "inflight", "model", "postprocess", "predict", "preprocess")
+
+    def __init__(self, model: Model, *, sync_mode: SyncMode = "auto") -> None:
+        if not isinstance(model, Model):
+            raise TypeError(
+                f"{model!r} is not a moorage.server.Model; subclass it to serve a custom model"
+            )
+        if not getattr(model, "name", None):
+            raise ValueError("Failed to register model, model.name must be provided.")
+        mode: SyncMode = model.sync_mode or sync_mode
+        self.model = model
+        self.preprocess = Stage(model.preprocess, "preprocess", mode)
+        self.predict = Stage(model.predict, "predict", mode)
+        self.postprocess = Stage(model.postprocess, "postprocess", mode)
+        self.explain = Stage(model.explain, "explain", mode)
+        self.inflight = 0
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+
+def _accepts(fn: Callable[..., Any], parameter: str) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    if parameter in params:
+        return True
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _positional_count(fn: Callable[..., Any]) -> int:
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return 2
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        return 2
+    return 2 if sum(p.kind in kinds for p in params) >= 2 else 1
+
+
+def is_v2(payload: Any) -> bool:
+    """Whether ``payload`` is a v2 request (as opposed to a v1 dict)."""
+    return isinstance(payload, InferRequest | InferResponse)

@@ -1,0 +1,275 @@
+"""``ModelServer``: REST (uvicorn) and gRPC in one event loop, in one or several processes.
+
+``ModelServer().start([model])`` blocks until SIGTERM/SIGINT, then drains: listeners close, the
+in-flight requests finish (up to ``--graceful_shutdown_seconds``), models are stopped. With
+``--workers N`` the parent binds the HTTP socket, forks N workers that share it (gRPC binds with
+``SO_REUSEPORT`` in each), forwards signals to them and waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Generator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from moorage.core.config.server import ServerSettings
+from moorage.core.errors import ModelNotReady
+from moorage.server.dataplane import DataPlane, LatencyLogger
+from moorage.server.grpc import create_grpc_server
+from moorage.server.model import Model
+from moorage.server.repository import ModelRepository
+from moorage.server.rest import create_app
+
+__all__ = ["ModelServer"]
+
+logger = logging.getLogger(__name__)
+
+ModelsOrFactory = Sequence[Model] | Callable[[], Sequence[Model]]
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: the ModelServer owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
+
+
+class ModelServer:
+    """KServe's ``ModelServer``: same constructor keywords, same ``start(models)``.
+
+    ``settings`` defaults to parsing ``sys.argv`` (as KServe parses its flags at import); the
+    keywords override single settings.
+    """
+
+    def __init__(
+        self,
+        settings: ServerSettings | None = None,
+        *,
+        http_port: int | None = None,
+        grpc_port: int | None = None,
+        workers: int | None = None,
+        max_threads: int | None = None,
+        max_asyncio_workers: int | None = None,
+        registered_models: ModelRepository | None = None,
+        enable_grpc: bool | None = None,
+        enable_docs_url: bool | None = None,
+        enable_latency_logging: bool | None = None,
+        access_log_format: str | None = None,
+        grace_period: float | None = None,
+    ) -> None:
+        overrides: dict[str, Any] = {
+            "http_port": http_port,
+            "grpc_port": grpc_port,
+            "workers": workers,
+            "max_threads": max_threads,
+            "max_asyncio_workers": max_asyncio_workers,
+            "enable_grpc": enable_grpc,
+            "enable_docs_url": enable_docs_url,
+            "enable_latency_logging": enable_latency_logging,
+            "access_log_format": access_log_format,
+            "graceful_shutdown_seconds": grace_period,
+        }
+        base = settings if settings is not None else ServerSettings.from_cli()
+        self.settings = base.model_copy(
+            update={k: v for k, v in overrides.items() if v is not None}
+        )
+        s = self.settings
+        self.registered_models = registered_models or ModelRepository(
+            s.model_dir, sync_mode=s.sync_mode
+        )
+        self.dataplane = DataPlane(self.registered_models, max_inflight=s.max_inflight_requests)
+        if s.enable_latency_logging:
+            self.dataplane.hooks.append(LatencyLogger())
+        self._http_socket: socket.socket | None = None
+        self._uvicorn: _Uvicorn | None = None
+        self._grpc: Any = None
+        self._stop_requested: asyncio.Event | None = None
+        #: Actual ports once serving (useful with port 0).
+        self.http_port: int | None = None
+        self.grpc_port: int | None = None
+
+    # ------------------------------------------------------------------ registration
+    def register_model(self, model: Model) -> None:
+        if not isinstance(model, Model):
+            raise RuntimeError("Model type should be 'moorage.server.Model'")
+        if not model.name:
+            raise RuntimeError("Failed to register model, model.name must be provided.")
+        self.registered_models.update(model)
+        logger.info("registered model %s", model.name, extra={"model": model.name})
+
+    def create_application(self) -> FastAPI:
+        s = self.settings
+        return create_app(
+            self.dataplane,
+            enable_docs_url=s.enable_docs_url,
+            max_body_bytes=s.max_request_body_bytes,
+        )
+
+    # ------------------------------------------------------------------ running
+    def start(self, models: ModelsOrFactory = ()) -> None:
+        """Serve until a signal arrives (blocking). ``models`` may be a factory that loads them,
+        called in each worker process."""
+        if self.settings.workers <= 1:
+            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                runner.run(self.serve(models))
+            return
+        self._run_workers(models)
+
+    async def serve(self, models: ModelsOrFactory = ()) -> None:
+        """Serve in the running event loop until :meth:`stop` or a signal."""
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(
+            ThreadPoolExecutor(max_workers=s.asyncio_workers, thread_name_prefix="moorage-model")
+        )
+        if callable(models):
+            models = await asyncio.to_thread(models)
+        for model in models:
+            self.register_model(model)
+            model.start()
+        registered = self.registered_models.get_models()
+        if registered and not any(m.ready for m in registered.values()):
+            names = ",".join(registered)
+            raise ModelNotReady(
+                f"Model with name {names} is not ready."
+                if len(registered) == 1
+                else f"Models with names {names} are not ready."
+            )
+        self._stop_requested = asyncio.Event()
+        self._install_signal_handlers(loop)
+
+        sock = self._http_socket or bind_socket(s.host, s.http_port)
+        self.http_port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.create_application(),
+            http="httptools",
+            loop="none",
+            lifespan="off",
+            access_log=bool(s.access_log_format),
+            log_config=s.log_config_file if s.configure_logging else None,
+            timeout_graceful_shutdown=int(s.graceful_shutdown_seconds),
+            server_header=False,
+            backlog=2048,
+        )
+        self._uvicorn = _Uvicorn(config)
+        if s.enable_grpc:
+            self._grpc = create_grpc_server(
+                self.dataplane,
+                max_threads=s.max_threads,
+                max_send_message_length=s.grpc_max_send_message_length,
+                max_receive_message_length=s.grpc_max_receive_message_length,
+            )
+            self.grpc_port = self._grpc.add_insecure_port(f"{_grpc_host(s.host)}:{s.grpc_port}")
+            await self._grpc.start()
+        logger.info(
+            "moorage-server ready: http=%s grpc=%s models=%s",
+            self.http_port,
+            self.grpc_port if s.enable_grpc else "off",
+            ",".join(registered) or "-",
+        )
+        serving = asyncio.ensure_future(self._uvicorn.serve(sockets=[sock]))
+        stopper = asyncio.ensure_future(self._stop_requested.wait())
+        await asyncio.wait({serving, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        await self._shutdown(serving)
+        stopper.cancel()
+
+    def stop(self, sig: int | None = None) -> None:
+        """Begin a graceful shutdown (safe to call from a signal handler on the loop)."""
+        if sig is not None:
+            logger.info("received signal %s, shutting down", signal.Signals(sig).name)
+        self.dataplane.stopping = True
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+
+    async def _shutdown(self, serving: asyncio.Future[None]) -> None:
+        grace = self.settings.graceful_shutdown_seconds
+        self.dataplane.stopping = True
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
+        tasks: list[Any] = [serving]
+        if self._grpc is not None:
+            tasks.append(self._grpc.stop(grace))
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.registered_models.stop_all()
+        logger.info("moorage-server stopped")
+
+    def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self.stop, sig)
+
+    # ------------------------------------------------------------------ workers
+    def _run_workers(self, models: ModelsOrFactory) -> None:
+        s = self.settings
+        self._http_socket = bind_socket(s.host, s.http_port)
+        children: list[int] = []
+        for index in range(s.workers):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - runs in the child
+                code = 0
+                try:
+                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                    signal.signal(signal.SIGINT, signal.SIG_DFL)
+                    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                        runner.run(self.serve(models))
+                except BaseException:
+                    logger.exception("worker %d failed", index)
+                    code = 1
+                finally:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(code)
+            children.append(pid)
+        logger.info("started %d workers: %s", len(children), children)
+
+        def forward(sig: int, frame: Any) -> None:
+            for child in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, sig)
+
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(sig, forward)
+        status = 0
+        for child in children:
+            _, code = os.waitpid(child, 0)
+            status = status or os.waitstatus_to_exitcode(code)
+        self._http_socket.close()
+        if status:
+            raise SystemExit(status)
+
+
+def _grpc_host(host: str) -> str:
+    if host in ("0.0.0.0", "::", ""):
+        return "[::]"
+    return f"[{host}]" if ":" in host else host
