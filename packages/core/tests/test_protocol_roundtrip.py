@@ -473,3 +473,17 @@ def test_protobuf_metadata_messages_exist() -> None:
     )
     assert oip_grpc.SERVICE_NAME == "inference.GRPCInferenceService"
     assert oip_grpc.pb.ModelInferRequest.DESCRIPTOR.full_name == "inference.ModelInferRequest"
+
+
+def test_bytes_elements_that_are_not_bytes_encode_alike_everywhere() -> None:
+    # Object arrays may hold numbers or numpy scalars; every path sends their text as UTF-8.
+    values = np.array([1, 2.5, np.bytes_(b"z"), "\u00e9", bytearray(b"\x00")], dtype=object)
+    expected = [b"1", b"2.5", b"z", "\u00e9".encode(), b"\x00"]
+    tensor = InferTensor("x", Datatype.BYTES, (5,), values, {"binary_data": True})
+    body, length = encode_request(InferRequest("m", [tensor]))
+    assert decode_request(body, model_name="m", header_length=length).inputs[0].data.tolist() == (
+        expected
+    )
+    for raw in (True, False):
+        message = oip_grpc.request_to_proto(InferRequest("m", [tensor]), raw=raw)
+        assert oip_grpc.request_from_proto(message).inputs[0].data.tolist() == expected

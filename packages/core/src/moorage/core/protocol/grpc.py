@@ -36,7 +36,7 @@ from moorage.core.protocol._types import (
     RequestedOutput,
     checked_shape,
 )
-from moorage.core.protocol.rest import decode_bytes_elements, raw_bytes
+from moorage.core.protocol.rest import _as_bytes, decode_bytes_elements, raw_bytes
 
 __all__ = [
     "METHODS",
@@ -211,7 +211,7 @@ def _tensors_to_proto(tensors: list[InferTensor], messages: Any, raw: bool) -> l
             values = getattr(message.contents, _CONTENTS_FIELD[tensor.datatype])
             flat = tensor.data.reshape(-1)
             if tensor.datatype is Datatype.BYTES:
-                values.extend(v.encode() if isinstance(v, str) else bytes(v) for v in flat)
+                values.extend(_as_bytes(v) for v in flat)  # as REST and raw contents do
             else:
                 values.extend(flat.tolist())
     return raw_contents
