@@ -56,7 +56,7 @@ GRPC_PATH = "/inference.GRPCInferenceService/ModelInfer"
 # whole line with --moorage-cmd.  The sklearn runtime is chosen from the model file.
 MOORAGE_CMD = (
     f"{REPO}/.venv/bin/moorage-server --model_name {{model_name}} --model_dir {{model_dir}}"
-    " --http_port {http_port} --grpc_port {grpc_port}"
+    " --http_port {http_port} --grpc_port {grpc_port} --host 127.0.0.1 --workers 1"
 )
 KSERVE_CMD = (
     f"{PEERS_DIR}/kserve/bin/python {BENCH}/peers/kserve_sklearn.py --model_name {{model_name}}"
@@ -677,7 +677,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ready-timeout", type=float, default=120.0)
     parser.add_argument("--rows", type=int, default=1, help="iris rows per request")
     parser.add_argument("--grpc-contents", choices=["raw", "typed"], default="raw")
-    parser.add_argument("--mlserver-parallel-workers", type=int, default=1)
+    parser.add_argument("--mlserver-parallel-workers", type=int, default=0)
     parser.add_argument("--moorage-cmd", default=MOORAGE_CMD, help="placeholders as default")
     parser.add_argument("--json", type=pathlib.Path, help="write the raw figures here")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
