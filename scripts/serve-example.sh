@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Serve examples/sklearn-iris on this machine with `moorage run`, setting up what it needs first:
+# a virtual environment (.venv, shared with scripts/bootstrap.sh) holding only what serving needs
+# (moorage-core, -storage, -server[sklearn], -controller), installed with uv, and the example
+# model, trained here because a joblib pickle only loads with the scikit-learn that wrote it.
+# Needs python3 with pip. Safe to re-run: each step is skipped when its inputs did not change.
+# Arguments go to `moorage run` (e.g. --port 9090 --grpc-port 9091).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${MOORAGE_VENV:-.venv}
+EXAMPLE=examples/sklearn-iris
+
+say() { printf 'serve-example: %s\n' "$*" >&2; }
+
+# Same venv creation as scripts/bootstrap.sh.
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating $VENV"
+  if ! python3 -m venv "$VENV" 2>/dev/null; then
+    say "python3 -m venv failed; installing python3-venv with apt"
+    rm -rf "$VENV"
+    apt-get update -qq && apt-get install -y -qq python3-venv
+    python3 -m venv "$VENV"
+  fi
+fi
+
+stamp="$VENV/.moorage-serve-stamp"
+want=$(cat packages/{core,storage,server,controller}/pyproject.toml scripts/serve-example.sh | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || [ ! -x "$VENV/bin/moorage" ]; then
+  say "installing moorage-core, -storage, -server[sklearn], -controller into $VENV"
+  if [ ! -x "$VENV/bin/uv" ]; then
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check uv
+  fi
+  # Bytecode is compiled at install (in parallel) so the server's first start is not spent on it.
+  "$VENV/bin/uv" pip install --python "$VENV/bin/python" -q --compile-bytecode \
+    -e "packages/core[grpc]" -e packages/storage -e "packages/server[sklearn]" \
+    -e "packages/controller[local]"
+  echo "$want" > "$stamp"
+fi
+
+model="$EXAMPLE/model/model.joblib"
+built_with=$(cat "$EXAMPLE/model/sklearn-version" 2>/dev/null || true)
+have=$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("scikit-learn"))')
+if [ ! -f "$model" ] || [ "$built_with" != "$have" ]; then
+  say "training the example model ($EXAMPLE/train.py)"
+  "$VENV/bin/python" "$EXAMPLE/train.py" >/dev/null
+fi
+
+exec "$VENV/bin/moorage" run -f "$EXAMPLE/isvc.yaml" "$@"
