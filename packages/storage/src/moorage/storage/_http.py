@@ -40,13 +40,21 @@ class HttpError(Exception):
     """
 
     def __init__(
-        self, message: str, *, url: str, status: int = 0, retryable: bool = False, body: bytes = b""
+        self,
+        message: str,
+        *,
+        url: str,
+        status: int = 0,
+        retryable: bool = False,
+        body: bytes = b"",
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.url = url
         self.status = status
         self.retryable = retryable
         self.body = body
+        self.headers = dict(headers or {})
 
 
 @dataclass
@@ -231,7 +239,7 @@ class HttpClient:
             self._drop(*key)
             raise HttpError(f"response from {redact_url(final_url)} is too large", url=final_url)
         if response.status not in ok:
-            raise _status_error(response.status, final_url, data)
+            raise _status_error(response.status, final_url, data, response.headers)
         return HttpResponse(response.status, response.headers, data, final_url)
 
     def fetch(
@@ -324,11 +332,14 @@ def _describe(exc: BaseException) -> str:
     return text
 
 
-def _status_error(status: int, url: str, body: bytes) -> HttpError:
+def _status_error(
+    status: int, url: str, body: bytes, headers: http.client.HTTPMessage | None = None
+) -> HttpError:
     return HttpError(
         f"{redact_url(url)} returned HTTP {status}",
         url=url,
         status=status,
         retryable=status in _RETRYABLE_STATUS,
         body=body[:4096],
+        headers={k.lower(): v for k, v in (headers.items() if headers is not None else [])},
     )
