@@ -393,6 +393,10 @@ class Point:
     requests: int
 
 
+class LoadFailed(RuntimeError):
+    """A load generator run that produced no figures."""
+
+
 WRK_LUA = """wrk.method = "POST"
 {headers}
 local f = assert(io.open("{body}", "rb"))
@@ -423,7 +427,9 @@ def run_wrk(port: int, path: str, script: pathlib.Path, conns: int, seconds: flo
     out = subprocess.run(
         argv, capture_output=True, text=True, timeout=seconds + 60, check=True
     ).stdout
-    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.MULTILINE))
+    if "50" not in percentiles or "99" not in percentiles:
+        raise LoadFailed(f"wrk printed no latency distribution: {out.strip()[-400:]!r}")
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     errors = 0
     if match := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
@@ -507,6 +513,7 @@ class PeerResult:
     loaded_rss_kib: int = 0
     points: dict[str, dict[int, Point]] = dataclasses.field(default_factory=dict)
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)
+    failures: list[str] = dataclasses.field(default_factory=list)
 
 
 def bench_peer(peer: Peer, args: argparse.Namespace, work: pathlib.Path, payloads: Payloads):
@@ -545,22 +552,35 @@ def bench_protocol(server, protocol, args, work, payloads, result: PeerResult) -
         reply_size = grpc_reply_size(server.ports.grpc, payloads)
         body = payloads.directory / "grpc.bin"
         for conns in args.connections:
-            points[conns] = run_h2load(
-                server.ports.grpc, body, conns, args.duration, args.warmup, reply_size
-            )
-            log(f"{name} {protocol} c={conns}: {fmt_point(points[conns])}")
+            with point_errors(name, protocol, conns, result):
+                points[conns] = run_h2load(
+                    server.ports.grpc, body, conns, args.duration, args.warmup, reply_size
+                )
+                log(f"{name} {protocol} c={conns}: {fmt_point(points[conns])}")
         problem = check_grpc(server, payloads)
     else:
         path, script = wrk_script(work, payloads, protocol)
         for conns in args.connections:
-            if args.warmup > 0:
-                run_wrk(server.ports.http, path, script, conns, args.warmup)
-            points[conns] = run_wrk(server.ports.http, path, script, conns, args.duration)
-            log(f"{name} {protocol} c={conns}: {fmt_point(points[conns])}")
+            with point_errors(name, protocol, conns, result):
+                if args.warmup > 0:
+                    run_wrk(server.ports.http, path, script, conns, args.warmup)
+                points[conns] = run_wrk(server.ports.http, path, script, conns, args.duration)
+                log(f"{name} {protocol} c={conns}: {fmt_point(points[conns])}")
         problem = check_rest(server, payloads, protocol)
     if problem:
         log(f"{name} {protocol}: failed its check after load: {problem}")
     result.points[protocol] = points
+
+
+@contextlib.contextmanager
+def point_errors(name: str, protocol: str, conns: int, result: PeerResult) -> Iterator[None]:
+    """A failed point is logged and noted; the other points still run."""
+    try:
+        yield
+    except (LoadFailed, subprocess.SubprocessError, AttributeError, ValueError) as error:
+        note = f"{protocol} c={conns}: {error}"[:500]
+        result.failures.append(note)
+        log(f"{name} {note}")
 
 
 # --------------------------------------------------------------------------- report
@@ -611,6 +631,9 @@ def report(results: list[PeerResult], args: argparse.Namespace) -> str:
             f"| {res.name} | {median:.2f} ({runs}) | {res.idle_rss_kib / 1024:.0f}"
             f" | {res.loaded_rss_kib / 1024:.0f} |"
         )
+    failures = [f"- {res.name} {note}" for res in results for note in res.failures]
+    if failures:
+        out += ["", "Points that failed:", "", *failures]
     by_name = {res.name: res for res in results}
     if "moorage" in by_name and len(by_name) > 1:
         out += ["", *ratios(by_name, args)]
