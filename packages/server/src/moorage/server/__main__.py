@@ -7,6 +7,8 @@ import logging.config
 import sys
 from collections.abc import Sequence
 
+import pydantic
+
 from moorage.core.config.server import ServerSettings
 from moorage.core.errors import MoorageError
 
@@ -39,7 +41,11 @@ def configure_logging(settings: ServerSettings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    settings = ServerSettings.from_cli(argv)
+    try:
+        settings = ServerSettings.from_cli(argv)
+    except pydantic.ValidationError as exc:
+        print(f"moorage-server: invalid arguments:\n{exc}", file=sys.stderr)
+        sys.exit(2)
     configure_logging(settings)
     if settings.extra_args:
         logger.info("ignoring unknown arguments: %s", " ".join(settings.extra_args))

@@ -1,0 +1,175 @@
+"""Built-in runtimes: detection, loading, v1/v2 predictions, plugin lookup, errors."""
+
+from __future__ import annotations
+
+import builtins
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from moorage.core.config.server import ServerSettings
+from moorage.core.errors import InvalidInput, StorageNotFound
+from moorage.server import DataPlane, ModelRepository
+from moorage.server._loading import build_models, repository_loader
+from moorage.server.rest import create_app
+from moorage.server.runtimes import detect_runtime, get_runtime
+from moorage.server.runtimes._tabular import MissingExtra
+
+from .conftest import IRIS_ROWS
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+FLAT = [v for row in IRIS_ROWS for v in row]
+
+
+@pytest.fixture(scope="module")
+def boosted_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    import lightgbm as lgb
+    import xgboost as xgb
+    from sklearn.datasets import load_iris
+
+    x, y = load_iris(return_X_y=True)
+    dirs = {}
+    booster = xgb.train(
+        {"objective": "multi:softprob", "num_class": 3, "nthread": 1},
+        xgb.DMatrix(x, label=y),
+        num_boost_round=5,
+    )
+    for suffix in ("json", "ubj", "bst"):
+        d = tmp_path_factory.mktemp(f"xgb-{suffix}")
+        booster.save_model(str(d / f"model.{suffix}"))
+        dirs[f"xgboost-{suffix}"] = d
+    lgb_booster = lgb.train(
+        {"objective": "multiclass", "num_class": 3, "verbose": -1, "num_threads": 1},
+        lgb.Dataset(x, label=y),
+        num_boost_round=5,
+    )
+    for name in ("model.txt", "model.bst"):
+        d = tmp_path_factory.mktemp(f"lgb-{name}")
+        lgb_booster.save_model(str(d / name))
+        dirs[f"lightgbm-{name}"] = d
+    return dirs
+
+
+def test_detection(iris_dir: Path, boosted_dirs: dict[str, Path], tmp_path: Path) -> None:
+    assert detect_runtime(iris_dir).name == "sklearn"
+    for key, path in boosted_dirs.items():
+        assert detect_runtime(path).name == key.split("-")[0], key
+    (tmp_path / "notes.md").write_text("hi")
+    with pytest.raises(StorageNotFound, match=r"notes\.md"):
+        detect_runtime(tmp_path)
+    with pytest.raises(StorageNotFound, match="does not exist"):
+        detect_runtime(tmp_path / "missing")
+
+
+def test_get_runtime() -> None:
+    assert get_runtime("SKLEARN").name == "sklearn"
+    with pytest.raises(InvalidInput, match="unknown model format 'onnx'"):
+        get_runtime("onnx")
+
+
+async def _serve(models: list[Any]) -> httpx.AsyncClient:
+    repository = ModelRepository()
+    for model in models:
+        repository.update(model)
+    app = create_app(DataPlane(repository))
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+
+
+async def test_sklearn_v1_v2(iris_dir: Path) -> None:
+    settings = ServerSettings(model_name="iris", model_dir=str(iris_dir))
+    models = build_models(settings)
+    assert [m.name for m in models] == ["iris"] and models[0].ready
+    async with await _serve(models) as client:
+        v1 = await client.post("/v1/models/iris:predict", json={"instances": IRIS_ROWS})
+        assert v1.json() == {"predictions": [1, 1]}
+        body = {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32",
+                            "data": FLAT}]}  # fmt: skip
+        v2 = (await client.post("/v2/models/iris/infer", json=body)).json()
+        assert v2["outputs"] == [{"name": "output-0", "datatype": "INT64", "shape": [2],
+                                  "data": [1, 1]}]  # fmt: skip
+        bad = await client.post("/v1/models/iris:predict", json={"instances": [[1, 2, 3]]})
+        assert bad.status_code == 400 and "4 features" in bad.json()["error"]
+        ragged = await client.post("/v1/models/iris:predict", json={"instances": [[1], [1, 2]]})
+        assert ragged.status_code == 400
+
+
+async def test_sklearn_predict_proba(iris_dir: Path) -> None:
+    settings = ServerSettings(model_name="iris", model_dir=str(iris_dir), predict_proba=True)
+    async with await _serve(build_models(settings)) as client:
+        v1 = (await client.post("/v1/models/iris:predict", json={"instances": IRIS_ROWS})).json()
+    probabilities = np.asarray(v1["predictions"])
+    assert probabilities.shape == (2, 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0)
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["xgboost-json", "xgboost-ubj", "xgboost-bst", "lightgbm-model.txt", "lightgbm-model.bst"],
+)
+async def test_boosters(boosted_dirs: dict[str, Path], key: str) -> None:
+    settings = ServerSettings(model_name="m", model_dir=str(boosted_dirs[key]))
+    async with await _serve(build_models(settings)) as client:
+        v1 = (await client.post("/v1/models/m:predict", json={"instances": IRIS_ROWS})).json()
+        assert np.asarray(v1["predictions"]).shape == (2, 3)
+        body = {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP64",
+                            "data": FLAT}]}  # fmt: skip
+        v2 = (await client.post("/v2/models/m/infer", json=body)).json()
+        assert v2["outputs"][0]["shape"] == [2, 3]
+        bad = await client.post("/v1/models/m:predict", json={"instances": [["a", "b"]]})
+        assert bad.status_code in (400, 500), bad.text
+
+
+def test_explicit_model_format_wins(iris_dir: Path) -> None:
+    settings = ServerSettings(model_name="x", model_dir=str(iris_dir), model_format="xgboost")
+    with pytest.raises(StorageNotFound, match="xgboost"):
+        build_models(settings)
+
+
+def test_multi_model_repository(
+    iris_dir: Path, boosted_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    shutil.copytree(iris_dir, tmp_path / "flowers")
+    shutil.copytree(boosted_dirs["lightgbm-model.txt"], tmp_path / "boosted")
+    (tmp_path / "empty").mkdir()
+    models = build_models(ServerSettings(model_name="ignored", model_dir=str(tmp_path)))
+    assert sorted(m.name for m in models) == ["boosted", "flowers"]
+
+
+async def test_repository_load_from_model_dir(iris_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(iris_dir, tmp_path / "late")
+    settings = ServerSettings(model_dir=str(tmp_path))
+    repository = ModelRepository(str(tmp_path), loader=repository_loader(settings))
+    assert await repository.load("late")
+    assert repository.get_model("late") is not None
+    with pytest.raises(Exception, match="does not exist"):
+        await repository.load("absent")
+
+
+def test_missing_extra_names_the_extra(iris_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_import = builtins.__import__
+
+    def fake_import(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "joblib":
+            raise ImportError("no joblib")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    settings = ServerSettings(model_name="iris", model_dir=str(iris_dir))
+    with pytest.raises(MissingExtra, match=r"pip install 'moorage-server\[sklearn\]'"):
+        build_models(settings)
+
+
+def test_two_model_files_refused(iris_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copy(iris_dir / "model.joblib", tmp_path / "a.joblib")
+    shutil.copy(iris_dir / "model.joblib", tmp_path / "b.pkl")
+    with pytest.raises(Exception, match="more than one sklearn model file"):
+        build_models(ServerSettings(model_dir=str(tmp_path)))
