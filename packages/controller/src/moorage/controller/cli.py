@@ -37,8 +37,8 @@ def _port(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port out of range 1-65535: {value}")
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range 0-65535: {value}")
     return value
 
 
@@ -85,8 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     one_off.add_argument("--runtime", help="name of the (Cluster)ServingRuntime to use")
     one_off.add_argument("--protocol-version", choices=_PROTOCOLS, help="predictor protocol")
-    run.add_argument("--port", type=_port, default=8080, help="REST port (default 8080)")
-    run.add_argument("--grpc-port", type=_port, default=8081, help="gRPC port (default 8081)")
+    run.add_argument(
+        "--port", type=_port, default=8080, help="REST port (default 8080; 0 picks a free one)"
+    )
+    run.add_argument(
+        "--grpc-port", type=_port, default=8081, help="gRPC port (default 8081; 0 picks one)"
+    )
     run.add_argument(
         "--timeout",
         type=float,

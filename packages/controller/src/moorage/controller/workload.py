@@ -60,17 +60,21 @@ class Workload:
     others: list[Resource] = field(default_factory=list)
 
 
+def _located(exc: ValidationError, path: str) -> ValidationError:
+    """``exc`` with ``details["path"]`` set (its sub-errors keep theirs)."""
+    if not path or exc.details.get("path"):
+        return exc
+    details = {k: v for k, v in exc.details.items() if k not in ("field", "path")}
+    return ValidationError(exc.reason, field=exc.field, path=path, **details)
+
+
 def _read(path: Path) -> list[Resource]:
     if not path.is_file():
         raise ValidationError(f"no such file: {path}", field="", path=str(path))
     try:
         return load_resources(path)
     except ValidationError as exc:
-        if "path" not in exc.details:
-            raise ValidationError(
-                exc.reason, field=exc.field, path=str(path), **exc.details
-            ) from None
-        raise
+        raise _located(exc, str(path)) from None
 
 
 def _finish(
@@ -82,12 +86,11 @@ def _finish(
     others: list[Resource],
     include_builtin: bool,
 ) -> Workload:
-    details = {"path": source} if source else {}
     try:
         isvc = default(isvc)
         ensure_valid(isvc)
     except ValidationError as exc:
-        raise ValidationError(exc.reason, field=exc.field, **{**exc.details, **details}) from None
+        raise _located(exc, source) from None
     candidates = list(runtimes)
     if include_builtin:
         given = {(r.kind, r.name) for r in runtimes}
@@ -97,9 +100,7 @@ def _finish(
         try:
             selected = select_runtime(isvc, candidates)
         except ValidationError as exc:
-            raise ValidationError(
-                exc.reason, field=exc.field, **{**exc.details, **details}
-            ) from None
+            raise _located(exc, source) from None
     return Workload(
         isvc=isvc,
         runtimes=candidates,

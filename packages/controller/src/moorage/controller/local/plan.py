@@ -124,8 +124,10 @@ def _command(container: Mapping[str, Any], *, what: str, python: str) -> list[st
     return command
 
 
-def _check_runnable(argv: list[str], *, cwd: Path, what: str) -> None:
+def _check_runnable(argv: list[str], *, cwd: Path, what: str, python: str) -> None:
     head = argv[0]
+    if head == python:
+        return
     if os.sep in head:
         path = Path(head) if Path(head).is_absolute() else cwd / head
         if path.exists():
@@ -181,7 +183,7 @@ def plan_processes(
     p_grpc = pick_port() if has_transformer else grpc_port
     argv = set_flag(argv, "--http_port", str(p_http))
     argv = set_flag(argv, "--grpc_port", str(p_grpc))
-    _check_runnable(argv, cwd=cwd, what="predictor")
+    _check_runnable(argv, cwd=cwd, what="predictor", python=python)
     env, warnings = _env(container, model_dir, "predictor")
     model_name = _flag_value(argv, "--model_name") or isvc.name
     specs = [
@@ -202,7 +204,7 @@ def plan_processes(
         t_argv = set_flag(t_argv, "--predictor_host", f"{LOOPBACK}:{p_http}")
         t_argv = set_flag(t_argv, "--http_port", str(http_port))
         t_argv = set_flag(t_argv, "--grpc_port", str(grpc_port))
-        _check_runnable(t_argv, cwd=cwd, what="transformer")
+        _check_runnable(t_argv, cwd=cwd, what="transformer", python=python)
         t_env, t_warnings = _env(t_container, None, "transformer")
         specs.append(
             ProcessSpec(

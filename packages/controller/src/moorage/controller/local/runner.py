@@ -23,7 +23,7 @@ from typing import TextIO
 from moorage.controller.local.banner import Banner, fetch_metadata
 from moorage.controller.local.models import fetch_model
 from moorage.controller.local.plan import LOOPBACK, ProcessSpec, plan_processes
-from moorage.controller.local.ports import check_ports_free
+from moorage.controller.local.ports import check_ports_free, free_port
 from moorage.controller.local.process import ManagedProcess
 from moorage.controller.runtime_selection import predictor_model
 from moorage.controller.workload import Workload
@@ -33,7 +33,7 @@ __all__ = ["RunOptions", "run_local"]
 
 @dataclass(frozen=True)
 class RunOptions:
-    """Knobs of one ``moorage run``."""
+    """Knobs of one ``moorage run``; a port of 0 means "pick a free one"."""
 
     http_port: int = 8080
     grpc_port: int = 8081
@@ -84,7 +84,11 @@ def run_local(
     """
     started = time.monotonic()
     stop = stop or threading.Event()
-    check_ports_free({"--port": options.http_port, "--grpc-port": options.grpc_port})
+    http_port = options.http_port or free_port()
+    grpc_port = options.grpc_port or free_port()
+    while not options.grpc_port and grpc_port == http_port:
+        grpc_port = free_port()
+    check_ports_free({"--port": http_port, "--grpc-port": grpc_port})
 
     model = predictor_model(workload.isvc)
     storage_uri = model.spec.storage_uri if model is not None else None
@@ -108,8 +112,8 @@ def run_local(
     specs = plan_processes(
         workload,
         model_dir=model_dir,
-        http_port=options.http_port,
-        grpc_port=options.grpc_port,
+        http_port=http_port,
+        grpc_port=grpc_port,
         python=options.python,
     )
     for spec in specs:

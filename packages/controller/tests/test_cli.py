@@ -1,0 +1,181 @@
+"""The moorage command: errors fail fast with file and field path; a taken port is named."""
+
+from __future__ import annotations
+
+import io
+import socket
+from pathlib import Path
+
+import pytest
+import yaml
+
+from moorage.controller.cli import main
+
+ISVC = {
+    "apiVersion": "serving.kserve.io/v1beta1",
+    "kind": "InferenceService",
+    "metadata": {"name": "iris"},
+    "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": "./m"}}},
+}
+
+
+def run(args: list[str]) -> tuple[int, str]:
+    out = io.StringIO()
+    code = main(args, out=out)
+    return code, out.getvalue()
+
+
+def test_validate_ok_names_the_runtime(write) -> None:
+    path = write("isvc.yaml", [ISVC])
+    code, out = run(["validate", "-f", str(path)])
+    assert code == 0
+    assert "InferenceService iris is valid; runtime ClusterServingRuntime/moorage-sklearn" in out
+
+
+def test_unknown_field_fails_with_path(write, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = yaml.safe_load(yaml.safe_dump(ISVC))
+    bad["spec"]["predictor"]["model"]["storageURI"] = "typo"
+    path = write("bad.yaml", [bad])
+    for command in ("validate", "render", "run"):
+        code, _ = run([command, "-f", str(path)])
+        err = capsys.readouterr().err
+        assert code == 1
+        assert f"{path}: spec.predictor.model.storageURI: unknown field" in err
+
+
+def test_missing_required_field(write, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = yaml.safe_load(yaml.safe_dump(ISVC))
+    del bad["spec"]["predictor"]["model"]["modelFormat"]["name"]
+    code, _ = run(["validate", "-f", str(write("bad.yaml", [bad]))])
+    assert code == 1
+    assert "spec.predictor.model.modelFormat.name: Required value" in capsys.readouterr().err
+
+
+def test_webhook_rule_is_reported(write, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = yaml.safe_load(yaml.safe_dump(ISVC))
+    bad["metadata"]["name"] = "Iris_Model"
+    code, _ = run(["validate", "-f", str(write("bad.yaml", [bad]))])
+    assert code == 1
+    assert "metadata.name" in capsys.readouterr().err
+
+
+def test_no_runtime_names_the_format(write, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = yaml.safe_load(yaml.safe_dump(ISVC))
+    bad["spec"]["predictor"]["model"]["modelFormat"]["name"] = "tensorflow"
+    code, _ = run(["validate", "-f", str(write("bad.yaml", [bad]))])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "spec.predictor.model.modelFormat: no runtime found" in err and "tensorflow" in err
+
+
+def test_broken_yaml_and_missing_file(
+    write, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _ = run(["validate", "-f", str(write("broken.yaml", "spec: [unclosed"))])
+    assert code == 1 and "invalid YAML" in capsys.readouterr().err
+    code, _ = run(["validate", "-f", str(tmp_path / "nope.yaml")])
+    assert code == 1 and "no such file" in capsys.readouterr().err
+
+
+def test_two_services_need_a_name(write, capsys: pytest.CaptureFixture[str]) -> None:
+    other = {**ISVC, "metadata": {"name": "other"}}
+    path = write("two.yaml", [ISVC, other])
+    code, _ = run(["validate", "-f", str(path)])
+    assert code == 1 and "pick one with --name" in capsys.readouterr().err
+    code, out = run(["validate", "-f", str(path), "--name", "other"])
+    assert code == 0 and "other is valid" in out
+
+
+def test_runtime_file_is_used(write) -> None:
+    runtime = {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "ServingRuntime",
+        "metadata": {"name": "my-sklearn"},
+        "spec": {
+            "supportedModelFormats": [{"name": "sklearn", "autoSelect": True}],
+            "containers": [{"name": "kserve-container", "image": "me/sk:1"}],
+        },
+    }
+    code, out = run(
+        ["validate", "-f", str(write("i.yaml", [ISVC])), "-f", str(write("r.yaml", [runtime]))]
+    )
+    assert code == 0 and "ServingRuntime/my-sklearn" in out
+
+
+def test_port_in_use_is_reported_before_anything_starts(
+    write, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "m").mkdir()
+    path = write("isvc.yaml", [ISVC])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, out = run(["run", "-f", str(path), "--port", str(port), "--grpc-port", "0"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"port {port} (--port) already in use" in err
+    assert "nothing was started" in err and "--port " in err
+    assert "starting" not in out and "fetching" not in out
+
+
+def test_same_port_twice(write, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _ = run(
+        ["run", "-f", str(write("isvc.yaml", [ISVC])), "--port", "9999", "--grpc-port", "9999"]
+    )
+    assert code == 1 and "both ask for port 9999" in capsys.readouterr().err
+
+
+def test_one_off_needs_both_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--model-format", "sklearn"])
+    assert info.value.code == 2
+    assert "--model-format and --storage-uri go together" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["run"])
+    assert "give -f isvc.yaml" in capsys.readouterr().err
+
+
+def test_file_without_a_service(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _ = run(["validate", "-f", "/dev/null"])
+    assert code == 1 and "no such file" in capsys.readouterr().err  # not a regular file
+
+
+def test_render_prints_yaml_objects(write) -> None:
+    code, out = run(["render", "-f", str(write("isvc.yaml", [ISVC])), "--namespace", "ml"])
+    assert code == 0
+    kinds = [
+        (d["kind"], d["metadata"]["name"], d["metadata"]["namespace"])
+        for d in yaml.safe_load_all(out)
+    ]
+    assert kinds == [
+        ("Deployment", "iris-predictor", "ml"),
+        ("Service", "iris-predictor", "ml"),
+        ("HorizontalPodAutoscaler", "iris-predictor", "ml"),
+    ]
+    assert "&id" not in out
+
+
+def test_render_with_configmap(write) -> None:
+    config = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "inferenceservice-config"},
+        "data": {"storageInitializer": '{"image": "moorage/storage-initializer:0.1"}'},
+    }
+    code, out = run(
+        [
+            "render",
+            "-f",
+            str(write("isvc.yaml", [ISVC])),
+            "--config",
+            str(write("c.yaml", [config])),
+        ]
+    )
+    assert code == 0 and "image: moorage/storage-initializer:0.1" in out
+
+
+def test_version() -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0

@@ -1,0 +1,224 @@
+"""reconcile.desired_objects: KServe's RawDeployment objects with the webhook's pod mutations,
+valid against the Kubernetes 1.30 schemas."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from moorage.controller.reconcile import desired_objects, to_yaml
+from moorage.controller.workload import load_workload
+from moorage.core.config.configmap import InferenceServiceConfig
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def render(tmp_path: Path, predictor: dict[str, Any], **extra: Any) -> list[dict[str, Any]]:
+    doc = {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": "iris", "namespace": "ml", **extra.pop("metadata", {})},
+        "spec": {"predictor": predictor, **extra.pop("spec", {})},
+    }
+    path = tmp_path / "isvc.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    config = extra.pop("config", None)
+    objects = desired_objects(load_workload([path]), config=config)
+    for obj in objects:
+        kubernetes_validate.validate(obj, "1.30.0", strict=True)
+    return objects
+
+
+def pod_of(objects: list[dict[str, Any]], name: str = "iris-predictor") -> dict[str, Any]:
+    [deployment] = [
+        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == name
+    ]
+    pod: dict[str, Any] = deployment["spec"]["template"]["spec"]
+    return pod
+
+
+def model(uri: str, **extra: Any) -> dict[str, Any]:
+    return {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": uri, **extra}}
+
+
+def test_example_renders_valid_objects() -> None:
+    objects = desired_objects(load_workload([ROOT / "examples/sklearn-iris/isvc.yaml"]))
+    for obj in objects:
+        kubernetes_validate.validate(obj, "1.30.0", strict=True)
+    assert [o["kind"] for o in objects] == ["Deployment", "Service", "HorizontalPodAutoscaler"]
+    assert yaml.safe_load_all(to_yaml(objects))
+
+
+def test_storage_initializer(tmp_path: Path) -> None:
+    objects = render(tmp_path, model("s3://bucket/iris"))
+    deployment, service, hpa = objects
+    labels = deployment["metadata"]["labels"]
+    assert labels["serving.kserve.io/inferenceservice"] == "iris"
+    assert labels["component"] == "predictor" and labels["app"] == "isvc.iris-predictor"
+    template = deployment["spec"]["template"]
+    annotations = template["metadata"]["annotations"]
+    assert (
+        annotations["internal.serving.kserve.io/storage-initializer-sourceuri"]
+        == "s3://bucket/iris"
+    )
+    pod = template["spec"]
+    [init] = pod["initContainers"]
+    assert init["name"] == "storage-initializer"
+    assert init["args"] == ["s3://bucket/iris", "/mnt/models"]
+    assert init["image"] == "kserve/storage-initializer:latest"
+    assert init["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    main = pod["containers"][0]
+    assert main["name"] == "kserve-container"
+    assert main["args"] == ["--model_name=iris", "--model_dir=/mnt/models", "--http_port=8080"]
+    assert {
+        "name": "kserve-provision-location",
+        "mountPath": "/mnt/models",
+        "readOnly": True,
+    } in main["volumeMounts"]
+    assert {"name": "kserve-provision-location", "emptyDir": {}} in pod["volumes"]
+    assert service["spec"]["ports"] == [
+        {"name": "http1", "port": 80, "targetPort": 8080, "protocol": "TCP"}
+    ]
+    assert service["spec"]["selector"] == {"app": "isvc.iris-predictor"}
+    assert hpa["spec"]["minReplicas"] == 1 and hpa["spec"]["maxReplicas"] == 1
+
+
+def test_readonly_false_and_replicas(tmp_path: Path) -> None:
+    objects = render(
+        tmp_path,
+        {**model("gs://b/m"), "minReplicas": 2, "maxReplicas": 5, "scaleTarget": 60},
+        metadata={"annotations": {"storage.kserve.io/readonly": "false"}},
+    )
+    deployment, _, hpa = objects
+    assert deployment["spec"]["replicas"] == 2
+    mount = pod_of(objects)["containers"][0]["volumeMounts"][0]
+    assert mount["readOnly"] is False
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 5)
+    assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
+
+
+def test_external_autoscaler_has_no_hpa(tmp_path: Path) -> None:
+    objects = render(
+        tmp_path,
+        model("s3://b/m"),
+        metadata={"annotations": {"serving.kserve.io/autoscalerClass": "external"}},
+    )
+    assert [o["kind"] for o in objects] == ["Deployment", "Service"]
+
+
+def test_pvc_direct_mount(tmp_path: Path) -> None:
+    pod = pod_of(render(tmp_path, model("pvc://models-claim/iris/v1")))
+    assert "initContainers" not in pod
+    assert {
+        "name": "kserve-pvc-source",
+        "persistentVolumeClaim": {"claimName": "models-claim", "readOnly": True},
+    } in pod["volumes"]
+    mount = pod["containers"][0]["volumeMounts"][0]
+    assert mount == {
+        "name": "kserve-pvc-source",
+        "mountPath": "/mnt/models",
+        "readOnly": True,
+        "subPath": "iris/v1",
+    }
+
+
+def test_pvc_through_the_initializer(tmp_path: Path) -> None:
+    config = InferenceServiceConfig.from_configmap(
+        {"data": {"storageInitializer": '{"enableDirectPvcVolumeMount": false}'}}
+    )
+    pod = pod_of(render(tmp_path, model("pvc://claim/iris"), config=config))
+    [init] = pod["initContainers"]
+    assert init["args"] == ["/mnt/pvc/iris", "/mnt/models"]
+    assert {"name": "kserve-pvc-source", "mountPath": "/mnt/pvc", "readOnly": True} in init[
+        "volumeMounts"
+    ]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_oci_modelcar(tmp_path: Path, enabled: bool) -> None:
+    config = InferenceServiceConfig.from_configmap(
+        {
+            "data": {
+                "storageInitializer": json.dumps({"enableModelcar": enabled, "uidModelcar": 1010})
+            }
+        }
+    )
+    pod = pod_of(render(tmp_path, model("oci://registry.local/models/iris:1"), config=config))
+    if not enabled:  # moorage's storage initializer pulls oci:// itself
+        assert pod["initContainers"][0]["args"][0] == "oci://registry.local/models/iris:1"
+        return
+    assert pod["shareProcessNamespace"] is True
+    main, sidecar = pod["containers"]
+    assert {"name": "MODEL_INIT_MODE", "value": "async"} in main["env"]
+    assert {"name": "kserve-provision-location", "mountPath": "/mnt"} in main["volumeMounts"]
+    assert main["securityContext"]["runAsUser"] == 1010
+    assert sidecar["name"] == "modelcar" and sidecar["image"] == "registry.local/models/iris:1"
+    assert sidecar["args"][2] == "ln -s /proc/$$$$/root/models /mnt/models && sleep infinity"
+    assert sidecar["resources"]["limits"] == {"cpu": "10m", "memory": "15Mi"}
+    [init] = pod["initContainers"]
+    assert init["name"] == "modelcar-init" and "Prefetched" in init["args"][2]
+
+
+def test_transformer_objects(tmp_path: Path) -> None:
+    transformer = {"containers": [{"name": "kserve-container", "image": "me/t:1", "args": ["--x"]}]}
+    objects = render(tmp_path, model("s3://b/m"), spec={"transformer": transformer})
+    names = [(o["kind"], o["metadata"]["name"]) for o in objects]
+    assert ("Deployment", "iris-transformer") in names and ("Service", "iris-transformer") in names
+    container = pod_of(objects, "iris-transformer")["containers"][0]
+    wiring = [
+        "--model_name",
+        "iris",
+        "--predictor_host",
+        "iris-predictor.ml",
+        "--http_port",
+        "8080",
+    ]
+    assert container["args"] == ["--x", *wiring]
+    assert "initContainers" not in pod_of(objects, "iris-transformer")
+
+
+def test_runtime_pod_fields_and_isvc_overrides(tmp_path: Path) -> None:
+    runtime = {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "ClusterServingRuntime",
+        "metadata": {"name": "sk"},
+        "spec": {
+            "supportedModelFormats": [{"name": "sklearn", "autoSelect": True, "priority": 5}],
+            "nodeSelector": {"pool": "cpu"},
+            "volumes": [{"name": "shm", "emptyDir": {"medium": "Memory"}}],
+            "containers": [
+                {"name": "kserve-container", "image": "me/sk:1.0", "args": ["--a"]},
+                {"name": "sidecar", "image": "me/side:1"},
+            ],
+        },
+    }
+    (tmp_path / "rt.yaml").write_text(yaml.safe_dump(runtime))
+    doc = {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": "iris"},
+        "spec": {
+            "predictor": {
+                "serviceAccountName": "sa",
+                "nodeSelector": {"zone": "a"},
+                **model("s3://b/m", runtimeVersion="2.1", args=["--b"]),
+            }
+        },
+    }
+    (tmp_path / "isvc.yaml").write_text(yaml.safe_dump(doc))
+    objects = desired_objects(load_workload([tmp_path / "isvc.yaml", tmp_path / "rt.yaml"]))
+    pod = pod_of(objects)
+    for obj in objects:
+        kubernetes_validate.validate(obj, "1.30.0", strict=True)
+    assert pod["serviceAccountName"] == "sa"
+    assert pod["nodeSelector"] == {"pool": "cpu", "zone": "a"}
+    assert [c["name"] for c in pod["containers"]] == ["kserve-container", "sidecar"]
+    assert pod["containers"][0]["image"] == "me/sk:2.1"
+    assert pod["containers"][0]["args"] == ["--a", "--b"]
+    assert {v["name"] for v in pod["volumes"]} == {"shm", "kserve-provision-location"}
+    assert objects[0]["metadata"]["namespace"] == "default"
