@@ -221,9 +221,20 @@ class HttpClient:
         body: bytes | None = None,
         ok: tuple[int, ...] = (200,),
         limit: int = 64 * 1024 * 1024,
+        skip_large: bool = False,
     ) -> HttpResponse:
-        """A request with a small body; raises :class:`HttpError` unless status is in ``ok``."""
+        """A request with a small body; raises :class:`HttpError` unless status is in ``ok``.
+
+        ``skip_large=True``: a body over ``limit`` is not read (the connection is dropped) and
+        the response comes back with an empty body, for probing a file's headers.
+        """
         response, final_url, key = self._open(method, url, headers, body)
+        length = response.getheader("Content-Length")
+        if skip_large and (length is None or not length.isdigit() or int(length) > limit):
+            self._drop(*key)
+            if response.status not in ok:
+                raise _status_error(response.status, final_url, b"", response.headers)
+            return HttpResponse(response.status, response.headers, b"", final_url)
         try:
             data = response.read(limit + 1) if method != "HEAD" else b""
         except (OSError, http.client.HTTPException) as exc:

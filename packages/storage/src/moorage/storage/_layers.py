@@ -89,16 +89,17 @@ class LayerApplier:
     # -- applying -------------------------------------------------------------------------------
     def apply(self, blob: Path, media_type: str = "") -> None:
         added: set[str] = set()
-        tf, closers = self._open(blob, media_type)
+        closers: list[Any] = []
         try:
-            for member in tf:
-                self._member(tf, member, added)
+            tf, closers = self._open(blob, media_type)
+            with tf:
+                for member in tf:
+                    self._member(tf, member, added)
         except (tarfile.TarError, EOFError, OSError) as exc:
             raise UnsafeArchive(
                 f"image layer {blob.name} is not a valid tar stream: {exc}"
             ) from exc
         finally:
-            tf.close()
             for closer in reversed(closers):
                 closer.close()
 

@@ -49,7 +49,9 @@ def probe(client: HttpClient, url: str, headers: dict[str, str] | None = None) -
     """Size, range support, content type and validator of ``url`` (one ranged GET)."""
     probe_headers = {**(headers or {}), "Range": "bytes=0-0", "Accept-Encoding": "identity"}
     try:
-        response = client.request("GET", url, headers=probe_headers, ok=(200, 206), limit=1 << 16)
+        response = client.request(
+            "GET", url, headers=probe_headers, ok=(200, 206), limit=1 << 16, skip_large=True
+        )
     except HttpError as exc:
         if exc.status == 416:  # empty file
             return {"size": 0, "ranged": False, "type": "", "etag": ""}

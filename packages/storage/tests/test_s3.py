@@ -1,0 +1,160 @@
+"""s3:// against SeaweedFS with real authentication."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from moorage.core.config.storage import StorageSettings
+from moorage.core.errors import StorageAuthError, StorageNotFound
+from moorage.storage import download, last_download_stats, read_manifest
+from moorage.storage.providers.s3 import target_path
+from moorage.storage.testing import SeaweedS3
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def bucket(seaweedfs_server: SeaweedS3) -> str:
+    s3 = seaweedfs_server
+    s3.create_bucket("models")
+    s3.put("models", "iris/model.joblib", b"joblib" * 100)
+    s3.put("models", "iris/sub/config.json", b"{}")
+    s3.put("models", "iris/", b"")  # a folder marker, skipped
+    s3.put("models", "single/model.bin", b"single")
+    s3.put("models", "single/model.bin.extra", b"other")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        info = tarfile.TarInfo("model/weights.bin")
+        info.size = 4
+        tf.addfile(info, io.BytesIO(b"tar!"))
+    s3.put("models", "archive/model.tar.gz", buf.getvalue())
+    return "models"
+
+
+def settings_for(s3: SeaweedS3, **extra: str) -> StorageSettings:
+    return StorageSettings.from_environ(
+        s3.env(**extra), part_size=1 << 20, multipart_threshold=2 << 20
+    )
+
+
+@pytest.mark.parametrize(
+    ("prefix", "key", "expected"),
+    [
+        ("models/iris", "models/iris", "iris"),
+        ("models/iris", "models/iris/a/b", "a/b"),
+        ("models/iris/", "models/iris/a", "a"),
+        ("models/model", "models/model.bin", "model.bin"),
+        ("", "x/y", "x/y"),
+    ],
+)
+def test_target_path(prefix: str, key: str, expected: str) -> None:
+    assert target_path(prefix, key) == expected
+
+
+def test_prefix_download(seaweedfs_server: SeaweedS3, bucket: str, tmp_path: Path) -> None:
+    out = download(f"s3://{bucket}/iris", tmp_path / "m", settings=settings_for(seaweedfs_server))
+    assert (out / "model.joblib").read_bytes() == b"joblib" * 100
+    assert (out / "sub" / "config.json").read_bytes() == b"{}"
+    manifest = read_manifest(out)
+    assert manifest is not None
+    files = {f["path"]: f for f in manifest["files"]}
+    assert files["model.joblib"]["md5"] == hashlib.md5(b"joblib" * 100).hexdigest()
+
+
+def test_exact_key_only(seaweedfs_server: SeaweedS3, bucket: str, tmp_path: Path) -> None:
+    out = download(
+        f"s3://{bucket}/single/model.bin", tmp_path / "m", settings=settings_for(seaweedfs_server)
+    )
+    assert sorted(p.name for p in out.iterdir()) == [".moorage-download.json", "model.bin"]
+
+
+def test_single_archive_is_unpacked(
+    seaweedfs_server: SeaweedS3, bucket: str, tmp_path: Path
+) -> None:
+    out = download(
+        f"s3://{bucket}/archive", tmp_path / "m", settings=settings_for(seaweedfs_server)
+    )
+    assert (out / "model" / "weights.bin").read_bytes() == b"tar!"
+    assert not (out / "model.tar.gz").exists()
+
+
+def test_multipart_object_parallel_and_verified(
+    seaweedfs_server: SeaweedS3, bucket: str, tmp_path: Path
+) -> None:
+    data = os.urandom(9 * 1024 * 1024 + 123)
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    seaweedfs_server.upload_file(bucket, "big/weights.bin", src, part_size=5 * 1024 * 1024)
+    out = download(f"s3://{bucket}/big", tmp_path / "m", settings=settings_for(seaweedfs_server))
+    assert (
+        hashlib.sha256((out / "weights.bin").read_bytes()).digest() == hashlib.sha256(data).digest()
+    )
+    manifest = read_manifest(out)
+    assert manifest is not None and manifest["files"][0]["etag"].endswith("-2")
+    download(f"s3://{bucket}/big", tmp_path / "m", settings=settings_for(seaweedfs_server))
+    assert last_download_stats().skipped
+
+
+def test_storage_spec_json(seaweedfs_server: SeaweedS3, bucket: str, tmp_path: Path) -> None:
+    s3 = seaweedfs_server
+    spec = json.dumps(
+        {
+            "type": "s3",
+            "endpoint_url": s3.endpoint,
+            "access_key_id": s3.access_key,
+            "secret_access_key": s3.secret_key,
+            "region": "us-east-1",
+        }
+    )
+    out = download(f"s3://{bucket}/iris", tmp_path / "m", env={"STORAGE_CONFIG": spec})
+    assert (out / "model.joblib").exists()
+
+
+def test_s3_endpoint_and_use_https(
+    seaweedfs_server: SeaweedS3, bucket: str, tmp_path: Path
+) -> None:
+    s3 = seaweedfs_server
+    env = {
+        "S3_ENDPOINT": s3.endpoint.removeprefix("http://"),
+        "S3_USE_HTTPS": "0",
+        "AWS_ACCESS_KEY_ID": s3.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+    }
+    out = download(f"s3://{bucket}/iris", tmp_path / "m", env=env)
+    assert (out / "model.joblib").exists()
+
+
+def test_wrong_keys_refused_without_leaking(
+    seaweedfs_server: SeaweedS3, bucket: str, tmp_path: Path
+) -> None:
+    env = seaweedfs_server.env(AWS_SECRET_ACCESS_KEY="wrong-secret-value")
+    with pytest.raises(StorageAuthError) as info:
+        download(f"s3://{bucket}/iris", tmp_path / "m", env=env)
+    assert "wrong-secret-value" not in str(info.value)
+    assert f"s3://{bucket}/iris" in str(info.value)
+    assert not (tmp_path / "m").exists()
+
+
+def test_anonymous_is_refused_by_private_bucket(
+    seaweedfs_server: SeaweedS3, bucket: str, tmp_path: Path
+) -> None:
+    env = {"AWS_ENDPOINT_URL": seaweedfs_server.endpoint, "awsAnonymousCredential": "true"}
+    with pytest.raises(StorageAuthError):
+        download(f"s3://{bucket}/iris", tmp_path / "m", env=env)
+
+
+def test_empty_prefix_and_missing_bucket(
+    seaweedfs_server: SeaweedS3, bucket: str, tmp_path: Path
+) -> None:
+    settings = settings_for(seaweedfs_server)
+    with pytest.raises(StorageNotFound, match="No model found in s3://models/nothing-here"):
+        download(f"s3://{bucket}/nothing-here", tmp_path / "m", settings=settings)
+    with pytest.raises(StorageNotFound, match="does not exist"):
+        download("s3://no-such-bucket/x", tmp_path / "m", settings=settings)
