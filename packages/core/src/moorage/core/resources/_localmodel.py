@@ -60,7 +60,17 @@ NODE_STATUS_FOR: dict[str, str] = {
 
 
 class LocalModelCacheSpec(KubeModel):
-    source_model_uri: str
+    #: Immutable, enforced by the API server through a CEL rule (as KServe's CRD does).
+    source_model_uri: Annotated[
+        str,
+        Field(
+            json_schema_extra={
+                "x-kubernetes-validations": [
+                    {"rule": "self == oldSelf", "message": "StorageUri is immutable"}
+                ]
+            }
+        ),
+    ]
     model_size: Quantity
     node_groups: Annotated[list[str], Field(min_length=1, max_length=1)]
 
