@@ -340,6 +340,7 @@ class Transfer:
             logger.warning("%s: %s failed verification; refetching", self.ctx.uri, job.file.path)
             job.attempt += 1
             job.done = {}
+            job.md5 = job.sha256 = job.git_sha1 = None
             job.state_path.unlink(missing_ok=True)
             os.ftruncate(job.fd, 0)
             if job.size is not None:
