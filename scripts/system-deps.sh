@@ -6,6 +6,15 @@ need=()
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v skopeo >/dev/null || need+=(skopeo)
 command -v umoci >/dev/null || need+=(umoci)
+# Azurite (Azure Blob emulator for the storage tests) comes from npm, when npm is there.
+if ! command -v azurite-blob >/dev/null; then
+  if command -v npm >/dev/null; then
+    npm install -g --silent azurite >/dev/null 2>&1 \
+      || echo "system-deps: npm install -g azurite failed; Azure tests will skip" >&2
+  else
+    echo "system-deps: azurite-blob missing and no npm; Azure tests will skip" >&2
+  fi
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
   echo "system-deps: missing ${need[*]} (not root or no apt); tests needing them will skip" >&2
