@@ -7,7 +7,9 @@ copies of the ``inference`` protocol in one process. Service wiring uses the met
 
 Converters: :func:`request_from_proto`, :func:`request_to_proto`, :func:`response_to_proto`,
 :func:`response_from_proto`. Raw contents (``raw_input_contents`` / ``raw_output_contents``)
-decode to numpy views without copying.
+decode to numpy views without copying. :func:`request_to_bytes` and :func:`response_to_bytes`
+give the serialized message straight from the numpy buffers, at memory-copy speed: upb's
+``SerializeToString`` grows its buffer in steps and runs at ~100 MB/s for a 16 MiB tensor.
 """
 
 from __future__ import annotations
@@ -36,15 +38,17 @@ from moorage.core.protocol._types import (
     RequestedOutput,
     checked_shape,
 )
-from moorage.core.protocol.rest import _as_bytes, decode_bytes_elements, raw_bytes
+from moorage.core.protocol.rest import Buffer, _as_bytes, decode_bytes_elements, raw_bytes
 
 __all__ = [
     "METHODS",
     "SERVICE_NAME",
     "pb",
     "request_from_proto",
+    "request_to_bytes",
     "request_to_proto",
     "response_from_proto",
+    "response_to_bytes",
     "response_to_proto",
 ]
 
@@ -90,6 +94,13 @@ _CONTENTS_FIELD: dict[Datatype, str] = {
     Datatype.FP64: "fp64_contents",
     Datatype.BYTES: "bytes_contents",
 }
+# Wire tags of the raw contents fields (length-delimited), for serializing them by hand.
+_RAW_INPUT_TAG = (
+    pb.ModelInferRequest.DESCRIPTOR.fields_by_name["raw_input_contents"].number << 3
+) | 2
+_RAW_OUTPUT_TAG = (
+    pb.ModelInferResponse.DESCRIPTOR.fields_by_name["raw_output_contents"].number << 3
+) | 2
 _REST_ONLY_PARAMETERS = frozenset({"binary_data", "binary_data_size", "binary_data_output"})
 _INT64_MAX = 2**63 - 1
 
@@ -160,7 +171,7 @@ def _tensor_from_proto(message: Any, raw: bytes | None, kind: str, model_name: s
             data[:] = list(values)
         else:
             try:
-                data = np.array(values, dtype=datatype.numpy_dtype)
+                data = np.fromiter(values, dtype=datatype.numpy_dtype, count=count)
             except (OverflowError, ValueError) as exc:  # e.g. 1000 in int_contents of INT8
                 raise InvalidTensor(
                     f"{kind} '{message.name}': contents do not fit datatype {datatype}: {exc}",
@@ -187,7 +198,8 @@ def _tensors_from_proto(
         )
     tensors = []
     for message, raw in zip(messages, raw_contents, strict=True):
-        if message.HasField("contents"):
+        # An empty ``contents`` message is not data (MLServer sends one beside raw outputs).
+        if message.HasField("contents") and message.contents.ListFields():
             raise InvalidInput(
                 f"contents field must not be specified when using raw contents for {kind} "
                 f"'{message.name}' for model '{model_name}'"
@@ -196,9 +208,10 @@ def _tensors_from_proto(
     return tensors
 
 
-def _tensors_to_proto(tensors: list[InferTensor], messages: Any, raw: bool) -> list[bytes]:
+def _tensors_to_proto(tensors: list[InferTensor], messages: Any, raw: bool) -> list[Buffer]:
+    """Fill ``messages`` with the tensors; returns their raw contents (views where possible)."""
     use_raw = raw or any(t.datatype not in _CONTENTS_FIELD for t in tensors)
-    raw_contents: list[bytes] = []
+    raw_contents: list[Buffer] = []
     for tensor in tensors:
         message = messages.add()
         message.name = tensor.name
@@ -206,7 +219,7 @@ def _tensors_to_proto(tensors: list[InferTensor], messages: Any, raw: bool) -> l
         message.shape.extend(tensor.shape)
         _parameters_to_proto(tensor.parameters, message.parameters)
         if use_raw:
-            raw_contents.append(bytes(raw_bytes(tensor)))
+            raw_contents.append(raw_bytes(tensor))
         else:
             values = getattr(message.contents, _CONTENTS_FIELD[tensor.datatype])
             flat = tensor.data.reshape(-1)
@@ -215,6 +228,25 @@ def _tensors_to_proto(tensors: list[InferTensor], messages: Any, raw: bool) -> l
             else:
                 values.extend(flat.tolist())
     return raw_contents
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _serialize(head: Any, tag: int, buffers: list[Buffer]) -> bytes:
+    # A message's fields may come in any order on the wire, so the raw contents can follow the
+    # rest of the message as length-delimited fields; one join copies each buffer once.
+    parts: list[Buffer] = [head.SerializeToString()]
+    prefix = _varint(tag)
+    for buffer in buffers:
+        parts += [prefix, _varint(len(buffer)), buffer]
+    return b"".join(parts)
 
 
 # ----------------------------------------------------------------------------- requests
@@ -235,32 +267,62 @@ def request_from_proto(message: Any) -> InferRequest:
     )
 
 
-def request_to_proto(request: InferRequest, /, *, raw: bool = True) -> Any:
-    """A ``ModelInferRequest`` from a core request; ``raw`` puts tensors in raw contents."""
+def _request_head(request: InferRequest, raw: bool) -> tuple[Any, list[Buffer]]:
     message = pb.ModelInferRequest(
         model_name=request.model_name,
         model_version=request.model_version or "",
         id=request.id or "",
     )
     _parameters_to_proto(request.parameters, message.parameters)
-    message.raw_input_contents.extend(_tensors_to_proto(request.inputs, message.inputs, raw))
+    buffers = _tensors_to_proto(request.inputs, message.inputs, raw)
     for output in request.outputs or []:
         wanted = message.outputs.add()
         wanted.name = output.name
         _parameters_to_proto(output.parameters, wanted.parameters)
+    return message, buffers
+
+
+def request_to_proto(request: InferRequest, /, *, raw: bool = True) -> Any:
+    """A ``ModelInferRequest`` from a core request; ``raw`` puts tensors in raw contents."""
+    message, buffers = _request_head(request, raw)
+    message.raw_input_contents.extend([bytes(b) for b in buffers])
     return message
 
 
-def response_to_proto(response: InferResponse, /, *, raw: bool = True) -> Any:
-    """A ``ModelInferResponse`` from a core response."""
+def request_to_bytes(request: InferRequest, /, *, raw: bool = True) -> bytes:
+    """The serialized ``ModelInferRequest`` for a core request, built at memory-copy speed.
+
+    Parses to the same message as ``request_to_proto(request, raw=raw).SerializeToString()``.
+    """
+    message, buffers = _request_head(request, raw)
+    return _serialize(message, _RAW_INPUT_TAG, buffers)
+
+
+def _response_head(response: InferResponse, raw: bool) -> tuple[Any, list[Buffer]]:
     message = pb.ModelInferResponse(
         model_name=response.model_name,
         model_version=response.model_version or "",
         id=response.id or "",
     )
     _parameters_to_proto(response.parameters, message.parameters)
-    message.raw_output_contents.extend(_tensors_to_proto(response.outputs, message.outputs, raw))
+    return message, _tensors_to_proto(response.outputs, message.outputs, raw)
+
+
+def response_to_proto(response: InferResponse, /, *, raw: bool = True) -> Any:
+    """A ``ModelInferResponse`` from a core response."""
+    message, buffers = _response_head(response, raw)
+    message.raw_output_contents.extend([bytes(b) for b in buffers])
     return message
+
+
+def response_to_bytes(response: InferResponse, /, *, raw: bool = True) -> bytes:
+    """The serialized ``ModelInferResponse`` for a core response, built at memory-copy speed.
+
+    Parses to the same message as ``response_to_proto(response, raw=raw).SerializeToString()``;
+    a servicer can return these bytes from a handler registered without a response serializer.
+    """
+    message, buffers = _response_head(response, raw)
+    return _serialize(message, _RAW_OUTPUT_TAG, buffers)
 
 
 def response_from_proto(message: Any) -> InferResponse:
