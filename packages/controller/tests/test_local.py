@@ -339,3 +339,22 @@ def test_run_predictor_and_transformer(example: Path) -> None:
     run.stop.set()
     run.thread.join(10)
     assert run.result["code"] == 0
+
+
+def test_run_one_off_with_a_runtime_file(example: Path) -> None:
+    runtime = example / "runtime.yaml"
+    runtime.write_text(yaml.safe_dump(fake_runtime()))
+    workload = one_off_workload(
+        model_format="fake",
+        storage_uri=str(example / "model"),
+        name="adhoc",
+        runtime_files=[runtime],
+        include_builtin=False,
+    )
+    run = start(workload)
+    assert run.ready.wait(20), run.out.getvalue()
+    [spec] = run.result["specs"]
+    assert get(spec.rest_url + "/v2/models/adhoc/infer", b"{}")["name"] == "adhoc"
+    run.stop.set()
+    run.thread.join(10)
+    assert run.result["code"] == 0
