@@ -138,6 +138,10 @@ def test_our_grpc_messages_parse_with_tritonclient(raw: bool) -> None:
         else:
             assert _same(got, expected), tensor.datatype
 
+    # The hand-framed bytes read the same in tritonclient.
+    framed = triton_pb.ModelInferResponse.FromString(oip_grpc.response_to_bytes(response))
+    assert framed == result.get_response()
+
     # ...and back: tritonclient's bytes of our response parse as ours again.
     back = oip_grpc.response_from_proto(
         oip_grpc.pb.ModelInferResponse.FromString(result.get_response().SerializeToString())
