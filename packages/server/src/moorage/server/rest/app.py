@@ -54,11 +54,13 @@ def create_app(
     app.state.dataplane = dataplane
     for router in routers:
         app.include_router(router)
-    for endpoints in (
-        V1Endpoints(dataplane, max_body=max_body_bytes),
-        V2Endpoints(dataplane, max_body=max_body_bytes),
-    ):
-        app.router.routes.extend(endpoints.routes())
+    routes = [
+        *V2Endpoints(dataplane, max_body=max_body_bytes).routes(),
+        *V1Endpoints(dataplane, max_body=max_body_bytes).routes(),
+    ]
+    # Starlette matches routes in order: inference first keeps the hot path's lookup short.
+    routes.sort(key=lambda route: not route.path.endswith(("/infer", ":predict")))
+    app.router.routes[:0] = routes
     install_exception_handlers(app)
 
     def openapi() -> dict[str, Any]:

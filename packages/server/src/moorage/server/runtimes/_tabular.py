@@ -75,8 +75,13 @@ def predict_input(payload: Any, model_name: str) -> Any:
         if not isinstance(instances, list):
             raise InvalidInput('Expected "instances" to be a list')
         if instances and isinstance(instances[0], dict):
-            import pandas as pd
-
+            try:
+                import pandas as pd
+            except ImportError:
+                raise InvalidInput(
+                    f"model '{model_name}' got instances as JSON objects, which need pandas "
+                    "on the server (pip install pandas); send rows as lists instead"
+                ) from None
             return pd.DataFrame(instances)
         try:
             return np.asarray(instances)
