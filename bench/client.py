@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import shutil
 import subprocess
@@ -148,12 +149,13 @@ def run_codec(args: argparse.Namespace) -> list[dict]:
 
 
 def report(server_name: str | None, rows: list[dict], codecs: list[dict], args) -> str:
-    out: list[str] = []
+    out: list[str] = server_bench.machine(args.load_before)
     if rows:
         out += [
-            f"Server: {server_name} on core {server_bench.SERVER_CPU}; each client in its own"
+            f"- Server: {server_name} on core {server_bench.SERVER_CPU}; each client in its own"
             f" process on core {server_bench.LOADGEN_CPU}; {args.duration:g} s per point after"
-            f" {args.warmup:g} s warm-up; one iris row per request.",
+            f" {args.warmup:g} s warm-up; one iris row per request; client CPU = the worker"
+            " process's user+system time / requests.",
             "",
             "| client | mode | conc | req/s | p50 ms | p99 ms | client CPU us/req | errors |",
             "|---|---|---:|---:|---:|---:|---:|---:|",
@@ -222,6 +224,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
+    args.load_before = os.getloadavg()
     if shutil.which("taskset") is None:
         sys.exit("taskset not found (util-linux)")
     server_name, rows, codecs = None, [], []

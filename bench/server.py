@@ -585,6 +585,56 @@ def point_errors(name: str, protocol: str, conns: int, result: PeerResult) -> It
 
 # --------------------------------------------------------------------------- report
 
+VERSIONS = {  # venv -> distributions whose versions the report names
+    "kserve": ("kserve", "scikit-learn", "numpy", "uvicorn", "fastapi", "grpcio"),
+    "mlserver": ("mlserver", "mlserver-sklearn", "scikit-learn", "uvicorn", "uvloop", "grpcio"),
+    "triton": ("tritonclient", "grpcio", "aiohttp"),
+}
+MOORAGE_DISTS = ("moorage-server", "moorage-client", "moorage-core", "scikit-learn", "uvicorn")
+
+
+def machine(load_before: tuple[float, ...]) -> list[str]:
+    """Lines naming the machine, the tools and the package versions of this run."""
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    tools = []
+    for argv in (["wrk", "--version"], ["h2load", "--version"]):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+            tools.append((done.stdout or done.stderr).splitlines()[0].split(" Copyright")[0])
+    lines = [
+        f"- Machine: {os.cpu_count()} cores (`nproc`), {cpu}, Linux {os.uname().release},"
+        f" Python {sys.version.split()[0]}; load average {load_before[0]:.2f} at start,"
+        f" {os.getloadavg()[0]:.2f} at end",
+        f"- Tools: {'; '.join(tools)}",
+    ]
+    for venv, names in VERSIONS.items():
+        freeze = PEERS_DIR / venv / "freeze.txt"
+        if freeze.exists():
+            pins = dict(
+                line.split("==", 1) for line in freeze.read_text().splitlines() if "==" in line
+            )
+            found = [f"{n}=={pins[n]}" for n in names if n in pins]
+            lines.append(f"- Peer venv `{venv}`: {', '.join(found)}")
+    python = REPO / ".venv" / "bin" / "python"
+    if python.exists():
+        probe = (
+            "import importlib.metadata as m\n"
+            f"for n in {MOORAGE_DISTS!r}:\n"
+            "    try: print(f'{n}=={m.version(n)}')\n"
+            "    except m.PackageNotFoundError: pass"
+        )
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            done = subprocess.run(
+                [str(python), "-c", probe], capture_output=True, text=True, timeout=60, check=False
+            )
+            lines.append(f"- moorage `.venv`: {', '.join(done.stdout.split())}")
+    return lines
+
 
 def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
@@ -602,7 +652,8 @@ def ratio(a: float, b: float) -> str:
 
 def report(results: list[PeerResult], args: argparse.Namespace) -> str:
     out = [
-        f"Load: {args.duration:g} s per point after {args.warmup:g} s warm-up; server on core"
+        *machine(args.load_before),
+        f"- Load: {args.duration:g} s per point after {args.warmup:g} s warm-up; server on core"
         f" {SERVER_CPU}, wrk/h2load on core {LOADGEN_CPU}; {args.rows} row(s) of 4 FP32 per"
         f" request; gRPC {args.grpc_contents} contents.",
         "",
@@ -718,6 +769,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.load_before = os.getloadavg()
     for tool in ("taskset", "wrk", "h2load"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found: run bench/setup-peers.sh (it installs wrk and h2load)")
