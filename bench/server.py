@@ -282,14 +282,21 @@ class Server:
         ready_path = f"/v2/models/{MODEL_NAME}/ready"
         while time.perf_counter() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.peer.name} exited early; see {self.log_path}")
+                raise RuntimeError(f"{self.peer.name} exited early:\n{self.log_tail()}")
             with contextlib.suppress(OSError, http.client.HTTPException):
                 status, _, _ = http_request(self.ports.http, "GET", ready_path, timeout=1.0)
                 if status == 200:
                     self.cold_start = time.perf_counter() - started
                     return self.cold_start
             time.sleep(0.005)
-        raise TimeoutError(f"{self.peer.name} not ready in {timeout:.0f} s; see {self.log_path}")
+        raise TimeoutError(f"{self.peer.name} not ready in {timeout:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The end of the server's log, since the work dir is usually deleted afterwards."""
+        with contextlib.suppress(OSError):
+            text = self.log_path.read_text(errors="replace").splitlines()
+            return "\n".join(f"    {line[:200]}" for line in text[-lines:])
+        return f"    (no log at {self.log_path})"
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
