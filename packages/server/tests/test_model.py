@@ -63,10 +63,16 @@ async def test_auto_mode_moves_cheap_sync_code_inline() -> None:
 async def test_auto_mode_moves_slow_sync_code_to_threads() -> None:
     stage = Stage(lambda x, h: x, "p", "auto")
     for _ in range(5):
-        stage._measure(0.0001)
+        stage._measure(0.0001, 0.0001)
     assert stage.runs_inline
     for _ in range(10):
-        stage._measure(0.05)
+        stage._measure(0.05, 0.05)  # expensive
+    assert not stage.runs_inline
+    for _ in range(20):
+        stage._measure(0.0025, 0.0002)  # cheap but slowed down by a busy machine
+    assert stage.runs_inline
+    for _ in range(20):
+        stage._measure(0.05, 0.0001)  # waits (I/O): a thread lets the loop go on
     assert not stage.runs_inline
 
 

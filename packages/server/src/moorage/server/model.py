@@ -40,10 +40,13 @@ logger = logging.getLogger(__name__)
 SyncMode = Literal["auto", "thread", "inline"]
 Headers = dict[str, str]
 
-#: In ``auto`` mode a sync stage runs inline on the event loop while its smoothed cost stays
-#: below this; above it, it moves to a worker thread. Dispatching to a thread costs ~50-100 µs,
-#: so calls cheaper than this are faster inline and block the loop too briefly to matter.
+#: In ``auto`` mode a sync stage runs inline on the event loop while its smoothed CPU time stays
+#: below this (and its wall time below ``4 x`` this); otherwise it moves to a worker thread.
+#: Dispatching to a thread costs ~50-100 µs, so calls cheaper than this are faster inline and
+#: block the loop too briefly to matter. CPU time, not wall time, keeps the choice stable on a
+#: busy machine; the wall-time bound still sends code that waits (I/O, sleeps) to a thread.
 INLINE_BUDGET_S = 0.001
+_INLINE_WALL_S = 4 * INLINE_BUDGET_S
 #: ``auto`` mode runs the first calls in a thread to measure them before trusting them inline.
 _WARMUP_CALLS = 4
 _EWMA_WEIGHT = 0.2
@@ -153,7 +156,7 @@ class Model:
 class Stage:
     """One lifecycle method of one model, inspected once: async or sync, which arguments."""
 
-    __slots__ = ("_arity", "_ewma", "_inline", "_mode", "_seen", "fn", "is_async", "name")
+    __slots__ = ("_arity", "_cpu", "_inline", "_mode", "_seen", "_wall", "fn", "is_async", "name")
 
     def __init__(self, fn: Callable[..., Any], name: str, mode: SyncMode) -> None:
         self.fn = fn
@@ -163,7 +166,8 @@ class Stage:
         self._arity = 3 if _accepts(fn, "response_headers") else _positional_count(fn)
         self._mode = mode
         self._inline = mode == "inline"
-        self._ewma = 0.0
+        self._cpu = 0.0
+        self._wall = 0.0
         self._seen = 0
 
     async def __call__(self, value: Any, headers: Headers, response_headers: Headers) -> Any:
@@ -175,11 +179,7 @@ class Stage:
         if self._inline:
             if self._mode == "inline":
                 return self._call(value, headers, response_headers)
-            start = time.perf_counter()
-            try:
-                return self._call(value, headers, response_headers)
-            finally:
-                self._measure(time.perf_counter() - start)
+            return self._timed(value, headers, response_headers)
         call = self._call if self._mode == "thread" else self._timed
         return await asyncio.to_thread(call, value, headers, response_headers)
 
@@ -189,20 +189,25 @@ class Stage:
         return self.fn(value, headers) if self._arity == 2 else self.fn(value)
 
     def _timed(self, value: Any, headers: Headers, response_headers: Headers) -> Any:
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.thread_time()
         try:
             return self._call(value, headers, response_headers)
         finally:
-            self._measure(time.perf_counter() - start)
+            self._measure(time.perf_counter() - wall, time.thread_time() - cpu)
 
-    def _measure(self, seconds: float) -> None:
-        # Races between threads only blur the average; they cannot break anything.
+    def _measure(self, wall: float, cpu: float) -> None:
+        # Races between threads only blur the averages; they cannot break anything.
         self._seen += 1
         if self._seen == 1:
-            self._ewma = seconds
+            self._wall, self._cpu = wall, cpu
         else:
-            self._ewma += _EWMA_WEIGHT * (seconds - self._ewma)
-        self._inline = self._seen >= _WARMUP_CALLS and self._ewma < INLINE_BUDGET_S
+            self._wall += _EWMA_WEIGHT * (wall - self._wall)
+            self._cpu += _EWMA_WEIGHT * (cpu - self._cpu)
+        self._inline = (
+            self._seen >= _WARMUP_CALLS
+            and self._cpu < INLINE_BUDGET_S
+            and self._wall < _INLINE_WALL_S
+        )
 
     @property
     def runs_inline(self) -> bool:
