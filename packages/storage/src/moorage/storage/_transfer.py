@@ -349,7 +349,6 @@ class Transfer:
             for part in job.parts:
                 job.done[part.index] = self._fetch_part(job, part)
             self._verify(job)
-        os.fsync(job.fd)
         job.final_path.parent.mkdir(parents=True, exist_ok=True)
         if job.final_path.is_dir():
             raise StorageError(f"{self.ctx.uri}: {job.file.path} is both a file and a directory")

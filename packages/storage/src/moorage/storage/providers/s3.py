@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 from moorage.core.errors import StorageAuthError, StorageError, StorageNotFound
 from moorage.core.storage_uri import S3URI
 from moorage.storage._context import Context
-from moorage.storage._plan import HttpSource, Plan, RemoteFile
+from moorage.storage._http import HttpClient, Sink
+from moorage.storage._plan import Plan, RemoteFile
 from moorage.storage.providers.base import require
 
 __all__ = ["S3Provider", "make_client", "provider"]
@@ -90,6 +92,30 @@ def target_path(prefix: str, key: str) -> str:
     return key[len(parent) :].lstrip("/")
 
 
+class _PresignedSource:
+    """GETs through a pre-signed URL, signed on first use in the worker thread that needs it."""
+
+    ranged = True
+
+    def __init__(self, http: HttpClient, client: Any, bucket: str, key: str) -> None:
+        self._http = http
+        self._client = client
+        self._bucket = bucket
+        self._key = key
+        self._url: str | None = None
+
+    def fetch(
+        self, sink: Sink, *, start: int, end: int | None, should_stop: Callable[[], bool]
+    ) -> int:
+        if self._url is None:
+            self._url = self._client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self._bucket, "Key": self._key},
+                ExpiresIn=_PRESIGN_SECONDS,
+            )
+        return self._http.fetch(self._url, sink, start=start, end=end, should_stop=should_stop)
+
+
 class S3Provider:
     name = "s3"
 
@@ -129,16 +155,11 @@ class S3Provider:
             if match and size > 0 and ctx.settings.verify_hashes:
                 part_size = self._part_size(client, uri.bucket, key, int(match.group(1)), size)
                 multipart = etag if part_size else None
-            url = client.generate_presigned_url(
-                "get_object",
-                Params={"Bucket": uri.bucket, "Key": key},
-                ExpiresIn=_PRESIGN_SECONDS,
-            )
             files.append(
                 RemoteFile(
                     path=target_path(uri.key, key),
                     size=size,
-                    source=HttpSource(http, url),
+                    source=_PresignedSource(http, client, uri.bucket, key),
                     identity=f"{etag}|{size}",
                     md5=md5 if ctx.settings.verify_hashes else None,
                     multipart_etag=multipart,
