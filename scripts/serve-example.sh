@@ -39,7 +39,11 @@ fi
 
 model="$EXAMPLE/model/model.joblib"
 built_with=$(cat "$EXAMPLE/model/sklearn-version" 2>/dev/null || true)
-have=$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("scikit-learn"))')
+# The installed scikit-learn's version, from its dist-info name (no interpreter start-up).
+have=""
+for info in "$VENV"/lib/python*/site-packages/scikit_learn-*.dist-info; do
+  [ -d "$info" ] && have=${info##*/scikit_learn-} && have=${have%.dist-info}
+done
 if [ ! -f "$model" ] || [ "$built_with" != "$have" ]; then
   say "training the example model ($EXAMPLE/train.py)"
   "$VENV/bin/python" "$EXAMPLE/train.py" >/dev/null

@@ -20,6 +20,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
@@ -168,11 +169,11 @@ def _cache_root(args: argparse.Namespace) -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "moorage"
 
 
-def _run(args: argparse.Namespace, workload: object, out: TextIO) -> int:
-    from moorage.controller.local import RunOptions, run_local
-    from moorage.controller.workload import Workload
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, out: TextIO) -> int:
+    from moorage.controller.local.plans import load_plan, plan_key, save_plan
+    from moorage.controller.local.runner import RunOptions, prepare, replay, serve
 
-    assert isinstance(workload, Workload)
+    started = time.monotonic()
     options = RunOptions(
         http_port=args.port,
         grpc_port=args.grpc_port,
@@ -180,7 +181,38 @@ def _run(args: argparse.Namespace, workload: object, out: TextIO) -> int:
         ready_timeout=args.timeout,
         refresh=args.refresh,
     )
-    return run_local(workload, options, out=out, log=None if args.quiet else sys.stderr)
+    log = None if args.quiet else sys.stderr
+    one_off = bool(args.model_format or args.storage_uri)
+    key = None
+    if args.files and not one_off and not args.refresh and args.port and args.grpc_port:
+        flags = [
+            f"name={args.name}",
+            f"builtin={args.builtin}",
+            f"{args.port}",
+            f"{args.grpc_port}",
+        ]
+        key = plan_key(args.files, flags=flags, python=options.python)
+    saved = load_plan(options.cache_root, key) if key else None
+    if saved is not None:
+        try:
+            prepared = replay(saved, options, out=out)
+        except MoorageError:
+            prepared = None  # e.g. the model moved: plan from the files again
+        if prepared is not None:
+            out.write("moorage: files unchanged since the last run; reusing its plan\n")
+            return serve(prepared, options, out=out, log=log, started=started)
+
+    from moorage.controller.workload import Workload
+
+    workload = _workload(args, parser)
+    assert isinstance(workload, Workload)
+    prepared = prepare(workload, options, out=out)
+
+    def remember(_specs: object) -> None:
+        if key is not None:
+            save_plan(options.cache_root, key, prepared)
+
+    return serve(prepared, options, out=out, log=log, on_ready=remember, started=started)
 
 
 def _validate(workload: object, out: TextIO) -> int:
@@ -228,9 +260,9 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        workload = _workload(args, parser)
         if args.command == "run":
-            return _run(args, workload, out)
+            return _run(args, parser, out)
+        workload = _workload(args, parser)
         if args.command == "validate":
             return _validate(workload, out)
         return _render(args, workload, out)

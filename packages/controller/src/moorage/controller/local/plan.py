@@ -23,7 +23,6 @@ import re
 import shutil
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,36 +33,14 @@ from moorage.controller.arguments import (
 )
 from moorage.controller.local.errors import UnsupportedLocally
 from moorage.controller.local.ports import free_port
+from moorage.controller.local.spec import LOOPBACK, ProcessSpec
 from moorage.controller.workload import Workload
 
 __all__ = ["LOOPBACK", "ProcessSpec", "plan_processes", "set_flag"]
 
-LOOPBACK = "127.0.0.1"
 _SERVER_COMMANDS = {"moorage-server"}
 _PYTHON_COMMANDS = {"python", "python3", f"python{sys.version_info[0]}.{sys.version_info[1]}"}
 _MOUNT = re.compile(r"(^|=)" + re.escape(MODEL_MOUNT_PATH) + r"(?=/|$)")
-
-
-@dataclass(frozen=True)
-class ProcessSpec:
-    """One process to start: its command line, extra environment and where it listens."""
-
-    component: str
-    argv: list[str]
-    env: dict[str, str]
-    cwd: Path
-    http_port: int
-    grpc_port: int | None
-    model_name: str
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def rest_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.http_port}"
-
-    @property
-    def ready_url(self) -> str:
-        return f"{self.rest_url}/v2/health/ready"
 
 
 def set_flag(args: list[str], flag: str, value: str) -> list[str]:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 from moorage.controller.local.errors import ServerCrashed, ServerStartTimeout
-from moorage.controller.local.plan import ProcessSpec
+from moorage.controller.local.spec import ProcessSpec
 
 __all__ = ["ManagedProcess"]
 

@@ -15,20 +15,22 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from moorage.controller.local.banner import Banner, fetch_metadata
+from moorage.controller.local.errors import LocalRunError
 from moorage.controller.local.models import fetch_model
-from moorage.controller.local.plan import LOOPBACK, ProcessSpec, plan_processes
 from moorage.controller.local.ports import check_ports_free, free_port
 from moorage.controller.local.process import ManagedProcess
-from moorage.controller.runtime_selection import predictor_model
-from moorage.controller.workload import Workload
+from moorage.controller.local.spec import LOOPBACK, ProcessSpec
 
-__all__ = ["RunOptions", "run_local"]
+if TYPE_CHECKING:
+    from moorage.controller.workload import Workload
+
+__all__ = ["Prepared", "RunOptions", "prepare", "replay", "run_local", "serve"]
 
 
 @dataclass(frozen=True)
@@ -67,48 +69,81 @@ def _say(out: TextIO, text: str) -> None:
     out.flush()
 
 
-def run_local(
-    workload: Workload,
-    options: RunOptions,
-    *,
-    out: TextIO = sys.stdout,
-    log: TextIO | None = sys.stderr,
-    stop: threading.Event | None = None,
-    on_ready: Callable[[list[ProcessSpec]], None] | None = None,
-) -> int:
-    """Serve ``workload`` until stopped; the exit code for the CLI (0 stopped, 1 failed).
+@dataclass(frozen=True)
+class Prepared:
+    """Everything needed to start serving, decided before any process starts.
 
-    Errors before anything runs (port taken, model not found, a command missing) are raised as
-    :class:`~moorage.core.errors.MoorageError`; a server crash after start is reported on
-    ``out`` and gives 1. ``stop`` lets a caller (a test) end the run; signals also set it.
+    It is plain data (:meth:`to_json`), so that the plan cache can replay it.
     """
-    started = time.monotonic()
-    stop = stop or threading.Event()
+
+    name: str
+    runtime: str
+    storage_uri: str | None
+    base_dir: Path
+    model_dir: Path | None
+    in_place: bool
+    specs: list[ProcessSpec]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "runtime": self.runtime,
+            "storage_uri": self.storage_uri,
+            "base_dir": str(self.base_dir),
+            "model_dir": str(self.model_dir) if self.model_dir else None,
+            "in_place": self.in_place,
+            "specs": [s.to_json() for s in self.specs],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Prepared:
+        return cls(
+            name=data["name"],
+            runtime=data["runtime"],
+            storage_uri=data["storage_uri"],
+            base_dir=Path(data["base_dir"]),
+            model_dir=Path(data["model_dir"]) if data["model_dir"] else None,
+            in_place=data["in_place"],
+            specs=[ProcessSpec.from_json(s) for s in data["specs"]],
+        )
+
+
+def _ports(options: RunOptions) -> tuple[int, int]:
     http_port = options.http_port or free_port()
     grpc_port = options.grpc_port or free_port()
     while not options.grpc_port and grpc_port == http_port:
         grpc_port = free_port()
     check_ports_free({"--port": http_port, "--grpc-port": grpc_port})
+    return http_port, grpc_port
 
+
+def _fetch(storage_uri: str, base_dir: Path, options: RunOptions, out: TextIO) -> tuple[Path, bool]:
+    _say(out, f"moorage: fetching {storage_uri}")
+    fetched = fetch_model(
+        storage_uri, base_dir=base_dir, cache_root=options.cache_root, refresh=options.refresh
+    )
+    if fetched.in_place:
+        how = "served in place"
+    elif fetched.reused:
+        how = "cached copy reused"
+    else:
+        how = f"fetched in {fetched.seconds:.1f} s"
+    _say(out, f"moorage: model at {fetched.path} ({how})")
+    return fetched.path, fetched.in_place
+
+
+def prepare(workload: Workload, options: RunOptions, *, out: TextIO = sys.stdout) -> Prepared:
+    """Check the ports, fetch the model and plan the processes (nothing is started)."""
+    from moorage.controller.local.plan import plan_processes
+    from moorage.controller.runtime_selection import predictor_model
+
+    http_port, grpc_port = _ports(options)
     model = predictor_model(workload.isvc)
     storage_uri = model.spec.storage_uri if model is not None else None
     model_dir: Path | None = None
+    in_place = False
     if storage_uri:
-        _say(out, f"moorage: fetching {storage_uri}")
-        fetched = fetch_model(
-            storage_uri,
-            base_dir=workload.base_dir,
-            cache_root=options.cache_root,
-            refresh=options.refresh,
-        )
-        model_dir = fetched.path
-        how = (
-            "served in place"
-            if fetched.in_place
-            else ("cached copy reused" if fetched.reused else f"fetched in {fetched.seconds:.1f} s")
-        )
-        _say(out, f"moorage: model at {model_dir} ({how})")
-
+        model_dir, in_place = _fetch(storage_uri, workload.base_dir, options, out)
     specs = plan_processes(
         workload,
         model_dir=model_dir,
@@ -116,10 +151,45 @@ def run_local(
         grpc_port=grpc_port,
         python=options.python,
     )
+    return Prepared(
+        name=workload.isvc.name,
+        runtime=workload.runtime.name if workload.runtime else "custom",
+        storage_uri=storage_uri,
+        base_dir=workload.base_dir,
+        model_dir=model_dir,
+        in_place=in_place,
+        specs=specs,
+    )
+
+
+def replay(prepared: Prepared, options: RunOptions, *, out: TextIO = sys.stdout) -> Prepared:
+    """A saved plan made current: ports checked, a fetched model verified (or fetched again)."""
+    public = prepared.specs[-1]
+    _ports(replace(options, http_port=public.http_port, grpc_port=public.grpc_port or 0))
+    if prepared.storage_uri:
+        model_dir, _ = _fetch(prepared.storage_uri, prepared.base_dir, options, out)
+        if model_dir != prepared.model_dir:
+            raise LocalRunError("the saved plan is stale", model_dir=str(model_dir))
+    return prepared
+
+
+def serve(
+    prepared: Prepared,
+    options: RunOptions,
+    *,
+    out: TextIO = sys.stdout,
+    log: TextIO | None = sys.stderr,
+    stop: threading.Event | None = None,
+    on_ready: Callable[[list[ProcessSpec]], None] | None = None,
+    started: float | None = None,
+) -> int:
+    """Start the planned processes and watch them until stopped (see the module docstring)."""
+    started = started if started is not None else time.monotonic()
+    stop = stop or threading.Event()
+    specs = prepared.specs
     for spec in specs:
         for warning in spec.warnings:
             _say(out, f"moorage: warning: {warning}")
-
     processes: list[ManagedProcess] = []
     with _stop_on_signals(stop):
         try:
@@ -132,14 +202,13 @@ def run_local(
                     _say(out, "moorage: stopping")
                     return 0
             public = specs[-1]
-            runtime = workload.runtime.name if workload.runtime else "custom"
             banner = Banner(
-                name=workload.isvc.name,
+                name=prepared.name,
                 model_name=public.model_name,
                 rest_url=public.rest_url,
                 grpc_address=f"{LOOPBACK}:{public.grpc_port}" if public.grpc_port else None,
-                runtime=runtime,
-                model_dir=str(model_dir) if model_dir else "-",
+                runtime=prepared.runtime,
+                model_dir=str(prepared.model_dir) if prepared.model_dir else "-",
                 metadata=fetch_metadata(public.rest_url, public.model_name),
                 seconds=time.monotonic() - started,
                 transformer=len(specs) > 1,
@@ -157,3 +226,23 @@ def run_local(
         finally:
             for proc in reversed(processes):
                 proc.stop(grace=options.stop_grace)
+
+
+def run_local(
+    workload: Workload,
+    options: RunOptions,
+    *,
+    out: TextIO = sys.stdout,
+    log: TextIO | None = sys.stderr,
+    stop: threading.Event | None = None,
+    on_ready: Callable[[list[ProcessSpec]], None] | None = None,
+) -> int:
+    """Serve ``workload`` until stopped; the exit code for the CLI (0 stopped, 1 failed).
+
+    Errors before anything runs (port taken, model not found, a command missing) are raised as
+    :class:`~moorage.core.errors.MoorageError`; a server crash after start is reported on
+    ``out`` and gives 1. ``stop`` lets a caller (a test) end the run; signals also set it.
+    """
+    started = time.monotonic()
+    prepared = prepare(workload, options, out=out)
+    return serve(prepared, options, out=out, log=log, stop=stop, on_ready=on_ready, started=started)
