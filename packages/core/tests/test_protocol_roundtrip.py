@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -524,3 +525,41 @@ def test_to_bytes_large_tensor_lengths() -> None:
     parsed = oip_grpc.pb.ModelInferResponse.FromString(oip_grpc.response_to_bytes(response))
     assert [len(r) for r in parsed.raw_output_contents] == [2**22, 12]
     assert oip_grpc.response_from_proto(parsed) == response
+
+
+@pytest.mark.parametrize("pad", range(8))
+def test_unaligned_binary_tensors_are_copied_aligned(pad: int) -> None:
+    # Other clients' headers have any length; a misaligned FP32 view would be slow to use.
+    array = np.arange(64, dtype=np.float32)
+    head = (
+        orjson.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "x",
+                        "datatype": "FP32",
+                        "shape": [64],
+                        "parameters": {"binary_data_size": 256},
+                    }
+                ]
+            }
+        )
+        + b" " * pad
+    )
+    body = head + array.tobytes()
+    tensor = decode_request(body, model_name="m", header_length=len(head)).inputs[0]
+    assert tensor.data.flags.aligned
+    assert tensor.data.tolist() == array.tolist()
+    whole = np.frombuffer(body, dtype=np.uint8)
+    aligned = (whole.ctypes.data + len(head)) % 4 == 0
+    assert np.shares_memory(tensor.data, whole) == aligned
+
+
+def test_encoded_binary_header_is_padded_for_alignment() -> None:
+    for name in ("a", "ab", "abc", "abcd", "abcde", "abcdef", "abcdefg", "abcdefgh"):
+        tensor = InferTensor.from_numpy(name, np.arange(4, dtype=np.float64), binary=True)
+        body, length = encode_request(InferRequest("m", [tensor]))
+        assert length is not None and length % 8 == 0
+        assert orjson.loads(body[:length])["inputs"][0]["name"] == name
+        back = decode_request(body, model_name="m", header_length=length).inputs[0]
+        assert np.shares_memory(back.data, np.frombuffer(body, dtype=np.uint8))
