@@ -367,10 +367,23 @@ def _absolute(base_url: str | httpx.URL) -> httpx.URL:
     return url
 
 
+#: Joined URLs by (base_url, rel): parsing a URL costs more than the rest of a request's own
+#: client-side work, and callers send to the same few endpoints over and over.
+_URLS: dict[tuple[str | httpx.URL, str], httpx.URL] = {}
+_URLS_MAX = 512
+
+
 def _join(base_url: str | httpx.URL, rel: str) -> httpx.URL:
-    url = _absolute(base_url)
-    path = url.raw_path.split(b"?", 1)[0].decode("ascii").rstrip("/")
-    return url.copy_with(raw_path=f"{path}/{rel}".encode("ascii"))
+    key = (base_url, rel)
+    url = _URLS.get(key)
+    if url is None:
+        base = _absolute(base_url)
+        path = base.raw_path.split(b"?", 1)[0].decode("ascii").rstrip("/")
+        url = base.copy_with(raw_path=f"{path}/{rel}".encode("ascii"))
+        if len(_URLS) >= _URLS_MAX:
+            _URLS.clear()
+        _URLS[key] = url
+    return url
 
 
 def _segment(value: str) -> str:
