@@ -163,3 +163,28 @@ def _dataplane(*models: Model, sync_mode: Any = "auto") -> DataPlane:
     for model in models:
         repository.update(model)
     return DataPlane(repository, max_inflight=8)
+
+
+def test_identity_stages_are_skipped() -> None:
+    bound = BoundModel(Recorder())
+    assert bound.preprocess is None and bound.postprocess is None
+
+    class Pre(Recorder):
+        def preprocess(self, payload: Any, headers: Any = None) -> Any:
+            return payload
+
+    bound = BoundModel(Pre())
+    assert bound.preprocess is not None and bound.postprocess is None
+
+
+async def test_inline_stage_keeps_sampling() -> None:
+    calls: list[int] = []
+    stage = Stage(lambda x, h: calls.append(x), "p", "auto")
+    for _ in range(5):
+        stage._measure(0.0001, 0.0001)
+    assert stage.runs_inline
+    seen = stage._seen
+    for i in range(16):
+        await stage(i, {}, {})
+    assert stage._seen == seen + 2  # one call in 8 is timed
+    assert calls == list(range(16))

@@ -208,15 +208,21 @@ class DataPlane:
         stage = "preprocess"
         try:
             t0 = time.perf_counter()
-            value = await bound.preprocess(payload, headers, response_headers)
-            t1 = time.perf_counter()
+            if bound.preprocess is not None:
+                value = await bound.preprocess(payload, headers, response_headers)
+                t1 = time.perf_counter()
+            else:
+                value, t1 = payload, t0
             stage = verb
             run = bound.explain if verb == "explain" else bound.predict
             value = await run(value, headers, response_headers)
             t2 = time.perf_counter()
             stage = "postprocess"
-            value = await bound.postprocess(value, headers, response_headers)
-            t3 = time.perf_counter()
+            if bound.postprocess is not None:
+                value = await bound.postprocess(value, headers, response_headers)
+                t3 = time.perf_counter()
+            else:
+                t3 = t2
         except (MoorageError, NotImplementedError) as exc:
             if event is not None:
                 _finish(hooks, event, error=exc)

@@ -49,6 +49,7 @@ INLINE_BUDGET_S = 0.001
 _INLINE_WALL_S = 4 * INLINE_BUDGET_S
 #: ``auto`` mode runs the first calls in a thread to measure them before trusting them inline.
 _WARMUP_CALLS = 4
+_SAMPLE_EVERY = 8
 _EWMA_WEIGHT = 0.2
 
 
@@ -156,7 +157,9 @@ class Model:
 class Stage:
     """One lifecycle method of one model, inspected once: async or sync, which arguments."""
 
-    __slots__ = ("_arity", "_cpu", "_inline", "_mode", "_seen", "_wall", "fn", "is_async", "name")
+    __slots__ = (
+        "_arity", "_calls", "_cpu", "_inline", "_mode", "_seen", "_wall", "fn", "is_async", "name",
+    )  # fmt: skip
 
     def __init__(self, fn: Callable[..., Any], name: str, mode: SyncMode) -> None:
         self.fn = fn
@@ -169,6 +172,7 @@ class Stage:
         self._cpu = 0.0
         self._wall = 0.0
         self._seen = 0
+        self._calls = 0
 
     async def __call__(self, value: Any, headers: Headers, response_headers: Headers) -> Any:
         fn = self.fn
@@ -178,6 +182,10 @@ class Stage:
             return await (fn(value, headers) if self._arity == 2 else fn(value))
         if self._inline:
             if self._mode == "inline":
+                return self._call(value, headers, response_headers)
+            # Inline calls keep being measured, one in _SAMPLE_EVERY, to notice a slowdown.
+            self._calls += 1
+            if self._calls % _SAMPLE_EVERY:
                 return self._call(value, headers, response_headers)
             return self._timed(value, headers, response_headers)
         call = self._call if self._mode == "thread" else self._timed
@@ -220,6 +228,11 @@ class BoundModel:
 
     __slots__ = ("explain", "inflight", "model", "postprocess", "predict", "preprocess")
 
+    #: ``preprocess`` / ``postprocess`` are ``None`` when the model keeps the identity default,
+    #: so the data plane skips them instead of calling a no-op per request.
+    preprocess: Stage | None
+    postprocess: Stage | None
+
     def __init__(self, model: Model, *, sync_mode: SyncMode = "auto") -> None:
         if not isinstance(model, Model):
             raise TypeError(
@@ -229,9 +242,18 @@ class BoundModel:
             raise ValueError("Failed to register model, model.name must be provided.")
         mode: SyncMode = model.sync_mode or sync_mode
         self.model = model
-        self.preprocess = Stage(model.preprocess, "preprocess", mode)
+        cls = type(model)
+        self.preprocess = (
+            None
+            if cls.preprocess is Model.preprocess and "preprocess" not in vars(model)
+            else Stage(model.preprocess, "preprocess", mode)
+        )
         self.predict = Stage(model.predict, "predict", mode)
-        self.postprocess = Stage(model.postprocess, "postprocess", mode)
+        self.postprocess = (
+            None
+            if cls.postprocess is Model.postprocess and "postprocess" not in vars(model)
+            else Stage(model.postprocess, "postprocess", mode)
+        )
         self.explain = Stage(model.explain, "explain", mode)
         self.inflight = 0
 
