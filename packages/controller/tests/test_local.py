@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 import threading
 import urllib.request
@@ -239,6 +240,8 @@ def test_check_ports_free(tmp_path: Path) -> None:
         with pytest.raises(PortInUse) as info:
             check_ports_free({"--port": free_port(), "--grpc-port": port})
     assert f"port {port} (--grpc-port) already in use" in str(info.value)
+    if sys.platform == "linux":  # the holder is named from /proc
+        assert f"(pid {os.getpid()})" in str(info.value)
 
 
 # --- the runner, with the stand-in server ---------------------------------------------------
