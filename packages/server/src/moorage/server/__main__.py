@@ -20,7 +20,8 @@ LOG_FORMAT = "%(asctime)s.%(msecs)03d %(process)d %(levelname)s %(name)s: %(mess
 
 
 def configure_logging(settings: ServerSettings) -> None:
-    """Logging for the entry point: uvicorn's config file when given, a plain format else."""
+    """Logging for the entry point: uvicorn's config file when given, else text or JSON lines
+    (``--log_format``) carrying the request id."""
     if not settings.configure_logging:
         return
     if settings.log_config_file:
@@ -37,7 +38,9 @@ def configure_logging(settings: ServerSettings) -> None:
             config = orjson.loads(raw)
         logging.config.dictConfig(config)
         return
-    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT, datefmt="%H:%M:%S")
+    from moorage.server.logs import install_handler
+
+    install_handler(level=settings.log_level, json=settings.log_format == "json")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

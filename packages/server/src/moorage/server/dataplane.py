@@ -192,7 +192,9 @@ class DataPlane:
                 f"(limit {self.max_inflight}); retry later",
                 model=model_name,
             )
-        request_id = headers.get("x-request-id")
+        # The transports put one in the context when the caller sent none (gRPC cannot add it
+        # to the call's metadata).
+        request_id = headers.get("x-request-id") or request_id_var.get()
         token = request_id_var.set(request_id)
         response_headers: Headers = {}
         event: InferenceEvent | None = None

@@ -115,18 +115,20 @@ class Model:
         """Turn the request into what ``predict`` takes (identity by default)."""
         return payload
 
-    def predict(
+    async def predict(
         self,
         payload: Any,
         headers: Headers | None = None,
         response_headers: Headers | None = None,
     ) -> Any:
-        """Run the model. The default forwards to ``predictor_host`` (transformer mode)."""
+        """Run the model. The default forwards to ``predictor_host`` (transformer mode, see
+        :mod:`moorage.server.transformer`)."""
         if not self.predictor_host:
             raise NotImplementedError("Could not find predictor_host.")
-        raise NotImplementedError(
-            "forwarding to a predictor (--predictor_host) is not available in this build"
-        )
+        # Imported here: httpx and the gRPC client stubs cost start-up time most servers skip.
+        from moorage.server.transformer import forward_predict
+
+        return await forward_predict(self, payload, headers)
 
     def postprocess(
         self,

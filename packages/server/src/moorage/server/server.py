@@ -27,8 +27,10 @@ from moorage.core.errors import ModelNotReady
 from moorage.server.dataplane import DataPlane, LatencyLogger
 from moorage.server.grpc import create_grpc_server
 from moorage.server.model import Model
+from moorage.server.observability import Observability
 from moorage.server.repository import ModelRepository
 from moorage.server.rest import create_app
+from moorage.server.transformer import apply_predictor_settings
 
 __all__ = ["ModelServer"]
 
@@ -109,6 +111,8 @@ class ModelServer:
         self.dataplane = DataPlane(self.registered_models, max_inflight=s.max_inflight_requests)
         if s.enable_latency_logging:
             self.dataplane.hooks.append(LatencyLogger())
+        self.observability = Observability(s)
+        self.observability.install(self.dataplane)
         self._http_socket: socket.socket | None = None
         self._uvicorn: _Uvicorn | None = None
         self._grpc: Any = None
@@ -123,6 +127,7 @@ class ModelServer:
             raise RuntimeError("Model type should be 'moorage.server.Model'")
         if not model.name:
             raise RuntimeError("Failed to register model, model.name must be provided.")
+        apply_predictor_settings(model, self.settings)
         self.registered_models.update(model)
         logger.info("registered model %s", model.name, extra={"model": model.name})
 
@@ -132,12 +137,15 @@ class ModelServer:
             self.dataplane,
             enable_docs_url=s.enable_docs_url,
             max_body_bytes=s.max_request_body_bytes,
+            routers=self.observability.routers(),
+            middleware=self.observability.middleware(),
         )
 
     # ------------------------------------------------------------------ running
     def start(self, models: ModelsOrFactory = ()) -> None:
         """Serve until a signal arrives (blocking). ``models`` may be a factory that loads them,
         called in each worker process."""
+        self.observability.before_serving()
         if self.settings.workers <= 1:
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
                 runner.run(self.serve(models))
@@ -174,7 +182,7 @@ class ModelServer:
             http="httptools",
             loop="none",
             lifespan="off",
-            access_log=bool(s.access_log_format),
+            access_log=False,  # AccessLogMiddleware writes the access lines
             log_config=s.log_config_file if s.configure_logging else None,
             timeout_graceful_shutdown=int(s.graceful_shutdown_seconds),
             server_header=False,
@@ -187,6 +195,7 @@ class ModelServer:
                 max_threads=s.max_threads,
                 max_send_message_length=s.grpc_max_send_message_length,
                 max_receive_message_length=s.grpc_max_receive_message_length,
+                interceptors=self.observability.grpc_interceptors(),
             )
             self.grpc_port = self._grpc.add_insecure_port(f"{_grpc_host(s.host)}:{s.grpc_port}")
             await self._grpc.start()
@@ -221,6 +230,7 @@ class ModelServer:
         if self._grpc is not None:
             tasks.append(self._grpc.stop(grace))
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.observability.aclose()
         self.registered_models.stop_all()
         logger.info("moorage-server stopped")
 

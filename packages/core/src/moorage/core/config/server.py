@@ -14,13 +14,14 @@ Precedence: CLI flag > ``MOORAGE_*`` variable > KServe variable > default.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, CliUnknownArgs, SettingsConfigDict
 
-__all__ = ["DEFAULT_MAX_GRPC_MESSAGE_LENGTH", "ServerSettings"]
+__all__ = ["AGENT_LOGGER_FLAGS", "DEFAULT_MAX_GRPC_MESSAGE_LENGTH", "ServerSettings"]
 
 #: KServe's MAX_GRPC_MESSAGE_LENGTH (8 MiB).
 DEFAULT_MAX_GRPC_MESSAGE_LENGTH = 8 * 1024 * 1024
@@ -111,6 +112,54 @@ class ServerSettings(BaseSettings):
     access_log_format: str | None = Field(None, description="Access log format.")
     enable_latency_logging: bool = Field(True, description="Log per-stage latencies.")
     log_level: str = Field(default_factory=_kserve_log_level, description="Log level.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="With configure_logging: plain text lines or one JSON object a line."
+    )
+    enable_access_log: bool = Field(
+        False,
+        description="One access log line per REST request / gRPC call (implied by "
+        "access_log_format).",
+    )
+
+    # ---- metrics
+    enable_metrics: bool = Field(True, description="Record Prometheus metrics, serve /metrics.")
+    prometheus_multiproc_dir: str | None = Field(
+        default_factory=lambda: os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
+        description="prometheus-client multiprocess directory (from PROMETHEUS_MULTIPROC_DIR): "
+        "with several workers, /metrics reports the sum over all of them.",
+    )
+
+    # ---- inference logger (KServe's `logger` spec; the agent's flags are accepted too)
+    logger_url: str | None = Field(
+        None, description="Sink for CloudEvents copies of requests/responses (agent --log-url)."
+    )
+    logger_mode: Literal["all", "request", "response"] = Field(
+        "all", description="What to log (agent --log-mode)."
+    )
+    logger_source_uri: str | None = Field(
+        None,
+        description="CloudEvent source (agent --source-uri); default http://localhost:<port>/.",
+    )
+    logger_inference_service: str = Field("", description="ce-inferenceservicename.")
+    logger_namespace: str = Field("", description="ce-namespace.")
+    logger_endpoint: str = Field("", description="ce-endpoint (default or canary).")
+    logger_component: str = Field("", description="ce-component (predictor, transformer, ...).")
+    logger_metadata_headers: list[str] = Field(
+        default_factory=list,
+        description="Request headers copied into the ce-metadata extension (comma-separated).",
+    )
+    logger_ca_cert_file: str = Field(
+        "service-ca.crt",
+        description="CA bundle for an https sink; a relative name is looked up in "
+        "/etc/tls/logger (where KServe mounts the logger caBundle ConfigMap).",
+    )
+    logger_tls_skip_verify: bool = Field(False, description="Do not verify the sink's certificate.")
+    logger_queue_size: int = Field(
+        1000, ge=1, description="Events waiting to be sent; more are dropped (and counted)."
+    )
+    logger_workers: int = Field(5, ge=1, description="Concurrent deliveries to the sink.")
+    logger_retries: int = Field(2, ge=0, description="Retries of a failed delivery.")
+    logger_timeout_seconds: float = Field(5.0, gt=0, description="Timeout of one delivery.")
 
     # ---- transformer mode (forwarding to a predictor)
     predictor_host: str | None = Field(None, description="Predictor to forward predict to.")
@@ -129,6 +178,13 @@ class ServerSettings(BaseSettings):
     def _upper(cls, value: str) -> str:
         return value.upper()
 
+    @field_validator("logger_metadata_headers", mode="before")
+    @classmethod
+    def _split_headers(cls, value: object) -> object:
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [h.strip() for h in value.split(",") if h.strip()]
+        return value
+
     @property
     def effective_predictor_protocol(self) -> PredictorProtocol:
         """``predictor_protocol``, or the deprecated ``protocol`` when only that was given."""
@@ -146,5 +202,29 @@ class ServerSettings(BaseSettings):
     @classmethod
     def from_cli(cls, argv: Sequence[str] | None = None) -> ServerSettings:
         """Parse ``argv`` (default ``sys.argv[1:]``) over the environment."""
-        args: list[str] | bool = True if argv is None else list(argv)
+        args = _agent_flags(sys.argv[1:] if argv is None else argv)
         return cls(_cli_parse_args=args)
+
+
+#: The KServe agent's logger flags (``--log-url`` ...) -> ours, so the agent's arguments work.
+AGENT_LOGGER_FLAGS = {
+    "--log-url": "--logger_url",
+    "--log-mode": "--logger_mode",
+    "--source-uri": "--logger_source_uri",
+    "--inference-service": "--logger_inference_service",
+    "--namespace": "--logger_namespace",
+    "--endpoint": "--logger_endpoint",
+    "--component": "--logger_component",
+    "--metadata-headers": "--logger_metadata_headers",
+    "--logger-ca-cert-file": "--logger_ca_cert_file",
+    "--logger-tls-skip-verify": "--logger_tls_skip_verify",
+}
+
+
+def _agent_flags(argv: Sequence[str]) -> list[str]:
+    out = []
+    for arg in argv:
+        name, sep, value = arg.partition("=")
+        flag = AGENT_LOGGER_FLAGS.get(name)
+        out.append(f"{flag}{sep}{value}" if flag is not None else arg)
+    return out

@@ -1,0 +1,327 @@
+"""Per-request observability at the transports: request ids, access log lines, HTTP/gRPC metrics.
+
+**Request ids.** Every REST request and gRPC call gets one: the ``x-request-id`` header (gRPC
+metadata) the caller sent, or a fresh uuid4 hex. It is carried in
+:data:`~moorage.server.dataplane.request_id_var` for the duration of the request (log records
+pick it up through :class:`~moorage.server.logs.RequestContextFilter`), added to the request
+headers the model sees when the caller sent none, and echoed back: a REST response header, gRPC
+trailing metadata. The inference logger uses it as the CloudEvent ``id``.
+
+**Access log.** With ``--access_log_format`` (KServe's flag; the format uses gunicorn's atoms,
+as KServe's ``asgi-logger`` does) or ``--enable_access_log``, one line per request goes to the
+``moorage.server.access`` logger at INFO, with the fields also attached to the record
+(``extra``) for the JSON formatter: ``request_id``, ``method``, ``path``, ``route``, ``status``,
+``duration_ms``, ``client``, ``bytes``. Atoms: ``h`` client address, ``l``/``u`` ``-``, ``t``
+time, ``r`` request line, ``m`` method, ``U`` path, ``q`` query, ``H`` HTTP version, ``s``
+status, ``B``/``b`` response bytes, ``f`` referer, ``a`` user agent, ``T`` seconds, ``M``
+milliseconds, ``D`` microseconds, ``L`` seconds with decimals, ``p`` pid, ``{name}i`` request
+header, ``{name}o`` response header.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+import grpc
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from moorage.server import metrics
+from moorage.server.dataplane import request_id_var
+
+__all__ = [
+    "DEFAULT_ACCESS_LOG_FORMAT",
+    "AccessLogMiddleware",
+    "GrpcAccessInterceptor",
+    "new_request_id",
+]
+
+access_logger = logging.getLogger("moorage.server.access")
+
+REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID = REQUEST_ID_HEADER.encode()
+#: Longer incoming ids are replaced (they end up in every log line and CloudEvent).
+MAX_REQUEST_ID_LENGTH = 256
+
+DEFAULT_ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _usable(value: str | None) -> bool:
+    return bool(value) and len(value) <= MAX_REQUEST_ID_LENGTH  # type: ignore[arg-type]
+
+
+class _Atoms(Mapping[str, str]):
+    """gunicorn-style access-log atoms, computed only when the format asks for them."""
+
+    def __init__(self, scope: Scope, status: int, sent: int, seconds: float, out: list[Any]):
+        self.scope = scope
+        self.status = status
+        self.sent = sent
+        self.seconds = seconds
+        self.out = out
+
+    def _header(self, headers: Iterable[tuple[bytes, bytes]], name: str) -> str:
+        wanted = name.lower().encode("latin-1")
+        for key, value in headers:
+            if key.lower() == wanted:
+                return str(value.decode("latin-1"))
+        return "-"
+
+    def __getitem__(self, key: str) -> str:
+        scope = self.scope
+        if key.startswith("{") and len(key) > 3 and key[-2] == "}":
+            name, kind = key[1:-2], key[-1]
+            if kind == "i":
+                return self._header(scope["headers"], name)
+            if kind == "o":
+                return self._header(self.out, name)
+            raise KeyError(key)
+        match key:
+            case "h":
+                client = scope.get("client")
+                return str(client[0]) if client else "-"
+            case "l" | "u":
+                return "-"
+            case "t":
+                return time.strftime("[%d/%b/%Y:%H:%M:%S %z]")
+            case "r":
+                return f"{scope['method']} {self._target()} HTTP/{scope.get('http_version', '1.1')}"
+            case "m":
+                return str(scope["method"])
+            case "U":
+                return str(scope["path"])
+            case "q":
+                return str(scope.get("query_string", b"").decode("latin-1"))
+            case "H":
+                return f"HTTP/{scope.get('http_version', '1.1')}"
+            case "s":
+                return str(self.status)
+            case "B":
+                return str(self.sent)
+            case "b":
+                return str(self.sent) if self.sent else "-"
+            case "f":
+                return self._header(scope["headers"], "referer")
+            case "a":
+                return self._header(scope["headers"], "user-agent")
+            case "T":
+                return str(int(self.seconds))
+            case "M":
+                return f"{self.seconds * 1000:.3f}"
+            case "D":
+                return str(int(self.seconds * 1_000_000))
+            case "L":
+                return f"{self.seconds:.6f}"
+            case "p":
+                return f"<{os.getpid()}>"
+        raise KeyError(key)
+
+    def _target(self) -> str:
+        query = self.scope.get("query_string", b"")
+        path = str(self.scope["path"])
+        return f"{path}?{query.decode('latin-1')}" if query else path
+
+    def __iter__(self) -> Iterator[str]:
+        return iter("hlutrmUqHsBbfaTMDLp")
+
+    def __len__(self) -> int:
+        return 19
+
+
+class AccessLogMiddleware:
+    """ASGI middleware: request id, HTTP metrics and (optionally) one access line per request."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        access_log: bool = False,
+        access_log_format: str | None = None,
+        record_metrics: bool = True,
+    ) -> None:
+        self.app = app
+        self.format = access_log_format or DEFAULT_ACCESS_LOG_FORMAT
+        self.access_log = access_log or bool(access_log_format)
+        self.record_metrics = record_metrics
+        self._templates: dict[int, str] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        request_id = None
+        for key, value in scope["headers"]:
+            if key == _REQUEST_ID:
+                request_id = value.decode("latin-1")
+                break
+        if not _usable(request_id):
+            request_id = new_request_id()
+            headers = [(k, v) for k, v in scope["headers"] if k != _REQUEST_ID]
+            headers.append((_REQUEST_ID, request_id.encode()))
+            scope["headers"] = headers
+        assert request_id is not None
+        encoded_id = request_id.encode("latin-1")
+        status = 500
+        sent = 0
+        response_headers: list[Any] = []
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, sent, response_headers
+            kind = message["type"]
+            if kind == "http.response.start":
+                status = message["status"]
+                response_headers = list(message.get("headers", ()))
+                if not any(k.lower() == _REQUEST_ID for k, _ in response_headers):
+                    response_headers.append((_REQUEST_ID, encoded_id))
+                message["headers"] = response_headers
+            elif kind == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        token = request_id_var.set(request_id)
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            request_id_var.reset(token)
+            seconds = time.perf_counter() - start
+            template = self._template(scope)
+            if self.record_metrics:
+                metrics.observe_http(scope["method"], template, status, seconds)
+            if self.access_log and access_logger.isEnabledFor(logging.INFO):
+                self._log(scope, request_id, template, status, sent, seconds, response_headers)
+
+    def _template(self, scope: Scope) -> str:
+        """The matched route's path template (a bounded metrics label)."""
+        path = getattr(scope.get("route"), "path", None)
+        if path:
+            return str(path)
+        endpoint = scope.get("endpoint")
+        if endpoint is None:
+            return "unmatched"
+        # Plain Starlette routes do not record themselves in the scope; their endpoint does.
+        key = id(endpoint)
+        template = self._templates.get(key)
+        if template is None:
+            router = scope.get("router")
+            for route in getattr(router, "routes", ()):
+                if hasattr(route, "endpoint") and hasattr(route, "path"):
+                    self._templates[id(route.endpoint)] = route.path
+            template = self._templates.setdefault(key, "other")
+        return template
+
+    def _log(
+        self,
+        scope: Scope,
+        request_id: str,
+        route: str,
+        status: int,
+        sent: int,
+        seconds: float,
+        response_headers: list[Any],
+    ) -> None:
+        atoms = _Atoms(scope, status, sent, seconds, response_headers)
+        try:
+            line = self.format % atoms
+        except (KeyError, ValueError, TypeError) as exc:
+            line = f"{atoms['r']} {status} (bad --access_log_format: {exc})"
+        client = scope.get("client")
+        access_logger.info(
+            "%s",
+            line,
+            extra={
+                "request_id": request_id,
+                "method": scope["method"],
+                "path": scope["path"],
+                "route": route,
+                "status": status,
+                "duration_ms": round(seconds * 1000, 3),
+                "client": f"{client[0]}:{client[1]}" if client else None,
+                "bytes": sent,
+            },
+        )
+
+
+# ----------------------------------------------------------------------------- gRPC
+Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+class GrpcAccessInterceptor(grpc.aio.ServerInterceptor):
+    """The gRPC twin of :class:`AccessLogMiddleware`: request id, call metrics, access lines."""
+
+    def __init__(self, *, access_log: bool = False, record_metrics: bool = True) -> None:
+        self.access_log = access_log
+        self.record_metrics = record_metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        metadata = handler_call_details.invocation_metadata or ()
+        behavior = self._wrap(handler.unary_unary, method, metadata)
+        return grpc.unary_unary_rpc_method_handler(
+            behavior,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _wrap(self, inner: Behavior, method: str, metadata: Iterable[Any]) -> Behavior:
+        request_id = None
+        for key, value in metadata:
+            if key == REQUEST_ID_HEADER and isinstance(value, str):
+                request_id = value
+                break
+        if not _usable(request_id):
+            request_id = new_request_id()
+        assert request_id is not None
+        rid: str = request_id
+
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            start = time.perf_counter()
+            code = grpc.StatusCode.OK
+            token = request_id_var.set(rid)
+            context.set_trailing_metadata(((REQUEST_ID_HEADER, rid),))
+            try:
+                return await inner(request, context)
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except BaseException:
+                code = grpc.StatusCode.UNKNOWN
+                raise
+            finally:
+                request_id_var.reset(token)
+                seconds = time.perf_counter() - start
+                if self.record_metrics:
+                    metrics.observe_grpc(method, code, seconds)
+                if self.access_log and access_logger.isEnabledFor(logging.INFO):
+                    peer = context.peer()
+                    access_logger.info(
+                        "%s gRPC %s %s %.3fms",
+                        peer,
+                        method,
+                        code.name,
+                        seconds * 1000,
+                        extra={
+                            "request_id": rid,
+                            "method": method,
+                            "status": code.name,
+                            "duration_ms": round(seconds * 1000, 3),
+                            "client": peer,
+                        },
+                    )
+
+        return behavior

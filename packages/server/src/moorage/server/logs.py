@@ -1,0 +1,80 @@
+"""Log records with request context, and JSON log lines.
+
+:class:`RequestContextFilter` puts the current request id (from
+:data:`~moorage.server.dataplane.request_id_var`) on every record that does not carry one, so
+``%(request_id)s`` works in any format and JSON lines always have it. :class:`JsonFormatter`
+writes one JSON object per record: ``time``, ``level``, ``logger``, ``message``, ``request_id``,
+every ``extra={...}`` field (``model``, ``status``, ``duration_ms``, ...), and ``exc_info`` as
+text. :func:`configure_logging` is what the entry point calls (``--configure_logging``,
+``--log_format json``); libraries never configure logging.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import sys
+from typing import Any
+
+import orjson
+
+from moorage.server.dataplane import request_id_var
+
+__all__ = ["TEXT_FORMAT", "JsonFormatter", "RequestContextFilter", "install_handler"]
+
+TEXT_FORMAT = "%(asctime)s.%(msecs)03d %(process)d %(levelname)s %(name)s: %(message)s"
+
+#: Attributes every ``LogRecord`` has; anything else on a record came from ``extra=``.
+_STANDARD = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
+    | {"message", "asctime", "request_id", "taskName"}
+)
+
+
+class RequestContextFilter(logging.Filter):
+    """Sets ``record.request_id`` from the request context when the record has none."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "request_id", None) is None:
+            record.request_id = request_id_var.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (orjson), extras included."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", None),
+            "process": record.process,
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                doc[key] = value
+        if record.exc_info:
+            doc["exc_info"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            doc["stack_info"] = self.formatStack(record.stack_info)
+        return orjson.dumps(doc, default=str, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
+def install_handler(*, level: str = "INFO", json: bool = False) -> logging.Handler:
+    """A stderr handler on the root logger with the request-context filter (entry points only)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RequestContextFilter())
+    if json:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT, datefmt="%H:%M:%S"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler

@@ -1,0 +1,289 @@
+"""Prometheus metrics of the model server, and ``GET /metrics``.
+
+Collectors are module-level. Inference metrics are labelled ``model`` and ``protocol``
+(``v1``, ``v2`` or ``grpc-v2``: KServe's ``PredictorProtocol`` names):
+
+==========================================================  =========  =========================
+name                                                        type       labels
+==========================================================  =========  =========================
+``moorage_server_requests_total``                           counter    model, protocol, status
+``moorage_server_request_duration_seconds``                 histogram  model, protocol
+``moorage_server_preprocess_duration_seconds``              histogram  model, protocol
+``moorage_server_predict_duration_seconds``                 histogram  model, protocol
+``moorage_server_postprocess_duration_seconds``             histogram  model, protocol
+``moorage_server_explain_duration_seconds``                 histogram  model, protocol
+``request_preprocess_seconds`` (and ``_predict_``,          histogram  model_name
+``_postprocess_``, ``_explain_``: KServe's names)
+``moorage_server_http_requests_total``                      counter    method, route, status
+``moorage_server_http_request_duration_seconds``            histogram  method, route
+``moorage_server_grpc_requests_total``                      counter    method, code
+``moorage_server_grpc_request_duration_seconds``            histogram  method
+``moorage_server_inference_logger_events_total``            counter    type
+``moorage_server_inference_logger_dropped_total``           counter    reason
+``moorage_server_inference_logger_retries_total``           counter
+==========================================================  =========  =========================
+
+``status`` is the HTTP status of the outcome (``200``, ``400``, ``503``, ...), for gRPC too;
+``route`` is the matched route template (``/v2/models/{model_name}/infer``), so labels stay bounded.
+
+**Several workers** (``--workers N``). Each worker is a process with its own counters. When
+``PROMETHEUS_MULTIPROC_DIR`` names a directory, prometheus-client's multiprocess mode is on:
+every worker writes its samples there and ``/metrics``, whichever worker answers, reports the sum
+over all of them; the server clears stale sample files from it at startup. Without it each
+worker reports only its own samples, so a scrape sees one worker at random (the server logs a
+warning at startup when ``--workers`` > 1). The variable must be set before the server starts
+(prometheus-client reads it when it is imported), as with gunicorn.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import grpc
+from fastapi import APIRouter
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from starlette.requests import Request
+from starlette.responses import Response
+
+from moorage.core.errors import MoorageError
+from moorage.server.dataplane import InferenceEvent
+
+__all__ = [
+    "MetricsHook",
+    "clear_multiprocess_dir",
+    "metrics_router",
+    "observe_grpc",
+    "observe_http",
+    "protocol_label",
+    "render_metrics",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Latency buckets from 0.5 ms to 60 s (model servers answer in well under a millisecond to
+#: tens of seconds; prometheus-client's defaults start at 5 ms).
+BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    30.0, 60.0,
+)  # fmt: skip
+
+_LABELS = ("model", "protocol")
+
+REQUESTS = Counter(
+    "moorage_server_requests_total",
+    "Inference requests by outcome (HTTP status; gRPC outcomes use the equivalent status).",
+    [*_LABELS, "status"],
+)
+REQUEST_DURATION = Histogram(
+    "moorage_server_request_duration_seconds",
+    "Inference latency: preprocess + predict/explain + postprocess.",
+    _LABELS,
+    buckets=BUCKETS,
+)
+STAGE_DURATIONS = {
+    stage: Histogram(
+        f"moorage_server_{stage}_duration_seconds",
+        f"Latency of the model's {stage} stage.",
+        _LABELS,
+        buckets=BUCKETS,
+    )
+    for stage in ("preprocess", "predict", "postprocess", "explain")
+}
+#: KServe's histograms (``kserve/metrics.py``), same names and label, for existing dashboards.
+KSERVE_STAGE_DURATIONS = {
+    stage: Histogram(
+        f"request_{stage}_seconds",
+        f"{stage} request latency (KServe-compatible name)",
+        ["model_name"],
+        buckets=BUCKETS,
+    )
+    for stage in ("preprocess", "predict", "postprocess", "explain")
+}
+
+HTTP_REQUESTS = Counter(
+    "moorage_server_http_requests_total",
+    "HTTP requests by method, route template and status.",
+    ["method", "route", "status"],
+)
+HTTP_DURATION = Histogram(
+    "moorage_server_http_request_duration_seconds",
+    "HTTP request latency, from the first byte received to the last byte sent.",
+    ["method", "route"],
+    buckets=BUCKETS,
+)
+GRPC_REQUESTS = Counter(
+    "moorage_server_grpc_requests_total",
+    "gRPC calls by method and status code.",
+    ["method", "code"],
+)
+GRPC_DURATION = Histogram(
+    "moorage_server_grpc_request_duration_seconds",
+    "gRPC call latency.",
+    ["method"],
+    buckets=BUCKETS,
+)
+
+LOGGER_EVENTS = Counter(
+    "moorage_server_inference_logger_events_total",
+    "CloudEvents the inference logger delivered to its sink, by type (request/response).",
+    ["type"],
+)
+LOGGER_DROPPED = Counter(
+    "moorage_server_inference_logger_dropped_total",
+    "CloudEvents the inference logger gave up on: queue_full, send_failed, encode_failed, "
+    "shutdown.",
+    ["reason"],
+)
+LOGGER_RETRIES = Counter(
+    "moorage_server_inference_logger_retries_total",
+    "Retried deliveries of inference logger CloudEvents.",
+)
+
+
+def protocol_label(event: InferenceEvent) -> str:
+    """``v1``, ``v2`` or ``grpc-v2`` for an inference."""
+    return "grpc-v2" if event.transport == "grpc" else event.protocol
+
+
+class _ModelSeries:
+    """The labelled children of one (model, protocol), resolved once."""
+
+    __slots__ = ("duration", "kserve", "stages")
+
+    def __init__(self, model: str, protocol: str) -> None:
+        self.duration = REQUEST_DURATION.labels(model, protocol)
+        self.stages = {stage: h.labels(model, protocol) for stage, h in STAGE_DURATIONS.items()}
+        self.kserve = {stage: h.labels(model) for stage, h in KSERVE_STAGE_DURATIONS.items()}
+
+
+class MetricsHook:
+    """An :class:`~moorage.server.dataplane.InferenceHook` recording the inference metrics."""
+
+    def __init__(self) -> None:
+        self._series: dict[tuple[str, str], _ModelSeries] = {}
+        self._counters: dict[tuple[str, str, int], Any] = {}
+
+    def on_request(self, event: InferenceEvent) -> None:
+        return None
+
+    def on_response(self, event: InferenceEvent) -> None:
+        protocol = protocol_label(event)
+        key = (event.model_name, protocol)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = _ModelSeries(*key)
+        if event.error is None:
+            status = 200
+            for stage, seconds in event.timings.items():
+                histogram = series.stages.get(stage)
+                if histogram is not None:
+                    histogram.observe(seconds)
+                    series.kserve[stage].observe(seconds)
+            series.duration.observe(event.duration)
+        else:
+            error = event.error
+            status = int(error.status) if isinstance(error, MoorageError) else 500
+            if isinstance(error, NotImplementedError):
+                status = 501
+        counter_key = (event.model_name, protocol, status)
+        counter = self._counters.get(counter_key)
+        if counter is None:
+            counter = self._counters[counter_key] = REQUESTS.labels(*key, str(status))
+        counter.inc()
+
+
+# ----------------------------------------------------------------------------- transports
+_http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def observe_http(method: str, route: str, status: int, seconds: float) -> None:
+    """Record one HTTP request (called by the access-log middleware)."""
+    key = (method, route, status)
+    children = _http_children.get(key)
+    if children is None:
+        children = _http_children[key] = (
+            HTTP_REQUESTS.labels(method, route, str(status)),
+            HTTP_DURATION.labels(method, route),
+        )
+    children[0].inc()
+    children[1].observe(seconds)
+
+
+def observe_grpc(method: str, code: grpc.StatusCode, seconds: float) -> None:
+    """Record one gRPC call (called by the gRPC observability interceptor)."""
+    GRPC_REQUESTS.labels(method, code.name).inc()
+    GRPC_DURATION.labels(method).observe(seconds)
+
+
+# ----------------------------------------------------------------------------- exposition
+def render_metrics(multiprocess_dir: str | None = None) -> bytes:
+    """The text exposition: this process's registry, or every worker's in multiprocess mode."""
+    if multiprocess_dir:
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)
+
+
+def metrics_router(*, multiprocess_dir: str | None = None) -> APIRouter:
+    """``GET /metrics`` (Prometheus text format)."""
+    router = APIRouter()
+
+    async def metrics(request: Request) -> Response:
+        start = time.perf_counter()
+        body = render_metrics(multiprocess_dir)
+        logger.debug("rendered metrics in %.1f ms", (time.perf_counter() - start) * 1000)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    router.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
+    return router
+
+
+_SAMPLE_FILE_PREFIXES = ("counter_", "gauge_", "histogram_", "summary_")
+
+
+def clear_multiprocess_dir(path: str) -> int:
+    """Remove stale prometheus-client sample files (``counter_<pid>.db``, ...) from ``path``.
+
+    Only files named as prometheus-client names them, of other processes, are touched; a missing
+    directory is created. Returns how many files went.
+    """
+    removed = 0
+    directory = Path(path)
+    if not directory.is_dir():
+        directory.mkdir(parents=True, exist_ok=True)
+        return 0
+    for entry in _sample_files(directory.iterdir()):
+        try:
+            entry.unlink()
+            removed += 1
+        except OSError as exc:
+            logger.warning("cannot remove stale metrics file %s: %s", entry, exc)
+    return removed
+
+
+def _sample_files(entries: Iterable[Path]) -> Iterable[Path]:
+    # This process's own files are live (collectors without labels write at import).
+    own = f"_{os.getpid()}.db"
+    for entry in entries:
+        name = entry.name
+        if (
+            name.endswith(".db")
+            and name.startswith(_SAMPLE_FILE_PREFIXES)
+            and not name.endswith(own)
+        ):
+            yield entry

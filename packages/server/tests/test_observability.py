@@ -1,0 +1,380 @@
+"""Metrics, request ids, access logs and JSON log lines, over REST (ASGI) and gRPC (loopback)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import numpy as np
+import orjson
+import pytest
+from prometheus_client import REGISTRY
+
+from moorage.core.config.server import ServerSettings
+from moorage.core.protocol import InferRequest, InferResponse, InferTensor
+from moorage.core.protocol.grpc import (
+    METHODS,
+    SERVICE_NAME,
+    pb,
+    request_to_proto,
+    response_from_proto,
+)
+from moorage.server import Model, ModelServer, request_id_var
+from moorage.server.grpc import create_grpc_server
+from moorage.server.logs import JsonFormatter, RequestContextFilter
+
+from .conftest import IRIS_ROWS, make_repository
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+class RequestIdModel(Model):
+    """Answers (v2) with the request id it sees in the context."""
+
+    def __init__(self) -> None:
+        super().__init__("request-id")
+        self.ready = True
+
+    async def predict(self, payload: Any, headers: Any = None) -> Any:
+        rid = request_id_var.get()
+        return InferResponse(self.name, [InferTensor.from_numpy("rid", np.array([rid], object))])
+
+
+class LoggingModel(Model):
+    """Logs from inside predict, to show the request id reaching the model's log records."""
+
+    def __init__(self) -> None:
+        super().__init__("logging")
+        self.ready = True
+
+    async def predict(self, payload: Any, headers: Any = None) -> Any:
+        logging.getLogger("tests.model").info("predicting")
+        return {"predictions": [request_id_var.get()]}
+
+
+def make_server(**settings: Any) -> ModelServer:
+    repository = make_repository()
+    repository.update(LoggingModel())
+    repository.update(RequestIdModel())
+    return ModelServer(
+        ServerSettings(_cli_parse_args=False, **settings), registered_models=repository
+    )
+
+
+@pytest.fixture
+async def observed() -> AsyncIterator[httpx.AsyncClient]:
+    app = make_server(
+        access_log_format="%(m)s %(U)s %(s)s %({x-request-id}o)s"
+    ).create_application()
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        yield client
+
+
+# ----------------------------------------------------------------------------- metrics
+async def test_metrics_count_and_time_each_stage(observed: httpx.AsyncClient) -> None:
+    v1 = {"model": "sum", "protocol": "v1"}
+    v2 = {"model": "sum", "protocol": "v2"}
+    before = {
+        "v1": sample("moorage_server_requests_total", status="200", **v1),
+        "v2": sample("moorage_server_request_duration_seconds_count", **v2),
+        "kserve": sample("request_predict_seconds_count", model_name="sum"),
+        "pre": sample("moorage_server_preprocess_duration_seconds_count", **v2),
+    }
+    for _ in range(3):
+        r = await observed.post("/v1/models/sum:predict", json={"instances": [[1, 2]]})
+        assert r.status_code == 200
+    body = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}
+    assert (await observed.post("/v2/models/sum/infer", json=body)).status_code == 200
+
+    assert sample("moorage_server_requests_total", status="200", **v1) == before["v1"] + 3
+    assert sample("moorage_server_request_duration_seconds_count", **v2) == before["v2"] + 1
+    assert sample("request_predict_seconds_count", model_name="sum") == before["kserve"] + 4
+    assert sample("moorage_server_preprocess_duration_seconds_count", **v2) == before["pre"] + 1
+    assert sample("moorage_server_request_duration_seconds_sum", **v2) > 0
+
+    scrape = await observed.get("/metrics")
+    assert scrape.status_code == 200
+    assert scrape.headers["content-type"].startswith("text/plain")
+    text = scrape.text
+    for name in (
+        "moorage_server_request_duration_seconds_bucket",
+        "moorage_server_predict_duration_seconds_bucket",
+        "request_preprocess_seconds_bucket",
+        "request_postprocess_seconds_bucket",
+        "moorage_server_http_requests_total",
+    ):
+        assert name in text
+    assert 'moorage_server_requests_total{model="sum",protocol="v1",status="200"}' in text
+
+
+async def test_failures_are_counted_by_status(observed: httpx.AsyncClient) -> None:
+    labels = {"model": "failing", "protocol": "v1"}
+    err500 = sample("moorage_server_requests_total", status="500", **labels)
+    err400 = sample("moorage_server_requests_total", status="400", **labels)
+    assert (await observed.post("/v1/models/failing:predict", json={"instances": [1]})).is_error
+    r = await observed.post("/v1/models/failing:predict", json={"instances": ["bad"]})
+    assert r.status_code == 400
+    assert sample("moorage_server_requests_total", status="500", **labels) == err500 + 1
+    assert sample("moorage_server_requests_total", status="400", **labels) == err400 + 1
+
+
+async def test_http_metrics_use_route_templates(observed: httpx.AsyncClient) -> None:
+    route = "/v1/models/{model_name}:predict"
+    ok = sample("moorage_server_http_requests_total", method="POST", route=route, status="200")
+    missing = sample("moorage_server_http_requests_total", method="POST", route=route, status="404")
+    unmatched = sample(
+        "moorage_server_http_requests_total", method="GET", route="unmatched", status="404"
+    )
+    await observed.post("/v1/models/echo:predict", json={"instances": [1]})
+    await observed.post("/v1/models/nope:predict", json={"instances": [1]})
+    await observed.get("/no/such/route")
+    assert (
+        sample("moorage_server_http_requests_total", method="POST", route=route, status="200")
+        == ok + 1
+    )
+    assert (
+        sample("moorage_server_http_requests_total", method="POST", route=route, status="404")
+        == missing + 1
+    )
+    assert (
+        sample("moorage_server_http_requests_total", method="GET", route="unmatched", status="404")
+        == unmatched + 1
+    )
+
+
+async def test_metrics_can_be_turned_off() -> None:
+    app = make_server(enable_metrics=False).create_application()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        assert (await client.get("/metrics")).status_code == 404
+        assert "x-request-id" in (await client.get("/v2/health/live")).headers
+
+
+# ----------------------------------------------------------------------------- request ids
+async def test_request_id_is_echoed_and_reaches_the_model(observed: httpx.AsyncClient) -> None:
+    r = await observed.post(
+        "/v1/models/logging:predict", json={"instances": [1]}, headers={"x-request-id": "abc-1"}
+    )
+    assert r.headers["x-request-id"] == "abc-1"
+    assert r.json() == {"predictions": ["abc-1"]}
+
+
+async def test_request_id_is_generated_when_missing(observed: httpx.AsyncClient) -> None:
+    r = await observed.post("/v1/models/logging:predict", json={"instances": [1]})
+    generated = r.headers["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", generated)
+    assert r.json() == {"predictions": [generated]}
+    other = await observed.get("/v2/health/live")
+    assert other.headers["x-request-id"] != generated
+
+
+async def test_oversized_request_id_is_replaced(observed: httpx.AsyncClient) -> None:
+    r = await observed.get("/v2/health/live", headers={"x-request-id": "x" * 1000})
+    assert re.fullmatch(r"[0-9a-f]{32}", r.headers["x-request-id"])
+
+
+async def test_log_records_carry_the_request_id(
+    observed: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.handler.addFilter(RequestContextFilter())
+    with caplog.at_level(logging.INFO):
+        await observed.post(
+            "/v1/models/logging:predict", json={"instances": [1]}, headers={"x-request-id": "r-7"}
+        )
+    records = [r for r in caplog.records if r.name == "tests.model"]
+    assert records and records[0].request_id == "r-7"  # type: ignore[attr-defined]
+
+
+# ----------------------------------------------------------------------------- access log
+async def test_access_log_line_and_fields(
+    observed: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="moorage.server.access"):
+        await observed.post(
+            "/v1/models/echo:predict", json={"instances": [1]}, headers={"x-request-id": "q1"}
+        )
+    (record,) = [r for r in caplog.records if r.name == "moorage.server.access"]
+    assert record.getMessage() == "POST /v1/models/echo:predict 200 q1"
+    fields = vars(record)
+    assert fields["request_id"] == "q1"
+    assert fields["status"] == 200
+    assert fields["route"] == "/v1/models/{model_name}:predict"
+    assert fields["duration_ms"] >= 0 and fields["bytes"] > 0
+
+
+async def test_no_access_log_by_default(caplog: pytest.LogCaptureFixture) -> None:
+    app = make_server().create_application()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        with caplog.at_level(logging.INFO, logger="moorage.server.access"):
+            await client.get("/v2/health/live")
+    assert not [r for r in caplog.records if r.name == "moorage.server.access"]
+
+
+def test_json_formatter_writes_extras_and_request_id() -> None:
+    record = logging.LogRecord("moorage.x", logging.WARNING, __file__, 1, "hello %s", ("w",), None)
+    record.model = "iris"
+    RequestContextFilter().filter(record)
+    token = request_id_var.set("ctx-1")
+    try:
+        other = logging.LogRecord("moorage.y", logging.INFO, __file__, 1, "m", None, None)
+        RequestContextFilter().filter(other)
+    finally:
+        request_id_var.reset(token)
+    doc = orjson.loads(JsonFormatter().format(record))
+    assert doc["message"] == "hello w" and doc["level"] == "WARNING"
+    assert doc["model"] == "iris" and doc["request_id"] is None
+    assert orjson.loads(JsonFormatter().format(other))["request_id"] == "ctx-1"
+
+
+# ----------------------------------------------------------------------------- gRPC
+Call = Callable[..., Any]
+
+
+async def with_call(method: Call, request: Any, metadata: Any = ()) -> tuple[Any, dict[str, Any]]:
+    call = method(request, metadata=metadata)
+    reply = await call
+    return reply, dict(await call.trailing_metadata())
+
+
+@pytest.fixture
+async def grpc_call() -> AsyncIterator[Callable[[str], Call]]:
+    server = make_server()
+    grpc_server = create_grpc_server(
+        server.dataplane, interceptors=server.observability.grpc_interceptors()
+    )
+    port = grpc_server.add_insecure_port("127.0.0.1:0")
+    await grpc_server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+
+    def method(name: str) -> Call:
+        request_cls, response_cls = METHODS[name]
+        return channel.unary_unary(
+            f"/{SERVICE_NAME}/{name}",
+            request_serializer=request_cls.SerializeToString,
+            response_deserializer=response_cls.FromString,
+        )
+
+    yield method
+    await channel.close()
+    await grpc_server.stop(0)
+
+
+async def test_grpc_metrics_and_request_ids(grpc_call: Callable[[str], Call]) -> None:
+    infer_ok = sample("moorage_server_grpc_requests_total", method="ModelInfer", code="OK")
+    not_found = sample("moorage_server_grpc_requests_total", method="ModelInfer", code="NOT_FOUND")
+    inferences = sample(
+        "moorage_server_requests_total", model="echo", protocol="grpc-v2", status="200"
+    )
+    request = InferRequest("echo", [InferTensor.from_numpy("x", np.ones((1, 2), np.float32))])
+
+    infer = grpc_call("ModelInfer")
+    _, given = await with_call(infer, request_to_proto(request), (("x-request-id", "g-42"),))
+    assert given["x-request-id"] == "g-42"
+    _, generated = await with_call(infer, request_to_proto(request))
+    assert re.fullmatch(r"[0-9a-f]{32}", generated["x-request-id"])
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await infer(request_to_proto(InferRequest("nope", request.inputs)))
+    assert info.value.code() is grpc.StatusCode.NOT_FOUND
+    assert dict(info.value.trailing_metadata())["x-request-id"]
+    assert (await grpc_call("ServerLive")(pb.ServerLiveRequest())).live
+
+    assert sample("moorage_server_grpc_requests_total", method="ModelInfer", code="OK") == (
+        infer_ok + 2
+    )
+    assert sample("moorage_server_grpc_requests_total", method="ModelInfer", code="NOT_FOUND") == (
+        not_found + 1
+    )
+    assert sample(
+        "moorage_server_requests_total", model="echo", protocol="grpc-v2", status="200"
+    ) == (inferences + 2)
+    assert sample("moorage_server_grpc_request_duration_seconds_count", method="ServerLive") > 0
+
+
+async def test_grpc_generated_request_id_reaches_the_model(
+    grpc_call: Callable[[str], Call],
+) -> None:
+    tensor = InferTensor.from_numpy("x", np.ones((1, 2), np.float32))
+    request = request_to_proto(InferRequest("request-id", [tensor]))
+    reply, trailing = await with_call(grpc_call("ModelInfer"), request)
+    rid = trailing["x-request-id"]
+    assert response_from_proto(reply).outputs[0].data.tolist() == [rid.encode()]
+
+
+# ----------------------------------------------------------------------------- settings
+def test_agent_logger_flags_are_accepted() -> None:
+    settings = ServerSettings.from_cli(
+        ["--log-url", "https://sink", "--log-mode=request", "--metadata-headers", "a,B",
+         "--inference-service", "isvc", "--namespace", "ns", "--component", "predictor",
+         "--endpoint", "default", "--source-uri", "pod-1", "--logger-tls-skip-verify", "true",
+         "--logger-ca-cert-file", "ca.crt", "--component-port", "8080"]
+    )  # fmt: skip
+    assert settings.logger_url == "https://sink" and settings.logger_mode == "request"
+    assert settings.logger_metadata_headers == ["a", "B"]
+    assert (settings.logger_inference_service, settings.logger_namespace) == ("isvc", "ns")
+    assert (settings.logger_component, settings.logger_endpoint) == ("predictor", "default")
+    assert settings.logger_source_uri == "pod-1" and settings.logger_tls_skip_verify
+    assert settings.logger_ca_cert_file == "ca.crt"
+    assert settings.extra_args == ["--component-port", "8080"]
+
+
+# ----------------------------------------------------------------------------- real processes
+def _counter(text: str, name: str, labels: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{") and labels in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_workers_report_summed_metrics_and_json_logs(
+    iris_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from .test_integration import start, stop
+
+    multiproc = tmp_path / "prometheus"
+    multiproc.mkdir()
+    stale = multiproc / "counter_1.db"
+    stale.write_bytes(b"stale samples of an earlier run")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(multiproc))
+    log = tmp_path / "workers.log"
+    server = start(
+        ["--model_name", "iris", "--model_dir", str(iris_dir), "--workers", "2",
+         "--log_format", "json", "--enable_access_log", "true", "--enable_grpc", "false"],
+        log,
+    )  # fmt: skip
+    try:
+        for _ in range(80):
+            if server.output().count("moorage-server ready") >= 2:
+                break
+            time.sleep(0.25)
+        assert not stale.exists()
+        with httpx.Client(base_url=server.url) as client:
+            for i in range(20):
+                r = client.post(
+                    "/v1/models/iris:predict",
+                    json={"instances": IRIS_ROWS},
+                    headers={"x-request-id": f"req-{i}"},
+                )
+                assert r.status_code == 200 and r.headers["x-request-id"] == f"req-{i}"
+            labels = 'model="iris",protocol="v1",status="200"'
+            for _ in range(4):  # whichever worker answers, the sum over both
+                text = client.get("/metrics").text
+                assert _counter(text, "moorage_server_requests_total", labels) == 20
+    finally:
+        assert stop(server) == 0, server.output()
+    lines = [orjson.loads(line) for line in server.output().splitlines() if line.startswith("{")]
+    access = [d for d in lines if d["logger"] == "moorage.server.access"]
+    assert {d["request_id"] for d in access} >= {f"req-{i}" for i in range(20)}
+    assert all(d["status"] == 200 for d in access if d["request_id"].startswith("req-"))
+    assert len({d["process"] for d in lines if "moorage-server ready" in d["message"]}) == 2
