@@ -470,6 +470,7 @@ def serve_hypercorn(*, tls: TestCA | None = None) -> tuple[ASGIServer, Callable[
     config.accesslog = None
     config.errorlog = None
     config.loglevel = "WARNING"
+    config.graceful_timeout = 0.2  # do not wait for requests the tests gave up on
     if tls is not None:
         config.certfile = str(tls.server_cert)
         config.keyfile = str(tls.server_key)

@@ -285,3 +285,33 @@ def moorage_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
     finally:
         for peer in peers.values():
             peer.stop()
+
+
+# ----------------------------------------------------------------------------- KServe 0.14
+@pytest.fixture(scope="session")
+def kserve_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
+    """KServe 0.14.1's own model server (bench/peers/kserve_sklearn.py) serving iris."""
+    python = PEERS / "kserve" / "bin" / "python"
+    script = REPO / "bench" / "peers" / "kserve_sklearn.py"
+    if not python.exists() or not script.exists():
+        pytest.skip(f"no KServe peer ({python}; build it with: bash bench/setup-peers.sh kserve)")
+    root = tmp_path_factory.mktemp("kserve")
+    (root / "iris").mkdir()
+    subprocess.run(
+        [str(python), "-c", TRAIN, str(root / "iris" / "model.joblib")], check=True, timeout=120
+    )
+    http_port, grpc_port = free_port(), free_port()
+    args = ["--model_name", "iris", "--model_dir", str(root / "iris"), "--workers", "1"]
+    args += ["--http_port", str(http_port), "--grpc_port", str(grpc_port)]
+    peer = spawn(
+        "kserve",
+        [str(python), str(script), *args],
+        cwd=root,
+        http_port=http_port,
+        grpc_port=grpc_port,
+    )
+    try:
+        peer.wait_ready(["/v2/health/ready", "/v2/models/iris/ready"])
+        yield peer
+    finally:
+        peer.stop()
