@@ -173,3 +173,24 @@ def test_two_model_files_refused(iris_dir: Path, tmp_path: Path) -> None:
     shutil.copy(iris_dir / "model.joblib", tmp_path / "b.pkl")
     with pytest.raises(Exception, match="more than one sklearn model file"):
         build_models(ServerSettings(model_dir=str(tmp_path)))
+
+
+def test_model_dir_uri_is_downloaded(
+    iris_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import moorage.storage
+
+    calls: list[tuple[str, str]] = []
+
+    def fake_download(uri: str, dest: str, /, **kwargs: Any) -> Path:
+        calls.append((uri, dest))
+        shutil.copy(iris_dir / "model.joblib", Path(dest) / "model.joblib")
+        return Path(dest)
+
+    monkeypatch.setattr(moorage.storage, "download", fake_download)
+    settings = ServerSettings(model_name="iris", model_dir="s3://bucket/iris")
+    models = build_models(settings)
+    assert calls and calls[0][0] == "s3://bucket/iris"
+    assert models[0].ready and models[0].name == "iris"

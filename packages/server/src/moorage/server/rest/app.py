@@ -20,7 +20,6 @@ from moorage.server._version import __version__
 from moorage.server.dataplane import DataPlane
 from moorage.server.errors import install_exception_handlers
 from moorage.server.rest._http import ContentEncodingMiddleware
-from moorage.server.rest._openapi import openapi_document
 from moorage.server.rest.v1 import V1Endpoints
 from moorage.server.rest.v2 import V2Endpoints
 
@@ -65,6 +64,9 @@ def create_app(
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
+            # Imported on first use: the schema models cost start-up time docs-less servers skip.
+            from moorage.server.rest._openapi import openapi_document
+
             app.openapi_schema = openapi_document(title=TITLE, version=__version__)
         return app.openapi_schema
 
