@@ -47,7 +47,7 @@ _REQUEST_ID = REQUEST_ID_HEADER.encode()
 #: Longer incoming ids are replaced (they end up in every log line and CloudEvent).
 MAX_REQUEST_ID_LENGTH = 256
 
-DEFAULT_ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+DEFAULT_ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms %({x-request-id}i)s'
 
 
 def new_request_id() -> str:
