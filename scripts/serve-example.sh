@@ -12,26 +12,39 @@ EXAMPLE=examples/sklearn-iris
 
 say() { printf 'serve-example: %s\n' "$*" >&2; }
 
-# Same venv creation as scripts/bootstrap.sh.
+# The venv scripts/bootstrap.sh also uses, created without pip (ensurepip costs seconds): uv comes
+# from the system pip, and pip itself is added by uv below, since bootstrap.sh runs `python -m pip`.
 if [ ! -x "$VENV/bin/python" ]; then
   say "creating $VENV"
-  if ! python3 -m venv "$VENV" 2>/dev/null; then
+  if ! python3 -m venv --without-pip "$VENV" 2>/dev/null; then
     say "python3 -m venv failed; installing python3-venv with apt"
     rm -rf "$VENV"
     apt-get update -qq && apt-get install -y -qq python3-venv
-    python3 -m venv "$VENV"
+    python3 -m venv --without-pip "$VENV"
   fi
 fi
+
+install_uv() {
+  local quiet=(-q --disable-pip-version-check)
+  if [ -x "$VENV/bin/pip" ]; then
+    "$VENV/bin/python" -m pip install "${quiet[@]}" uv && return
+  fi
+  # pip >= 22.3 installs into another interpreter's environment.
+  python3 -m pip --python "$VENV/bin/python" install "${quiet[@]}" uv 2>/dev/null && return
+  "$VENV/bin/python" -m ensurepip -q 2>/dev/null || {
+    apt-get update -qq && apt-get install -y -qq python3-venv && "$VENV/bin/python" -m ensurepip -q
+  }
+  "$VENV/bin/python" -m pip install "${quiet[@]}" uv
+}
 
 stamp="$VENV/.moorage-serve-stamp"
 want=$(cat packages/{core,storage,server,controller}/pyproject.toml scripts/serve-example.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || [ ! -x "$VENV/bin/moorage" ]; then
   say "installing moorage-core, -storage, -server[sklearn], -controller into $VENV"
-  if [ ! -x "$VENV/bin/uv" ]; then
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check uv
-  fi
-  # Bytecode is compiled at install (in parallel) so the server's first start is not spent on it.
-  "$VENV/bin/uv" pip install --python "$VENV/bin/python" -q --compile-bytecode \
+  [ -x "$VENV/bin/uv" ] || install_uv
+  # No --compile-bytecode: compiling all of scipy and scikit-learn costs more than compiling,
+  # on first import, the modules that serving actually loads.
+  "$VENV/bin/uv" pip install --python "$VENV/bin/python" -q pip \
     -e "packages/core[grpc]" -e packages/storage -e "packages/server[sklearn]" \
     -e "packages/controller[local]"
   echo "$want" > "$stamp"
