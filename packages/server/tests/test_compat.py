@@ -62,3 +62,19 @@ async def test_served() -> None:
     assert out["outputs"] == [
         {"name": "output-0", "datatype": "FP32", "shape": [2], "data": [3.0, 4.0]}
     ]
+
+
+def test_model_server_parser_extends_like_kserve() -> None:
+    import argparse
+
+    from moorage.server import model_server
+
+    parser = argparse.ArgumentParser(parents=[model_server.parser])
+    parser.add_argument("--my_flag", default="x")
+    args, rest = parser.parse_known_args(
+        ["--model_name", "m", "--http_port", "9", "--enable_grpc", "false", "--other", "1"]
+    )
+    assert (args.model_name, args.http_port, args.enable_grpc, args.my_flag) == ("m", 9, False, "x")
+    assert args.grpc_port == 8081 and args.model_dir == "/mnt/models"
+    assert rest == ["--other", "1"]
+    assert model_server.ModelServer is not None
