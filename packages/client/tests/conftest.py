@@ -497,8 +497,9 @@ def serve_hypercorn(*, tls: TestCA | None = None) -> tuple[ASGIServer, Callable[
 
     def stopper() -> None:
         loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=5)
-        loop.close()
+        thread.join(timeout=1)
+        if not thread.is_alive():  # else a lingering connection: the daemon thread ends with us
+            loop.close()
 
     return ASGIServer(f"{scheme}://127.0.0.1:{port}", versions), stopper
 

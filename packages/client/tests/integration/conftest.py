@@ -14,6 +14,7 @@ skipped with the reason, one that starts and then misbehaves fails the tests.
 
 from __future__ import annotations
 
+import concurrent.futures
 import importlib.util
 import json
 import os
@@ -23,9 +24,11 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -137,7 +140,7 @@ class Peer:
         if self.process.poll() is None:
             self.process.send_signal(sig)
             try:
-                self.process.wait(timeout=10)
+                self.process.wait(timeout=2)  # graceful shutdown is not under test here
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
@@ -180,10 +183,8 @@ def mlserver_venv() -> Path:
     return venv
 
 
-@pytest.fixture(scope="session")
-def mlserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
+def launch_mlserver(root: Path, started: list[Peer]) -> Peer:
     venv = mlserver_venv()
-    root = tmp_path_factory.mktemp("mlserver")
     models = root / "models"
     (models / "iris").mkdir(parents=True)
     (models / "echo").mkdir()
@@ -226,11 +227,9 @@ def mlserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
         http_port=http_port,
         grpc_port=grpc_port,
     )
-    try:
-        peer.wait_ready(["/v2/health/ready", "/v2/models/iris/ready", "/v2/models/echo/ready"])
-        yield peer
-    finally:
-        peer.stop()
+    started.append(peer)
+    peer.wait_ready(["/v2/health/ready", "/v2/models/iris/ready", "/v2/models/echo/ready"])
+    return peer
 
 
 # ----------------------------------------------------------------------------- moorage-server
@@ -261,41 +260,33 @@ def start_moorage_server(command: list[str], root: Path, label: str, model_dir: 
     )
 
 
-@pytest.fixture(scope="session")
-def moorage_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Peer]]:
-    """moorage-server processes started together: ``iris``, ``text`` (an sklearn text
-    pipeline, BYTES in) and ``doomed`` (another iris, for the test that kills it)."""
+def launch_moorage_servers(root: Path, started: list[Peer]) -> dict[str, Peer]:
+    """moorage-server processes: ``iris``, ``text`` (an sklearn text pipeline, BYTES in) and
+    ``doomed`` (another iris, for the test that kills it)."""
     command = moorage_server_command()
-    root = tmp_path_factory.mktemp("moorage-server")
     for name in ("iris", "text"):
         (root / name).mkdir()
     iris_file, text_file = root / "iris" / "model.joblib", root / "text" / "model.joblib"
     subprocess.run(
         [sys.executable, "-c", TRAIN, str(iris_file), str(text_file)], check=True, timeout=120
     )
-    peers = {
-        label: start_moorage_server(command, root, label, root / model)
-        for label, model in (("iris", "iris"), ("text", "text"), ("doomed", "iris"))
-    }
-    try:
-        for label, peer in peers.items():
-            model = "text" if label == "text" else "iris"
-            peer.wait_ready(["/v2/health/ready", f"/v2/models/{model}/ready"])
-        yield peers
-    finally:
-        for peer in peers.values():
-            peer.stop()
+    peers = {}
+    for label, model in (("iris", "iris"), ("text", "text"), ("doomed", "iris")):
+        peers[label] = start_moorage_server(command, root, label, root / model)
+        started.append(peers[label])
+    for label, peer in peers.items():
+        model = "text" if label == "text" else "iris"
+        peer.wait_ready(["/v2/health/ready", f"/v2/models/{model}/ready"])
+    return peers
 
 
 # ----------------------------------------------------------------------------- KServe 0.14
-@pytest.fixture(scope="session")
-def kserve_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
+def launch_kserve(root: Path, started: list[Peer]) -> Peer:
     """KServe 0.14.1's own model server (bench/peers/kserve_sklearn.py) serving iris."""
     python = PEERS / "kserve" / "bin" / "python"
     script = REPO / "bench" / "peers" / "kserve_sklearn.py"
     if not python.exists() or not script.exists():
         pytest.skip(f"no KServe peer ({python}; build it with: bash bench/setup-peers.sh kserve)")
-    root = tmp_path_factory.mktemp("kserve")
     (root / "iris").mkdir()
     subprocess.run(
         [str(python), "-c", TRAIN, str(root / "iris" / "model.joblib")], check=True, timeout=120
@@ -310,8 +301,68 @@ def kserve_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
         http_port=http_port,
         grpc_port=grpc_port,
     )
-    try:
-        peer.wait_ready(["/v2/health/ready", "/v2/models/iris/ready"])
-        yield peer
-    finally:
-        peer.stop()
+    started.append(peer)
+    peer.wait_ready(["/v2/health/ready", "/v2/models/iris/ready"])
+    return peer
+
+
+# ----------------------------------------------------------------------------- fixtures
+#: peer fixture name -> launcher; every peer the selected tests need starts at once, in
+#: parallel (each is mostly waiting on imports), when the first of them is requested.
+LAUNCHERS: dict[str, Callable[[Path, list[Peer]], Any]] = {
+    "mlserver": launch_mlserver,
+    "moorage_servers": launch_moorage_servers,
+    "kserve_server": launch_kserve,
+}
+
+
+@pytest.fixture(scope="session")
+def _peers(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Future[Any]]]:
+    wanted = sorted(
+        {
+            name
+            for item in request.session.items
+            for name in getattr(item, "fixturenames", ())
+            if name in LAUNCHERS
+        }
+    )
+    started: list[Peer] = []
+    with ThreadPoolExecutor(max(1, len(wanted)), thread_name_prefix="peer") as pool:
+        futures = {
+            name: pool.submit(LAUNCHERS[name], tmp_path_factory.mktemp(name), started)
+            for name in wanted
+        }
+        try:
+            yield futures
+        finally:
+            for future in futures.values():
+                future.cancel()
+            concurrent.futures.wait(futures.values())
+            for peer in started:  # signal all first: they shut down in parallel
+                if peer.process.poll() is None:
+                    peer.process.send_signal(signal.SIGTERM)
+            for peer in started:
+                peer.stop()
+
+
+def _peer(peers: dict[str, Future[Any]], name: str) -> Any:
+    if name not in peers:  # requested dynamically; not seen at collection
+        pytest.skip(f"{name} was not launched for this session")
+    return peers[name].result()  # re-raises the launcher's skip or failure
+
+
+@pytest.fixture(scope="session")
+def mlserver(_peers: dict[str, Future[Any]]) -> Peer:
+    return _peer(_peers, "mlserver")  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def moorage_servers(_peers: dict[str, Future[Any]]) -> dict[str, Peer]:
+    return _peer(_peers, "moorage_servers")  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def kserve_server(_peers: dict[str, Future[Any]]) -> Peer:
+    return _peer(_peers, "kserve_server")  # type: ignore[no-any-return]
