@@ -141,9 +141,10 @@ def test_file_without_a_service(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 1 and "no such file" in capsys.readouterr().err  # not a regular file
 
 
-def test_render_prints_yaml_objects(write) -> None:
+def test_render_prints_yaml_objects(write, capsys: pytest.CaptureFixture[str]) -> None:
     code, out = run(["render", "-f", str(write("isvc.yaml", [ISVC])), "--namespace", "ml"])
     assert code == 0
+    assert "storageUri ./m is a path on this machine" in capsys.readouterr().err
     kinds = [
         (d["kind"], d["metadata"]["name"], d["metadata"]["namespace"])
         for d in yaml.safe_load_all(out)

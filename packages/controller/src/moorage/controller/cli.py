@@ -250,7 +250,23 @@ def _render(args: argparse.Namespace, workload: object, out: TextIO) -> int:
         except ValidationError as exc:
             raise ValidationError(exc.reason, field=exc.field, path=str(args.config)) from None
     out.write(to_yaml(desired_objects(workload, namespace=args.namespace, config=config)))
+    _warn_local_uri(workload)
     return 0
+
+
+def _warn_local_uri(workload: object) -> None:
+    from moorage.controller.runtime_selection import predictor_model
+    from moorage.controller.workload import Workload
+    from moorage.core.storage_uri import LocalURI, parse_storage_uri
+
+    assert isinstance(workload, Workload)
+    model = predictor_model(workload.isvc)
+    uri = model.spec.storage_uri if model is not None else None
+    if uri and isinstance(parse_storage_uri(uri), LocalURI):
+        sys.stderr.write(
+            f"moorage: warning: storageUri {uri} is a path on this machine; a cluster's "
+            "storage-initializer cannot read it (use s3://, gs://, hf://, oci://, pvc://...)\n"
+        )
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
