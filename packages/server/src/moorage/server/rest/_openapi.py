@@ -14,14 +14,24 @@ from moorage.core.protocol import schema
 
 __all__ = ["openapi_document"]
 
-# (method, path, summary, request body model, response model)
-_OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, type[BaseModel] | None]] = [
+#: A v1 model answers any JSON object; ``{"predictions": [...]}`` is only the convention.
+_V1_RESULT: dict[str, Any] = {
+    "type": "object",
+    "description": 'The model\'s result; by convention {"predictions": [...]} or '
+    '{"explanations": ...}.',
+}
+
+# (method, path, summary, request body model, response model or JSON schema)
+_OPERATIONS: list[
+    tuple[str, str, str, type[BaseModel] | None, type[BaseModel] | dict[str, Any] | None]
+] = [
     ("get", "/", "Server liveness (v1)", None, None),
     ("get", "/v1/models", "List models (v1)", None, schema.ListModelsResponse),
     ("get", "/v1/models/{model_name}", "Model status (v1)", None, schema.V1ModelStatus),
     ("post", "/v1/models/{model_name}:predict", "Predict (v1)", schema.V1PredictRequest,
-     schema.V1PredictResponse),
-    ("post", "/v1/models/{model_name}:explain", "Explain (v1)", schema.V1PredictRequest, None),
+     _V1_RESULT),
+    ("post", "/v1/models/{model_name}:explain", "Explain (v1)", schema.V1PredictRequest,
+     _V1_RESULT),
     ("get", "/v2", "Server metadata", None, schema.ServerMetadataResponse),
     ("get", "/v2/health/live", "Server liveness", None, schema.ServerLiveResponse),
     ("get", "/v2/health/ready", "Server readiness", None, schema.ServerReadyResponse),
@@ -71,7 +81,9 @@ def openapi_document(*, title: str, version: str) -> dict[str, Any]:
                 "content": {"application/json": {"schema": _ref(body, components)}},
             }
         ok: dict[str, Any] = {"description": "OK"}
-        if response is not None:
+        if isinstance(response, dict):
+            ok["content"] = {"application/json": {"schema": response}}
+        elif response is not None:
             ok["content"] = {"application/json": {"schema": _ref(response, components)}}
         op["responses"] = {
             "200": ok,
