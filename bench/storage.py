@@ -18,7 +18,8 @@ Cases, each on the same servers, each in a fresh subprocess (peak RSS from ``wai
 * S3 small: ``--small`` objects of ``--small-kib`` KiB under one prefix.
 * HF: a repo with one ``--hf-mib`` MiB LFS file and a few small files on the hub stand-in.
 
-moorage runs ``python -m moorage.storage <uri> <dest>``; KServe runs
+moorage runs ``download(uri, dest)`` (after importing its SDK, as the peers import theirs at
+module level); KServe runs
 ``kserve.storage.Storage.download(uri, dest)``; the HF peer runs
 ``snapshot_download(repo, local_dir=dest, endpoint=...)``. Throughput counts payload bytes over
 wall time including process start-up and imports (what an init container costs); a second figure
@@ -33,6 +34,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,29 +46,47 @@ sys.path[:0] = [str(ROOT / "packages" / "storage" / "src"), str(ROOT / "packages
 
 from moorage.storage.testing import hf_hub, seaweedfs  # noqa: E402
 
+# The peers log their own download time the way moorage does, so "inner" is comparable.
 KSERVE_SNIPPET = (
-    "import sys; from kserve.storage import Storage; Storage.download(sys.argv[1], sys.argv[2])"
+    "import sys, time; from kserve.storage import Storage; t = time.perf_counter(); "
+    "Storage.download(sys.argv[1], sys.argv[2]); "
+    "print(f'Model downloaded in {time.perf_counter() - t:.3f} seconds.', file=sys.stderr)"
+)
+# moorage imports its SDK lazily inside download(); import it first so "inner" compares like.
+MOORAGE_SNIPPET = (
+    "import sys, time, importlib; importlib.import_module(sys.argv[1]); "
+    "from moorage.storage import download; t = time.perf_counter(); "
+    "download(sys.argv[2], sys.argv[3]); "
+    "print(f'Model downloaded in {time.perf_counter() - t:.3f} seconds.', file=sys.stderr)"
 )
 HF_SNIPPET = (
-    "import sys; from huggingface_hub import snapshot_download; "
-    "snapshot_download(sys.argv[1], local_dir=sys.argv[2], endpoint=sys.argv[3])"
+    "import sys, time; from huggingface_hub import snapshot_download; t = time.perf_counter(); "
+    "snapshot_download(sys.argv[1], local_dir=sys.argv[2], endpoint=sys.argv[3]); "
+    "print(f'Model downloaded in {time.perf_counter() - t:.3f} seconds.', file=sys.stderr)"
 )
+TIME = "/usr/bin/time"
 
 
 def run(argv: list[str], env: dict[str, str]) -> tuple[float, int, str]:
-    """Wall seconds, peak RSS (KiB) and stderr of one subprocess."""
+    """Wall seconds, peak RSS (KiB) and stderr of one subprocess.
+
+    Peak RSS comes from GNU time (``%M``): a child forked straight from this (large) process
+    would report this process's high-water mark, not its own.
+    """
     started = time.perf_counter()
-    proc = subprocess.Popen(
-        argv, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    result = subprocess.run(
+        [TIME, "-f", "MAXRSS_KIB %M", *argv],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
     )
-    assert proc.stderr is not None
-    err = proc.stderr.read().decode(errors="replace")
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started
-    if proc.returncode:
-        raise RuntimeError(f"{argv[:3]} failed ({proc.returncode}):\n{err[-2000:]}")
-    return wall, usage.ru_maxrss, err
+    if result.returncode:
+        raise RuntimeError(f"{argv[:3]} failed ({result.returncode}):\n{result.stderr[-2000:]}")
+    match = re.search(r"MAXRSS_KIB (\d+)", result.stderr)
+    return wall, int(match.group(1)) if match else 0, result.stderr
 
 
 def logged_seconds(stderr: str) -> float | None:
@@ -146,7 +166,7 @@ def main() -> int:
                         measure(
                             name,
                             "moorage",
-                            [py, "-m", "moorage.storage", uri],
+                            [py, "-c", MOORAGE_SNIPPET, "boto3", uri],
                             {**env, **moorage_env},
                             payload,
                             tmp / "out",
@@ -177,7 +197,7 @@ def main() -> int:
                     measure(
                         name,
                         "moorage hf://",
-                        [py, "-m", "moorage.storage", "hf://bench/model"],
+                        [py, "-c", MOORAGE_SNIPPET, "huggingface_hub", "hf://bench/model"],
                         {**hub.env(), **moorage_env},
                         payload,
                         tmp / "out",
@@ -214,17 +234,39 @@ def render(rows: list[dict[str, object]], args: argparse.Namespace) -> str:
         f" huggingface_hub {huggingface_hub.__version__}.",
         "MB/s = payload bytes / wall time of the whole process (start-up and imports included);"
         " 'inner' = payload / the download call's own time (imports excluded). Peak RSS of the"
-        " process (wait4).",
+        " process (GNU time %M).",
+        f"Median of {args.repeat} run(s) per row; moorage's speed-up over the peer on the peer's"
+        " row (whole process / inner).",
         "",
-        "| case | tool | wall s | MB/s | inner MB/s | peak RSS MiB |",
-        "|---|---|---:|---:|---:|---:|",
+        "| case | tool | wall s | MB/s | inner MB/s | peak RSS MiB | moorage speed-up |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
+    groups: dict[tuple[object, object], list[dict[str, object]]] = {}
     for r in rows:
-        inner = f"{r['inner_mbs']:.1f}" if r["inner_mbs"] else "-"
-        lines.append(
-            f"| {r['case']} | {r['tool']} | {r['wall']:.2f} | {r['mbs']:.1f} | {inner} |"
-            f" {r['rss_mib']:.0f} |"
-        )
+        groups.setdefault((r["case"], r["tool"]), []).append(r)
+    summary: dict[tuple[object, object], dict[str, float]] = {}
+    for key, runs in groups.items():
+        inner = [float(str(r["inner_mbs"])) for r in runs if r["inner_mbs"]]
+        summary[key] = {
+            "wall": statistics.median(float(str(r["wall"])) for r in runs),
+            "mbs": statistics.median(float(str(r["mbs"])) for r in runs),
+            "inner": statistics.median(inner) if inner else 0.0,
+            "rss": max(float(str(r["rss_mib"])) for r in runs),
+            "n": len(runs),
+        }
+    cases = list(dict.fromkeys(r["case"] for r in rows))
+    for case in cases:
+        tools = [t for (c, t) in summary if c == case]
+        ours = next((summary[(case, t)] for t in tools if str(t).startswith("moorage")), None)
+        for tool in tools:
+            m = summary[(case, tool)]
+            ratio = ""
+            if ours is not None and not str(tool).startswith("moorage") and m["mbs"]:
+                ratio = f"{ours['mbs'] / m['mbs']:.1f}x / {ours['inner'] / m['inner']:.1f}x"
+            lines.append(
+                f"| {case} | {tool} | {m['wall']:.2f} | {m['mbs']:.1f} | {m['inner']:.1f} |"
+                f" {m['rss']:.0f} | {ratio} |"
+            )
     return "\n".join(lines)
 
 

@@ -40,7 +40,7 @@ def bucket(seaweedfs_server: SeaweedS3) -> str:
 
 def settings_for(s3: SeaweedS3, **extra: str) -> StorageSettings:
     return StorageSettings.from_environ(
-        s3.env(**extra), part_size=1 << 20, multipart_threshold=2 << 20
+        s3.env(**extra), part_size=1 << 20, multipart_threshold=2 << 20, verify_multipart_etag=True
     )
 
 

@@ -166,6 +166,8 @@ class StorageSettings(BaseSettings):
     connect_timeout_s: float = Field(default=10.0, gt=0)
     read_timeout_s: float = Field(default=60.0, gt=0)
     verify_hashes: bool = True
+    #: also check S3 multipart ETags (MD5 of part MD5s); costs a full MD5 pass of the bytes.
+    verify_multipart_etag: bool = False
     #: largest total size an archive may expand to, and largest expansion ratio.
     max_archive_bytes: int = Field(default=64 * 1024**3, ge=0)
     max_archive_ratio: float = Field(default=250.0, ge=1)

@@ -12,8 +12,9 @@ Listing uses boto3; bytes are fetched with pre-signed GET URLs by the engine's o
 equals the URI's key lands as its base name; objects under the prefix keep their path below it;
 objects that merely share the prefix (``models/model`` → ``models/model.bin``) keep their path
 below the prefix's parent. Keys ending in ``/`` (folder markers) are skipped. ETags that are
-plain MD5s are verified; multipart ETags are verified from per-part MD5s when the part size can
-be learned (``HEAD ?partNumber=1``).
+plain MD5s are verified; multipart ETags (not an MD5 of the content) are verified from per-part
+MD5s when ``MOORAGE_STORAGE_VERIFY_MULTIPART_ETAG=true`` and the server reports the part size
+(``HEAD ?partNumber=1``); that costs a full MD5 pass, so it is off by default.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ class S3Provider:
             md5 = etag if _MD5.match(etag) else None
             multipart, part_size = None, None
             match = _MULTIPART.match(etag)
-            if match and size > 0 and ctx.settings.verify_hashes:
+            if match and size > 0 and ctx.settings.verify_multipart_etag:
                 part_size = self._part_size(client, uri.bucket, key, int(match.group(1)), size)
                 multipart = etag if part_size else None
             files.append(

@@ -121,7 +121,12 @@ class HubStandIn(TestHTTPServer):
         for path in sorted(files):
             digest.update(path.encode() + b"\0")
             data = files[path]
-            digest.update(data.read_bytes() if isinstance(data, Path) else data)
+            if isinstance(data, Path):
+                with open(data, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        digest.update(chunk)
+            else:
+                digest.update(data)
         commit = digest.hexdigest()
         tree = repo_dir / "commits" / commit
         facts: dict[str, Any] = {}
