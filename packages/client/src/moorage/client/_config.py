@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import ssl
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -69,17 +70,38 @@ class RESTConfig:
         """``"v1"`` or ``"v2"``."""
         return str(self.protocol)
 
-    def build_transport(self) -> httpx.AsyncBaseTransport:
+    @property
+    def fast_path(self) -> bool:
+        """Whether the client may use its own HTTP/1.1 pool (see ``moorage.client._http11``).
+
+        Only for what httpx's default transport would do over plain HTTP/1.1: no transport of
+        your own, no HTTP/2, no auth flow, and no proxy in the environment.
+        """
+        return (
+            self.transport is None
+            and not self.http2
+            and self.http1
+            and self.auth is None
+            and not _environment_proxies()
+        )
+
+    def build_transport(self, *, context: ssl.SSLContext | None = None) -> httpx.AsyncBaseTransport:
         """The transport the client uses: the given one, or one built from these settings."""
         if self.transport is not None:
             return self.transport
         return httpx.AsyncHTTPTransport(
-            verify=ssl_context(self.verify, self.cert),
+            verify=context if context is not None else ssl_context(self.verify, self.cert),
             http1=self.http1,
             http2=self.http2,
             retries=self.retries,
             limits=self.limits,
         )
+
+
+def _environment_proxies() -> bool:
+    # httpx (trust_env) routes through HTTP(S)_PROXY / ALL_PROXY: leave those calls to it.
+    proxies = urllib.request.getproxies()
+    return any(proxies.get(scheme) for scheme in ("http", "https", "all"))
 
 
 def ssl_context(verify: VerifyTypes, cert: CertTypes | None = None) -> ssl.SSLContext:

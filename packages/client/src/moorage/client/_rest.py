@@ -12,9 +12,11 @@ import httpx
 import orjson
 import pydantic
 
-from moorage.client._config import USE_CLIENT_DEFAULT, RESTConfig
+from moorage.client._config import USE_CLIENT_DEFAULT, RESTConfig, ssl_context
 from moorage.client._errors import map_httpx_errors, raise_for_response
+from moorage.client._http11 import ConnectionPool, Reply, Route, Timeouts, encode_headers, route_for
 from moorage.client._inputs import check_inputs
+from moorage.client._version import __version__
 from moorage.core.errors import InvalidInput, MoorageError, ServerError, UnsupportedProtocol
 from moorage.core.protocol import InferRequest, InferResponse
 from moorage.core.protocol.rest import HEADER_LENGTH, decode_response, encode_request
@@ -26,9 +28,18 @@ logger = logging.getLogger(__name__)
 
 TimeoutArg = Any  # float | None | httpx.Timeout | USE_CLIENT_DEFAULT
 Headers = Mapping[str, str]
+Response = httpx.Response | Reply
 
 _JSON = "application/json"
 _OCTET = "application/octet-stream"
+#: What httpx's client would choose itself on the fast path; ``headers`` override them.
+_DEFAULT_HEADERS = {
+    "accept": ("Accept", "*/*"),
+    "user-agent": ("User-Agent", f"moorage-client/{__version__}"),
+}
+#: Headers the fast path writes itself (framing) or takes from ``_encode``.
+_FRAMING = frozenset({"host", "content-length", "transfer-encoding"})
+_PER_CALL = frozenset({"content-type", HEADER_LENGTH}) | _FRAMING
 
 
 class InferenceRESTClient:
@@ -43,13 +54,31 @@ class InferenceRESTClient:
     """
 
     def __init__(self, config: RESTConfig | None = None) -> None:
-        self._config = config or RESTConfig()
+        self._config = config = config or RESTConfig()
+        context = None if config.transport is not None else ssl_context(config.verify, config.cert)
         self._client = httpx.AsyncClient(
-            transport=self._config.build_transport(),
-            timeout=self._config.timeout,
-            auth=self._config.auth,
-            headers=dict(self._config.headers or {}),
+            transport=config.build_transport(context=context),
+            timeout=config.timeout,
+            auth=config.auth,
+            headers=dict(config.headers or {}),
         )
+        # Plain HTTP/1.1 goes through our own pool (moorage.client._http11); httpx keeps
+        # HTTP/2, custom transports, auth flows, proxies and cookie-carrying sessions.
+        self._pool: ConnectionPool | None = None
+        if config.fast_path:
+            if context is not None:
+                context.set_alpn_protocols(["http/1.1"])
+            self._pool = ConnectionPool(
+                ssl_context=context, limits=config.limits, retries=config.retries
+            )
+        self._default_timeouts = _timeouts(config.timeout)
+        base = dict(_DEFAULT_HEADERS)
+        for name, value in (config.headers or {}).items():
+            base[name.lower()] = (name, str(value))
+        self._base_headers = base
+        self._base_block = encode_headers(v for k, v in base.items() if k not in _FRAMING)
+        # config headers that the per-call merge must see (rare): take the general path
+        self._merge_always = bool(base.keys() & _PER_CALL)
 
     @property
     def config(self) -> RESTConfig:
@@ -75,7 +104,7 @@ class InferenceRESTClient:
         if given, is updated with the response's headers.
         """
         if is_graph_endpoint:
-            url = _absolute(base_url)
+            url = route_for(_absolute(base_url))
         else:
             if model_name is None:
                 if not isinstance(data, InferRequest):
@@ -208,6 +237,8 @@ class InferenceRESTClient:
     # ------------------------------------------------------------------------- lifecycle
     async def close(self) -> None:
         """Close the connection pool."""
+        if self._pool is not None:
+            await self._pool.aclose()
         await self._client.aclose()
 
     aclose = close
@@ -235,23 +266,46 @@ class InferenceRESTClient:
     async def _send(
         self,
         method: str,
-        url: httpx.URL,
+        route: Route,
         headers: Headers | None,
         timeout: TimeoutArg,
         *,
         content: bytes | None = None,
         extra: Headers | None = None,
         check: bool = True,
-    ) -> httpx.Response:
-        merged: dict[str, str] = dict(extra or {})
-        if headers:
-            merged.update(headers)
+    ) -> Response:
+        url = route.url
         if self._config.verbose:
             logger.info("%s %s (%d bytes)", method, url, len(content or b""))
-        with map_httpx_errors(url):
-            response = await self._client.request(
-                method, url, content=content, headers=merged, timeout=timeout
-            )
+        pool = self._pool
+        response: Response
+        if (
+            pool is not None
+            and not pool.closed
+            and route.origin[0] in _SCHEMES
+            and not self._client.cookies
+        ):
+            try:
+                head = self._head(method, route, headers, content, extra)
+                timeouts = (
+                    self._default_timeouts if timeout is USE_CLIENT_DEFAULT else _timeouts(timeout)
+                )
+                response = await pool.request(route, method, head, content or b"", timeouts)
+            except httpx.HTTPError as exc:
+                with map_httpx_errors(url):
+                    raise exc
+            if "set-cookie" in response.headers:
+                self._client.cookies.extract_cookies(response.to_httpx(method))
+            if not response.is_success:
+                response = response.to_httpx(method)
+        else:
+            merged: dict[str, str] = dict(extra or {})
+            if headers:
+                merged.update(headers)
+            with map_httpx_errors(url):
+                response = await self._client.request(
+                    method, url, content=content, headers=merged, timeout=timeout
+                )
         if self._config.verbose:
             logger.info(
                 "%s %s -> %d %s (%d bytes)",
@@ -261,12 +315,47 @@ class InferenceRESTClient:
                 response.http_version,
                 len(response.content),
             )
-        if check:
+        if check and isinstance(response, httpx.Response):
             raise_for_response(response)
         return response
 
+    def _head(
+        self,
+        method: str,
+        route: Route,
+        headers: Headers | None,
+        content: bytes | None,
+        extra: Headers | None,
+    ) -> bytes:
+        """The request line and headers, with httpx's precedence: call > body's > config's."""
+        host = route.host
+        if headers or self._merge_always:
+            merged = dict(self._base_headers)
+            for source in (extra, headers):
+                for name, value in (source or {}).items():
+                    merged[name.lower()] = (name, str(value))
+            if "host" in merged:
+                host = merged["host"][1].encode()
+            block = encode_headers(v for k, v in merged.items() if k not in _FRAMING)
+        else:
+            block = self._base_block + encode_headers((extra or {}).items())
+        length = b"" if content is None else b"Content-Length: %d\r\n" % len(content)
+        return b"".join(
+            (
+                method.encode(),
+                b" ",
+                route.target,
+                b" HTTP/1.1\r\nHost: ",
+                host,
+                b"\r\n",
+                block,
+                length,
+                b"\r\n",
+            )
+        )
+
     async def _health(
-        self, url: httpx.URL, key: str, headers: Headers | None, timeout: TimeoutArg
+        self, url: Route, key: str, headers: Headers | None, timeout: TimeoutArg
     ) -> bool:
         response = await self._send("GET", url, headers, timeout, check=False)
         if response.status_code == httpx.codes.SERVICE_UNAVAILABLE:
@@ -274,7 +363,8 @@ class InferenceRESTClient:
         if response.is_client_error and not response.content:
             # OIP: "a 4xx status code indicates false", body empty (MLServer, Triton).
             return False
-        raise_for_response(response)
+        if isinstance(response, httpx.Response):
+            raise_for_response(response)
         if not response.content:
             return True  # OIP: 200 with an empty body means true
         doc = _json(response)
@@ -320,40 +410,40 @@ def _encode(data: Any) -> tuple[bytes, dict[str, str]]:
     )
 
 
-def _infer_response(response: httpx.Response) -> InferResponse:
+def _infer_response(response: Response) -> InferResponse:
     header = response.headers.get(HEADER_LENGTH)
     try:
         length = int(header) if header is not None else None
         return decode_response(response.content, header_length=length)
     except (ValueError, MoorageError) as exc:
         raise ServerError(
-            f"invalid inference response from '{response.request.url}': {exc}",
-            url=str(response.request.url),
+            f"invalid inference response from '{response.url}': {exc}",
+            url=str(response.url),
         ) from exc
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
+def _json(response: Response) -> dict[str, Any]:
     try:
         doc = orjson.loads(response.content)
     except orjson.JSONDecodeError as exc:
         raise ServerError(
-            f"invalid JSON from '{response.request.url}': {exc}", url=str(response.request.url)
+            f"invalid JSON from '{response.url}': {exc}", url=str(response.url)
         ) from exc
     if not isinstance(doc, dict):
         raise ServerError(
-            f"expected a JSON object from '{response.request.url}', got {type(doc).__name__}",
-            url=str(response.request.url),
+            f"expected a JSON object from '{response.url}', got {type(doc).__name__}",
+            url=str(response.url),
         )
     return doc
 
 
-def _model(cls: type[pydantic.BaseModel], response: httpx.Response) -> Any:
+def _model(cls: type[pydantic.BaseModel], response: Response) -> Any:
     try:
         return cls.model_validate(_json(response))
     except pydantic.ValidationError as exc:
         raise ServerError(
-            f"unexpected {cls.__name__} from '{response.request.url}': {exc}",
-            url=str(response.request.url),
+            f"unexpected {cls.__name__} from '{response.url}': {exc}",
+            url=str(response.url),
         ) from exc
 
 
@@ -369,21 +459,27 @@ def _absolute(base_url: str | httpx.URL) -> httpx.URL:
 
 #: Joined URLs by (base_url, rel): parsing a URL costs more than the rest of a request's own
 #: client-side work, and callers send to the same few endpoints over and over.
-_URLS: dict[tuple[str | httpx.URL, str], httpx.URL] = {}
+_URLS: dict[tuple[str | httpx.URL, str], Route] = {}
 _URLS_MAX = 512
+_SCHEMES = frozenset({"http", "https"})
 
 
-def _join(base_url: str | httpx.URL, rel: str) -> httpx.URL:
+def _join(base_url: str | httpx.URL, rel: str) -> Route:
     key = (base_url, rel)
-    url = _URLS.get(key)
-    if url is None:
+    route = _URLS.get(key)
+    if route is None:
         base = _absolute(base_url)
         path = base.raw_path.split(b"?", 1)[0].decode("ascii").rstrip("/")
-        url = base.copy_with(raw_path=f"{path}/{rel}".encode("ascii"))
+        route = route_for(base.copy_with(raw_path=f"{path}/{rel}".encode("ascii")))
         if len(_URLS) >= _URLS_MAX:
             _URLS.clear()
-        _URLS[key] = url
-    return url
+        _URLS[key] = route
+    return route
+
+
+def _timeouts(timeout: Any) -> Timeouts:
+    t = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
+    return (t.connect, t.read, t.write, t.pool)
 
 
 def _segment(value: str) -> str:
