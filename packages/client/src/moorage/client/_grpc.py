@@ -25,7 +25,7 @@ from moorage.core.protocol.grpc import (
     METHODS,
     SERVICE_NAME,
     pb,
-    request_to_proto,
+    request_to_bytes,
     response_from_proto,
 )
 from moorage.core.protocol.schema import (
@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 ChannelOption = tuple[str, Any]
 PemSource = str | os.PathLike[str] | bytes
+_PRESERIALIZED = frozenset({"ModelInfer"})
 
 
 def default_channel_options(*, retries: int = 3) -> list[ChannelOption]:
@@ -105,6 +106,7 @@ class InferenceGRPCClient:
         self._timeout = timeout
         self._raw = raw
         self._headers = tuple((k.lower(), str(v)) for k, v in (headers or {}).items())
+        self._metadata = self._headers or None
         options = dict(default_channel_options(retries=retries))
         options.update(dict(channel_args or ()))
         self._options = list(options.items())
@@ -137,7 +139,8 @@ class InferenceGRPCClient:
                 f"got {type(infer_request).__name__}"
             )
         check_inputs(infer_request)
-        message = request_to_proto(infer_request, raw=self._raw)
+        # serialized here, at memory-copy speed: the ModelInfer call has no serializer
+        message = request_to_bytes(infer_request, raw=self._raw)
         reply = await self._call("ModelInfer", message, timeout, headers)
         try:
             return response_from_proto(reply)
@@ -255,7 +258,8 @@ class InferenceGRPCClient:
         request_cls, response_cls = METHODS[rpc]
         call = self._channel.unary_unary(
             f"/{SERVICE_NAME}/{rpc}",
-            request_serializer=request_cls.SerializeToString,
+            # ModelInfer requests arrive as bytes from request_to_bytes
+            request_serializer=None if rpc in _PRESERIALIZED else request_cls.SerializeToString,
             response_deserializer=response_cls.FromString,
         )
         self._calls[rpc] = call
@@ -265,13 +269,13 @@ class InferenceGRPCClient:
         self, rpc: str, message: Any, timeout: Any, headers: Mapping[str, str] | None
     ) -> Any:
         deadline = self._timeout if timeout is USE_CLIENT_DEFAULT else timeout
-        metadata = self._headers
+        metadata = self._metadata
         if headers:
-            metadata = (*metadata, *((k.lower(), str(v)) for k, v in headers.items()))
+            metadata = (*self._headers, *((k.lower(), str(v)) for k, v in headers.items()))
         if self._verbose:
             logger.info("gRPC %s -> %s", rpc, self._url)
         with map_grpc_errors(self._url):
-            reply = await self._callable(rpc)(message, timeout=deadline, metadata=metadata or None)
+            reply = await self._callable(rpc)(message, timeout=deadline, metadata=metadata)
         if self._verbose:
             logger.info("gRPC %s <- %s: OK", rpc, self._url)
         return reply
