@@ -7,9 +7,11 @@ models; these describe the schema (docs, metadata, health, errors).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from moorage.core.protocol._datatypes import Datatype
 
 __all__ = [
     "ErrorResponse",
@@ -111,10 +113,11 @@ class V1PredictResponse(_Model):
 
 class RequestInputSchema(_Model):
     name: str
-    shape: list[int]
-    datatype: str
+    shape: list[Annotated[int, Field(ge=0)]]
+    datatype: Datatype
     parameters: dict[str, Any] | None = None
-    data: list[Any] | None = None
+    #: Flat or nested (row-major) list; a bare scalar counts as a one-element list.
+    data: list[Any] | bool | float | str | None = None
 
 
 class RequestOutputSchema(_Model):

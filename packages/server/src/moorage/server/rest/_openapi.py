@@ -92,6 +92,9 @@ def openapi_document(*, title: str, version: str) -> dict[str, Any]:
                 "content": {"application/json": {"schema": error}},
             },
         }
+        if path.endswith("/ready") and response is not None:
+            # Readiness answers 503 with the same body (``"ready": false``) when not ready.
+            op["responses"]["503"] = {"description": "Not ready", "content": ok["content"]}
         paths.setdefault(path, {})[method] = op
     return {
         "openapi": "3.1.0",
