@@ -23,9 +23,11 @@ from moorage.server.grpc import create_grpc_server
 Call = Callable[..., Any]
 
 
-@pytest.fixture
-async def rpc(dataplane: DataPlane) -> AsyncIterator[Callable[[str], Call]]:
-    server = create_grpc_server(dataplane)
+@pytest.fixture(params=[False, True], ids=["aio", "threaded"])
+async def rpc(
+    dataplane: DataPlane, request: pytest.FixtureRequest
+) -> AsyncIterator[Callable[[str], Call]]:
+    server = create_grpc_server(dataplane, threaded=request.param)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")

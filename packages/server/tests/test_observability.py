@@ -246,11 +246,13 @@ async def with_call(method: Call, request: Any, metadata: Any = ()) -> tuple[Any
     return reply, dict(await call.trailing_metadata())
 
 
-@pytest.fixture
-async def grpc_call() -> AsyncIterator[Callable[[str], Call]]:
+@pytest.fixture(params=[False, True], ids=["aio", "threaded"])
+async def grpc_call(request: pytest.FixtureRequest) -> AsyncIterator[Callable[[str], Call]]:
     server = make_server()
     grpc_server = create_grpc_server(
-        server.dataplane, interceptors=server.observability.grpc_interceptors()
+        server.dataplane,
+        interceptors=server.observability.grpc_interceptors(),
+        threaded=request.param,
     )
     port = grpc_server.add_insecure_port("127.0.0.1:0")
     await grpc_server.start()

@@ -278,6 +278,58 @@ class GrpcAccessInterceptor(grpc.aio.ServerInterceptor):
             response_serializer=handler.response_serializer,
         )
 
+    def wrap_blocking(
+        self, method: str, inner: Callable[[Any, grpc.ServicerContext], Any]
+    ) -> Callable[[Any, grpc.ServicerContext], Any]:
+        """The same per call for the threaded server, applied once per method (no per-call
+        interceptor)."""
+
+        def behavior(request: Any, context: grpc.ServicerContext) -> Any:
+            start = time.perf_counter()
+            rid = None
+            for key, value in context.invocation_metadata():
+                if key == REQUEST_ID_HEADER and isinstance(value, str):
+                    rid = value
+                    break
+            if not _usable(rid):
+                rid = new_request_id()
+            assert rid is not None
+            code = grpc.StatusCode.OK
+            token = request_id_var.set(rid)
+            context.set_trailing_metadata(((REQUEST_ID_HEADER, rid),))
+            try:
+                return inner(request, context)
+            except BaseException:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            finally:
+                request_id_var.reset(token)
+                self._observe(method, code, time.perf_counter() - start, rid, context)
+
+        return behavior
+
+    def _observe(
+        self, method: str, code: grpc.StatusCode, seconds: float, rid: str, context: Any
+    ) -> None:
+        if self.record_metrics:
+            metrics.observe_grpc(method, code, seconds)
+        if self.access_log and access_logger.isEnabledFor(logging.INFO):
+            peer = context.peer()
+            access_logger.info(
+                "%s gRPC %s %s %.3fms",
+                peer,
+                method,
+                code.name,
+                seconds * 1000,
+                extra={
+                    "request_id": rid,
+                    "method": method,
+                    "status": code.name,
+                    "duration_ms": round(seconds * 1000, 3),
+                    "client": peer,
+                },
+            )
+
     def _wrap(self, inner: Behavior, method: str, metadata: Iterable[Any]) -> Behavior:
         request_id = None
         for key, value in metadata:
@@ -304,24 +356,6 @@ class GrpcAccessInterceptor(grpc.aio.ServerInterceptor):
                 raise
             finally:
                 request_id_var.reset(token)
-                seconds = time.perf_counter() - start
-                if self.record_metrics:
-                    metrics.observe_grpc(method, code, seconds)
-                if self.access_log and access_logger.isEnabledFor(logging.INFO):
-                    peer = context.peer()
-                    access_logger.info(
-                        "%s gRPC %s %s %.3fms",
-                        peer,
-                        method,
-                        code.name,
-                        seconds * 1000,
-                        extra={
-                            "request_id": rid,
-                            "method": method,
-                            "status": code.name,
-                            "duration_ms": round(seconds * 1000, 3),
-                            "client": peer,
-                        },
-                    )
+                self._observe(method, code, time.perf_counter() - start, rid, context)
 
         return behavior

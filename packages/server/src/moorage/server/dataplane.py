@@ -11,6 +11,7 @@ timings. Metrics, access/latency logs and the CloudEvents inference logger plug 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -75,7 +76,11 @@ class InferenceEvent:
 
 
 class InferenceHook(Protocol):
-    """Observes inferences. Both methods run on the event loop: keep them non-blocking."""
+    """Observes inferences. Both methods run on the event loop: keep them non-blocking.
+
+    A hook with a true ``thread_safe`` attribute may also be called from the gRPC worker
+    threads (:meth:`DataPlane.infer_blocking`); without it, those inferences run on the loop.
+    """
 
     def on_request(self, event: InferenceEvent) -> None: ...
 
@@ -84,6 +89,8 @@ class InferenceHook(Protocol):
 
 class LatencyLogger:
     """KServe's ``--enable_latency_logging`` line, logged at DEBUG to keep the hot path cheap."""
+
+    thread_safe = True
 
     _log = logging.getLogger("moorage.server.latency")
 
@@ -183,30 +190,16 @@ class DataPlane:
         :class:`MoorageError`, ``NotImplementedError`` (a stage the model lacks), or
         :class:`InferenceError` wrapping anything else the model raised.
         """
-        bound = self.repository.ready_bound(model_name)
-        if version is not None:
-            _check_version(bound, version)
-        if bound.inflight >= self.max_inflight:
-            raise Overloaded(
-                f"model '{model_name}' has {bound.inflight} requests in flight "
-                f"(limit {self.max_inflight}); retry later",
-                model=model_name,
-            )
+        bound = self._admit(model_name, version)
         # The transports put one in the context when the caller sent none (gRPC cannot add it
         # to the call's metadata).
         request_id = headers.get("x-request-id") or request_id_var.get()
         token = request_id_var.set(request_id)
         response_headers: Headers = {}
-        event: InferenceEvent | None = None
         hooks = self.hooks
-        if hooks:
-            event = InferenceEvent(
-                model_name, verb, protocol, transport, headers, payload, request_id,
-                time.perf_counter(), response_headers=response_headers,
-            )  # fmt: skip
-            for hook in hooks:
-                hook.on_request(event)
-        bound.inflight += 1
+        event = _begin(hooks, model_name, verb, protocol, transport, headers, payload, request_id,
+                       response_headers)  # fmt: skip
+        bound.enter()
         stage = "preprocess"
         try:
             t0 = time.perf_counter()
@@ -230,29 +223,161 @@ class DataPlane:
                 _finish(hooks, event, error=exc)
             raise
         except Exception as exc:
-            logger.exception(
-                "model %s failed in %s", model_name, stage, extra={"model": model_name}
-            )
-            error = InferenceError(
-                f"model '{model_name}' failed in {stage}: {type(exc).__name__}: {exc}",
-                model=model_name,
-                stage=stage,
-            )
-            if event is not None:
-                _finish(hooks, event, error=error)
-            raise error from exc
+            raise _failed(hooks, event, model_name, stage, exc) from exc
         finally:
-            bound.inflight -= 1
+            bound.leave()
             request_id_var.reset(token)
-        if isinstance(value, InferResponse) and isinstance(payload, InferRequest):
-            if value.id is None:
-                value.id = payload.id if payload.id is not None else str(uuid.uuid4())
-            if not value.model_name:
-                value.model_name = model_name
-        if event is not None:
-            event.timings.update({"preprocess": t1 - t0, verb: t2 - t1, "postprocess": t3 - t2})
-            _finish(hooks, event, response=value)
+        _succeeded(hooks, event, model_name, payload, value, verb, t0, t1, t2, t3)
         return value, response_headers
+
+    def infer_blocking(
+        self,
+        model_name: str,
+        payload: Any,
+        *,
+        headers: Headers,
+        loop: asyncio.AbstractEventLoop,
+        version: str | None = None,
+        protocol: Protocol_ = "v2",
+        transport: Transport = "grpc",
+    ) -> tuple[Any, Headers]:
+        """:meth:`infer` (``predict``) for a caller on a worker thread, not on ``loop``.
+
+        When the model's stages are all sync and every hook is thread-safe, the stages run right
+        here, in the calling thread (it is already off the event loop, so no hop to another
+        thread is needed). Otherwise the inference runs on ``loop`` and this waits for it.
+        Same errors and hooks as :meth:`infer`.
+        """
+        bound = self.repository.bound(model_name)
+        hooks = self.hooks
+        if not bound.sync_only or not all(getattr(h, "thread_safe", False) for h in hooks):
+            coro = self._infer_in_context(
+                request_id_var.get(), model_name, payload, headers=headers, version=version,
+                protocol=protocol, transport=transport,
+            )  # fmt: skip
+            return asyncio.run_coroutine_threadsafe(coro, loop).result()
+        bound = self._admit(model_name, version)
+        request_id = headers.get("x-request-id") or request_id_var.get()
+        token = request_id_var.set(request_id)
+        response_headers: Headers = {}
+        event = _begin(hooks, model_name, "predict", protocol, transport, headers, payload,
+                       request_id, response_headers)  # fmt: skip
+        bound.enter()
+        stage = "preprocess"
+        try:
+            t0 = time.perf_counter()
+            if bound.preprocess is not None:
+                value = bound.preprocess.call_blocking(payload, headers, response_headers)
+                t1 = time.perf_counter()
+            else:
+                value, t1 = payload, t0
+            stage = "predict"
+            value = bound.predict.call_blocking(value, headers, response_headers)
+            t2 = time.perf_counter()
+            stage = "postprocess"
+            if bound.postprocess is not None:
+                value = bound.postprocess.call_blocking(value, headers, response_headers)
+                t3 = time.perf_counter()
+            else:
+                t3 = t2
+        except (MoorageError, NotImplementedError) as exc:
+            if event is not None:
+                _finish(hooks, event, error=exc)
+            raise
+        except Exception as exc:
+            raise _failed(hooks, event, model_name, stage, exc) from exc
+        finally:
+            bound.leave()
+            request_id_var.reset(token)
+        _succeeded(hooks, event, model_name, payload, value, "predict", t0, t1, t2, t3)
+        return value, response_headers
+
+    async def _infer_in_context(
+        self, request_id: str | None, model_name: str, payload: Any, **kwargs: Any
+    ) -> tuple[Any, Headers]:
+        # A task on the loop does not inherit the calling thread's context: carry the id over.
+        token = request_id_var.set(request_id)
+        try:
+            return await self.infer(model_name, payload, **kwargs)
+        finally:
+            request_id_var.reset(token)
+
+    def _admit(self, model_name: str, version: str | None) -> BoundModel:
+        """The ready model, or :class:`ModelNotFound` / :class:`ModelNotReady` /
+        :class:`Overloaded`."""
+        bound = self.repository.ready_bound(model_name)
+        if version is not None:
+            _check_version(bound, version)
+        if bound.inflight >= self.max_inflight:
+            raise Overloaded(
+                f"model '{model_name}' has {bound.inflight} requests in flight "
+                f"(limit {self.max_inflight}); retry later",
+                model=model_name,
+            )
+        return bound
+
+
+def _begin(
+    hooks: list[InferenceHook],
+    model_name: str,
+    verb: Verb,
+    protocol: Protocol_,
+    transport: Transport,
+    headers: Headers,
+    payload: Any,
+    request_id: str | None,
+    response_headers: Headers,
+) -> InferenceEvent | None:
+    if not hooks:
+        return None
+    event = InferenceEvent(
+        model_name, verb, protocol, transport, headers, payload, request_id,
+        time.perf_counter(), response_headers=response_headers,
+    )  # fmt: skip
+    for hook in hooks:
+        hook.on_request(event)
+    return event
+
+
+def _failed(
+    hooks: list[InferenceHook],
+    event: InferenceEvent | None,
+    model_name: str,
+    stage: str,
+    exc: Exception,
+) -> InferenceError:
+    """The :class:`InferenceError` to raise for what the model raised; hooks are told."""
+    logger.exception("model %s failed in %s", model_name, stage, extra={"model": model_name})
+    error = InferenceError(
+        f"model '{model_name}' failed in {stage}: {type(exc).__name__}: {exc}",
+        model=model_name,
+        stage=stage,
+    )
+    if event is not None:
+        _finish(hooks, event, error=error)
+    return error
+
+
+def _succeeded(
+    hooks: list[InferenceHook],
+    event: InferenceEvent | None,
+    model_name: str,
+    payload: Any,
+    value: Any,
+    verb: Verb,
+    t0: float,
+    t1: float,
+    t2: float,
+    t3: float,
+) -> None:
+    if isinstance(value, InferResponse) and isinstance(payload, InferRequest):
+        if value.id is None:
+            value.id = payload.id if payload.id is not None else str(uuid.uuid4())
+        if not value.model_name:
+            value.model_name = model_name
+    if event is not None:
+        event.timings.update({"preprocess": t1 - t0, verb: t2 - t1, "postprocess": t3 - t2})
+        _finish(hooks, event, response=value)
 
 
 def _finish(

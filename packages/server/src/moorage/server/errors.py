@@ -31,6 +31,7 @@ __all__ = [
     "NotImplementedByModel",
     "error_response",
     "grpc_errors",
+    "grpc_errors_blocking",
     "install_exception_handlers",
     "to_moorage_error",
 ]
@@ -117,6 +118,29 @@ def grpc_errors(
                 logger.exception("unhandled error in gRPC %s", rpc.__name__)
             error = to_moorage_error(exc)
             await context.abort(grpc_status(error), error.message)
+        raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
+
+    return wrapper
+
+
+def grpc_errors_blocking(
+    rpc: Callable[[T, grpc.ServicerContext], R],
+) -> Callable[[T, grpc.ServicerContext], R]:
+    """:func:`grpc_errors` for the threaded server's sync RPCs."""
+
+    @functools.wraps(rpc)
+    def wrapper(request: T, context: grpc.ServicerContext) -> R:
+        try:
+            return rpc(request, context)
+        except MoorageError as exc:
+            context.abort(grpc_status(exc), exc.message)
+        except Exception as exc:
+            if context.code() is not None:  # context.abort's own exception
+                raise
+            if not isinstance(exc, NotImplementedError):
+                logger.exception("unhandled error in gRPC %s", rpc.__name__)
+            error = to_moorage_error(exc)
+            context.abort(grpc_status(error), error.message)
         raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
     return wrapper

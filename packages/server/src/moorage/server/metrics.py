@@ -171,6 +171,9 @@ class _ModelSeries:
 class MetricsHook:
     """An :class:`~moorage.server.dataplane.InferenceHook` recording the inference metrics."""
 
+    #: prometheus-client's collectors take their own locks (see ``DataPlane.infer_blocking``).
+    thread_safe = True
+
     def __init__(self) -> None:
         self._series: dict[tuple[str, str], _ModelSeries] = {}
         self._counters: dict[tuple[str, str, int], Any] = {}
@@ -221,10 +224,20 @@ def observe_http(method: str, route: str, status: int, seconds: float) -> None:
     children[1].observe(seconds)
 
 
+_grpc_children: dict[tuple[str, grpc.StatusCode], tuple[Any, Any]] = {}
+
+
 def observe_grpc(method: str, code: grpc.StatusCode, seconds: float) -> None:
     """Record one gRPC call (called by the gRPC observability interceptor)."""
-    GRPC_REQUESTS.labels(method, code.name).inc()
-    GRPC_DURATION.labels(method).observe(seconds)
+    key = (method, code)
+    children = _grpc_children.get(key)
+    if children is None:
+        children = _grpc_children[key] = (
+            GRPC_REQUESTS.labels(method, code.name),
+            GRPC_DURATION.labels(method),
+        )
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 # ----------------------------------------------------------------------------- exposition

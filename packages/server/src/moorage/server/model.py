@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -193,6 +194,10 @@ class Stage:
         call = self._call if self._mode == "thread" else self._timed
         return await asyncio.to_thread(call, value, headers, response_headers)
 
+    def call_blocking(self, value: Any, headers: Headers, response_headers: Headers) -> Any:
+        """Call a sync stage in the calling thread (a worker thread, never the event loop)."""
+        return self._call(value, headers, response_headers)
+
     def _call(self, value: Any, headers: Headers, response_headers: Headers) -> Any:
         if self._arity == 3:
             return self.fn(value, headers, response_headers=response_headers)
@@ -228,7 +233,10 @@ class Stage:
 class BoundModel:
     """A registered model with its stages inspected, plus its admission counter."""
 
-    __slots__ = ("explain", "inflight", "model", "postprocess", "predict", "preprocess")
+    __slots__ = (
+        "_lock", "explain", "inflight", "model", "postprocess", "predict", "preprocess",
+        "sync_only",
+    )  # fmt: skip
 
     #: ``preprocess`` / ``postprocess`` are ``None`` when the model keeps the identity default,
     #: so the data plane skips them instead of calling a no-op per request.
@@ -257,7 +265,22 @@ class BoundModel:
             else Stage(model.postprocess, "postprocess", mode)
         )
         self.explain = Stage(model.explain, "explain", mode)
+        #: Whether ``predict`` and the non-identity pre/postprocess are all sync functions (so a
+        #: worker thread can run an inference without the event loop).
+        self.sync_only = not any(
+            s.is_async for s in (self.preprocess, self.predict, self.postprocess) if s is not None
+        )
         self.inflight = 0
+        # The gRPC worker threads and the event loop both admit requests.
+        self._lock = threading.Lock()
+
+    def enter(self) -> None:
+        with self._lock:
+            self.inflight += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self.inflight -= 1
 
     @property
     def name(self) -> str:

@@ -53,6 +53,9 @@ class ModelRepository:
     def get_models(self) -> dict[str, Model]:
         return {name: bound.model for name, bound in self._bound.items()}
 
+    def bound_models(self) -> list[BoundModel]:
+        return list(self._bound.values())
+
     def bound(self, name: str) -> BoundModel:
         """The registered model ``name`` or :class:`ModelNotFound` (the hot-path lookup)."""
         try:

@@ -196,6 +196,7 @@ class ModelServer:
                 max_send_message_length=s.grpc_max_send_message_length,
                 max_receive_message_length=s.grpc_max_receive_message_length,
                 interceptors=self.observability.grpc_interceptors(),
+                threaded=self._grpc_threaded(),
             )
             self.grpc_port = self._grpc.add_insecure_port(f"{_grpc_host(s.host)}:{s.grpc_port}")
             await self._grpc.start()
@@ -210,6 +211,15 @@ class ModelServer:
         await asyncio.wait({serving, stopper}, return_when=asyncio.FIRST_COMPLETED)
         await self._shutdown(serving)
         stopper.cancel()
+
+    def _grpc_threaded(self) -> bool:
+        """The threaded gRPC server when every model's stages are sync and every hook is
+        thread-safe (the built-in runtimes); grpc.aio when a model is async (a transformer), so
+        that waiting calls do not hold the ``--max_threads`` worker threads."""
+        bound = self.registered_models.bound_models()
+        return all(b.sync_only for b in bound) and all(
+            getattr(h, "thread_safe", False) for h in self.dataplane.hooks
+        )
 
     def stop(self, sig: int | None = None) -> None:
         """Begin a graceful shutdown (safe to call from a signal handler on the loop)."""

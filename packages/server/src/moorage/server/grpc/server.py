@@ -1,7 +1,20 @@
-"""``create_grpc_server``: a grpc.aio server for a :class:`DataPlane`."""
+"""``create_grpc_server``: the gRPC server of a :class:`DataPlane`, on grpc.aio or on threads.
+
+Two flavours with one interface (``add_insecure_port``, ``await start()``, ``await stop(grace)``):
+
+- **threaded** (what ``ModelServer`` runs when every model is sync, e.g. the built-in runtimes):
+  grpcio's sync server with ``max_threads`` worker threads. ``ModelInfer`` parses, runs the
+  model's sync stages and serializes on the worker thread that received the call, so no hop to
+  the event loop or to another thread is needed; RPCs that need the loop (health, metadata,
+  repository, async models) are handed to it. Measured on one core, grpcio's sync server costs
+  about 35% less CPU per call than grpc.aio.
+- **aio**: grpc.aio on the event loop, for async models (transformers forwarding to a
+  predictor), which would otherwise hold a worker thread for the whole call.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -9,10 +22,60 @@ from typing import Any
 import grpc
 
 from moorage.core.config.server import DEFAULT_MAX_GRPC_MESSAGE_LENGTH
+from moorage.core.protocol.grpc import SERVICE_NAME
 from moorage.server.dataplane import DataPlane
 from moorage.server.grpc.servicer import InferenceServicer
 
-__all__ = ["create_grpc_server"]
+__all__ = ["ThreadedGrpcServer", "create_grpc_server"]
+
+
+class ThreadedGrpcServer:
+    """grpcio's sync server behind grpc.aio's ``add_insecure_port`` / ``start`` / ``stop``."""
+
+    def __init__(
+        self,
+        servicer: InferenceServicer,
+        *,
+        max_threads: int,
+        options: Sequence[tuple[str, Any]],
+        max_concurrent_rpcs: int | None,
+        interceptors: Sequence[Any] = (),
+    ) -> None:
+        wrappers = [i for i in interceptors if hasattr(i, "wrap_blocking")]
+        native = [i for i in interceptors if not hasattr(i, "wrap_blocking")]
+        for interceptor in native:
+            if not isinstance(interceptor, grpc.ServerInterceptor):
+                raise TypeError(
+                    f"{interceptor!r} is not a grpc.ServerInterceptor; the threaded gRPC server "
+                    "takes sync interceptors (or pass threaded=False)"
+                )
+
+        def wrap(name: str, behavior: Any) -> Any:
+            for wrapper in reversed(wrappers):
+                behavior = wrapper.wrap_blocking(name, behavior)
+            return behavior
+
+        self.servicer = servicer
+        self._server = grpc.server(
+            ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="moorage-grpc"),
+            interceptors=native,
+            options=list(options),
+            maximum_concurrent_rpcs=max_concurrent_rpcs,
+        )
+        self._server.add_registered_method_handlers(SERVICE_NAME, servicer.blocking_handlers(wrap))
+
+    def add_insecure_port(self, address: str) -> int:
+        return self._server.add_insecure_port(address)
+
+    async def start(self) -> None:
+        self.servicer.loop = asyncio.get_running_loop()
+        self._server.start()
+
+    async def stop(self, grace: float | None) -> None:
+        """Refuse new calls and wait up to ``grace`` seconds for the running ones; the loop
+        keeps running meanwhile (in-flight calls may need it)."""
+        done = self._server.stop(grace)
+        await asyncio.to_thread(done.wait)
 
 
 def create_grpc_server(
@@ -22,24 +85,37 @@ def create_grpc_server(
     max_send_message_length: int = DEFAULT_MAX_GRPC_MESSAGE_LENGTH,
     max_receive_message_length: int = DEFAULT_MAX_GRPC_MESSAGE_LENGTH,
     max_concurrent_rpcs: int | None = None,
-    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    interceptors: Sequence[Any] = (),
     options: Sequence[tuple[str, Any]] = (),
-) -> grpc.aio.Server:
+    threaded: bool = False,
+) -> grpc.aio.Server | ThreadedGrpcServer:
     """An unstarted server with the inference service; add ports, then ``await start()``.
 
-    ``interceptors`` is the hook point for gRPC-level concerns (metrics, tracing, access logs).
-    Calls beyond ``max_concurrent_rpcs`` are refused with RESOURCE_EXHAUSTED by grpc itself.
+    ``interceptors`` is the hook point for gRPC-level concerns (metrics, tracing, access logs):
+    grpc.aio interceptors, or for ``threaded=True`` sync ``grpc.ServerInterceptor`` objects or
+    objects with ``wrap_blocking(method, behavior) -> behavior`` (applied once per method, not
+    per call). Calls beyond ``max_concurrent_rpcs`` are refused with RESOURCE_EXHAUSTED.
     """
+    all_options = [
+        ("grpc.max_send_message_length", max_send_message_length),
+        ("grpc.max_receive_message_length", max_receive_message_length),
+        ("grpc.so_reuseport", 1),
+        *options,
+    ]
+    servicer = InferenceServicer(dataplane)
+    if threaded:
+        return ThreadedGrpcServer(
+            servicer,
+            max_threads=max_threads,
+            options=all_options,
+            max_concurrent_rpcs=max_concurrent_rpcs,
+            interceptors=interceptors,
+        )
     server = grpc.aio.server(
         migration_thread_pool=ThreadPoolExecutor(max_workers=max_threads),
         interceptors=list(interceptors),
-        options=[
-            ("grpc.max_send_message_length", max_send_message_length),
-            ("grpc.max_receive_message_length", max_receive_message_length),
-            ("grpc.so_reuseport", 1),
-            *options,
-        ],
+        options=all_options,
         maximum_concurrent_rpcs=max_concurrent_rpcs,
     )
-    server.add_generic_rpc_handlers((InferenceServicer(dataplane).handler(),))
+    server.add_generic_rpc_handlers((servicer.handler(),))
     return server

@@ -7,26 +7,27 @@ data plane and renders the result; :func:`moorage.server.errors.grpc_errors` map
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import grpc
 
 from moorage.core.errors import InferenceError, InvalidInput
-from moorage.core.protocol import InferResponse, select_outputs
+from moorage.core.protocol import InferRequest, InferResponse, select_outputs
 from moorage.core.protocol.grpc import (
     METHODS,
     SERVICE_NAME,
     pb,
     request_from_proto,
-    response_to_proto,
+    response_to_bytes,
 )
 from moorage.server.dataplane import DataPlane
-from moorage.server.errors import grpc_errors
+from moorage.server.errors import grpc_errors, grpc_errors_blocking
 
 __all__ = ["InferenceServicer", "metadata_to_headers"]
 
-Rpc = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+Rpc = Callable[[Any, Any], Coroutine[Any, Any, Any]]
 
 
 def metadata_to_headers(context: grpc.aio.ServicerContext) -> dict[str, str]:
@@ -42,6 +43,8 @@ class InferenceServicer:
 
     def __init__(self, dataplane: DataPlane) -> None:
         self.dataplane = dataplane
+        #: The event loop the async RPCs run on (set by the threaded server when it starts).
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
         return pb.ServerLiveResponse(live=await self.dataplane.live())
@@ -67,10 +70,8 @@ class InferenceServicer:
                 target.add(name=tensor["name"], datatype=tensor["datatype"], shape=tensor["shape"])
         return response
 
-    async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
-        if not request.model_name:
-            raise InvalidInput("model_name must be set")
-        infer_request = request_from_proto(request)
+    async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:  # noqa: N802
+        infer_request = _parse(request)
         result, headers = await self.dataplane.infer(
             request.model_name,
             infer_request,
@@ -78,22 +79,24 @@ class InferenceServicer:
             version=infer_request.model_version,
             transport="grpc",
         )
-        if not isinstance(result, InferResponse):
-            raise InferenceError(
-                f"model '{request.model_name}' returned {type(result).__name__}; "
-                "gRPC needs an InferResponse"
-            )
-        if infer_request.outputs is not None:
-            result = InferResponse(
-                result.model_name,
-                select_outputs(result, infer_request),
-                id=result.id,
-                parameters=result.parameters,
-                model_version=result.model_version,
-            )
         if headers:
-            await context.send_initial_metadata(tuple((k.lower(), v) for k, v in headers.items()))
-        return response_to_proto(result, raw=len(request.raw_input_contents) > 0)
+            await context.send_initial_metadata(_metadata(headers))
+        return _render(request, infer_request, result)
+
+    def model_infer_blocking(self, request: Any, context: grpc.ServicerContext) -> bytes:
+        """``ModelInfer`` on a worker thread of the threaded server (sync models run here)."""
+        infer_request = _parse(request)
+        assert self.loop is not None, "the threaded server sets the loop when it starts"
+        result, headers = self.dataplane.infer_blocking(
+            request.model_name,
+            infer_request,
+            headers=metadata_to_headers(context),
+            version=infer_request.model_version,
+            loop=self.loop,
+        )
+        if headers:
+            context.send_initial_metadata(_metadata(headers))
+        return _render(request, infer_request, result)
 
     async def RepositoryModelLoad(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
         loaded = await self.dataplane.load(request.model_name)
@@ -103,14 +106,70 @@ class InferenceServicer:
         unloaded = await self.dataplane.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse(model_name=request.model_name, isUnloaded=unloaded)
 
-    def handler(self) -> grpc.GenericRpcHandler:
-        """A generic handler serving every RPC of :data:`METHODS`."""
+    def _handlers(self, wrap: Callable[[str, Any], Any]) -> dict[str, grpc.RpcMethodHandler]:
         handlers = {}
         for name, (request_cls, response_cls) in METHODS.items():
-            rpc: Rpc = getattr(self, name)
+            # ModelInfer returns bytes already (core's response_to_bytes).
+            serializer = None if name == "ModelInfer" else response_cls.SerializeToString
             handlers[name] = grpc.unary_unary_rpc_method_handler(
-                grpc_errors(rpc),
+                wrap(name, getattr(self, name)),
                 request_deserializer=request_cls.FromString,
-                response_serializer=response_cls.SerializeToString,
+                response_serializer=serializer,
             )
-        return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+        return handlers
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """A generic handler serving every RPC of :data:`METHODS` (grpc.aio)."""
+        return grpc.method_handlers_generic_handler(
+            SERVICE_NAME, self._handlers(lambda name, rpc: grpc_errors(rpc))
+        )
+
+    def blocking_handlers(
+        self, wrap: Callable[[str, Any], Any] = lambda name, rpc: rpc
+    ) -> dict[str, grpc.RpcMethodHandler]:
+        """Method handlers for the threaded (sync) server: ``ModelInfer`` runs on the worker
+        thread, the other RPCs on the event loop. ``wrap(name, behavior)`` decorates each
+        behavior once (metrics, request ids), instead of a per-call interceptor."""
+
+        def blocking(name: str, rpc: Rpc) -> Any:
+            if name == "ModelInfer":
+                behavior: Any = self.model_infer_blocking
+            else:
+
+                def behavior(request: Any, context: grpc.ServicerContext) -> Any:
+                    assert self.loop is not None
+                    future = asyncio.run_coroutine_threadsafe(rpc(request, context), self.loop)
+                    return future.result()
+
+                behavior.__name__ = name
+            return wrap(name, grpc_errors_blocking(behavior))
+
+        return self._handlers(blocking)
+
+
+def _parse(request: Any) -> InferRequest:
+    if not request.model_name:
+        raise InvalidInput("model_name must be set")
+    return request_from_proto(request)
+
+
+def _metadata(headers: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple((k.lower(), v) for k, v in headers.items())
+
+
+def _render(request: Any, infer_request: InferRequest, result: Any) -> bytes:
+    """The serialized ``ModelInferResponse`` (raw contents when the request used them)."""
+    if not isinstance(result, InferResponse):
+        raise InferenceError(
+            f"model '{request.model_name}' returned {type(result).__name__}; "
+            "gRPC needs an InferResponse"
+        )
+    if infer_request.outputs is not None:
+        result = InferResponse(
+            result.model_name,
+            select_outputs(result, infer_request),
+            id=result.id,
+            parameters=result.parameters,
+            model_version=result.model_version,
+        )
+    return response_to_bytes(result, raw=len(request.raw_input_contents) > 0)
