@@ -218,7 +218,7 @@ class Moorage:
     def encode(self, data: np.ndarray, mode: str) -> bytes:
         request = self.request(data, mode)
         if mode == "grpc":
-            return self.pgrpc.request_to_proto(request).SerializeToString()
+            return self.pgrpc.request_to_bytes(request)  # what InferenceGRPCClient sends
         body, _ = self.prest.encode_request(request)
         return body
 

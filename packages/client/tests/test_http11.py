@@ -369,3 +369,10 @@ async def test_body_larger_than_the_buffers(h2c_server: Any) -> None:
             result = await c.infer(h2c_server.url, req)
             np.testing.assert_array_equal(result.output("x").as_numpy(), x)
     assert h2c_server.versions[-1] == "1.1"
+
+
+def test_one_client_across_event_loops(h2c_server: Any) -> None:
+    c = client()
+    assert asyncio.run(c.is_server_ready(h2c_server.url))
+    assert asyncio.run(c.is_server_ready(h2c_server.url))  # the first loop's pool is left
+    asyncio.run(c.close())

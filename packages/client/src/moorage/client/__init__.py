@@ -1,6 +1,7 @@
 """moorage-client: inference clients for the Open Inference Protocol (KServe 0.14's API).
 
-- :class:`InferenceRESTClient` (httpx, HTTP/1.1 or HTTP/2; v1 and v2; binary tensor extension)
+- :class:`InferenceRESTClient` (HTTP/1.1 on its own keep-alive pool, HTTP/2 and the rest on
+  httpx; v1 and v2; binary tensor extension)
   configured by :class:`RESTConfig`, and :class:`InferenceGRPCClient` (``grpc.aio``, v2).
 - :class:`SyncInferenceRESTClient` / :class:`SyncInferenceGRPCClient`: blocking twins.
 - Requests and responses are core's types (:mod:`moorage.core.protocol`); :class:`InferInput`

@@ -238,7 +238,8 @@ class _Connection(asyncio.Protocol):
     def close(self) -> None:
         self.closed = True
         if self._transport is not None:
-            self._transport.close()
+            with contextlib.suppress(RuntimeError):  # its event loop is already closed
+                self._transport.close()
 
     @property
     def reusable(self) -> bool:
@@ -331,6 +332,7 @@ class ConnectionPool:
         self._idle: dict[Origin, list[_Connection]] = {}
         self._open = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
 
     async def request(
@@ -370,6 +372,9 @@ class ConnectionPool:
         self, origin: Origin, timeouts: Timeouts, *, fresh: bool = False
     ) -> tuple[_Connection, bool]:
         loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # first call, or a new event loop (asyncio.run again)
+            self._forget_connections()
+            self._loop = loop
         while True:
             idle = None if fresh else self._idle.get(origin)
             while idle:
@@ -408,6 +413,15 @@ class ConnectionPool:
                 waiter.cancel()
             with contextlib.suppress(ValueError):
                 self._waiters.remove(waiter)
+
+    def _forget_connections(self) -> None:
+        # connections of another loop cannot be used (nor closed) from this one
+        for connections in self._idle.values():
+            for conn in connections:
+                conn.close()
+        self._idle.clear()
+        self._open = 0
+        self._waiters.clear()
 
     def _close_one_idle(self) -> bool:
         for connections in self._idle.values():
