@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import numpy as np
@@ -143,7 +144,8 @@ async def test_request_and_response_events(sink: Sink) -> None:
         assert headers["ce-component"] == "predictor"
         assert headers["ce-endpoint"] == "default"
         assert headers["ce-modelname"] == "echo"
-        assert orjson.loads(headers["ce-metadata"]) == {"X-Tenant": ["acme"]}
+        assert headers["ce-metadata"] == "{%22X-Tenant%22:[%22acme%22]}"
+        assert orjson.loads(unquote(headers["ce-metadata"])) == {"X-Tenant": ["acme"]}
         assert headers["content-type"] == "application/json"
         assert datetime.datetime.fromisoformat(headers["ce-time"].replace("Z", "+00:00"))
     logged = orjson.loads(request_body)
@@ -409,3 +411,12 @@ def test_relative_ca_file_is_looked_up_in_kserve_mount(caplog: pytest.LogCapture
     assert sink_ssl_context("http://sink/", ca_cert_file="x.crt", skip_verify=False) is True
     sink_ssl_context("https://sink/", ca_cert_file="service-ca.crt", skip_verify=False)
     assert "/etc/tls/logger/service-ca.crt" in caplog.text
+
+
+def test_ce_values_are_percent_encoded_where_the_binding_asks() -> None:
+    from moorage.server.inference_logger import ce_header_value
+
+    assert ce_header_value("pod-1/a:b?c=d") == "pod-1/a:b?c=d"
+    assert ce_header_value('a "b" 100%') == "a%20%22b%22%20100%25"
+    assert ce_header_value("modèle") == "mod%C3%A8le"
+    assert unquote(ce_header_value('{"é": ["x y"]}')) == '{"é": ["x y"]}'

@@ -13,7 +13,10 @@ request and the response event), ``ce-type`` (``org.kubeflow.serving.inference.r
 ``.response``), ``ce-source``, ``ce-time``, and KServe's extensions ``ce-inferenceservicename``,
 ``ce-namespace``, ``ce-component``, ``ce-endpoint`` and ``ce-metadata`` (JSON object: each of
 ``metadataHeaders`` present on the request -> list of its values). Moorage adds
-``ce-modelname``. A failed inference logs its error body (``{"error", "code"}``) as the response.
+``ce-modelname``. Values are percent-encoded as the CloudEvents HTTP binding requires (space,
+``"``, ``%`` and anything outside printable ASCII), so ``ce-metadata`` reads
+``{%22X-Tenant%22:[%22acme%22]}`` on the wire; CloudEvents SDKs decode it. A failed
+inference logs its error body (``{"error", "code"}``) as the response.
 
 It never blocks or fails the inference path: the hooks only put the event (a reference to the
 request/response objects; encoding happens later) on a bounded queue; a full queue drops the
@@ -33,6 +36,7 @@ import asyncio
 import datetime
 import logging
 import ssl
+import urllib.parse
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -55,6 +59,7 @@ __all__ = [
     "CE_RESPONSE",
     "LOGGER_CA_CERT_DIR",
     "InferenceLogger",
+    "ce_header_value",
     "sink_ssl_context",
 ]
 
@@ -81,6 +86,16 @@ class _Pending:
     error: BaseException | None
     metadata: dict[str, list[str]]
     time: str
+
+
+#: CloudEvents HTTP binding (binary mode): attribute values are percent-encoded except printable
+#: ASCII other than space, '"' and '%'.
+_CE_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"%')
+
+
+def ce_header_value(value: str) -> str:
+    """``value`` as a ``ce-*`` header value (percent-encoded UTF-8 where the binding asks)."""
+    return urllib.parse.quote(value, safe=_CE_SAFE)
 
 
 def sink_ssl_context(
@@ -185,11 +200,11 @@ class InferenceLogger:
         self._transport = transport
         self._static_headers = {
             "ce-specversion": "1.0",
-            "ce-source": source_uri,
-            "ce-inferenceservicename": inference_service,
-            "ce-namespace": namespace,
-            "ce-component": component,
-            "ce-endpoint": endpoint,
+            "ce-source": ce_header_value(source_uri),
+            "ce-inferenceservicename": ce_header_value(inference_service),
+            "ce-namespace": ce_header_value(namespace),
+            "ce-component": ce_header_value(component),
+            "ce-endpoint": ce_header_value(endpoint),
         }
         self._queue: asyncio.Queue[_Pending] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -302,11 +317,11 @@ class InferenceLogger:
             LOGGER_DROPPED.labels("encode_failed").inc()
             return
         headers = dict(self._static_headers)
-        headers["ce-id"] = item.request_id
+        headers["ce-id"] = ce_header_value(item.request_id)
         headers["ce-type"] = CE_REQUEST if item.kind == "request" else CE_RESPONSE
         headers["ce-time"] = item.time
-        headers["ce-modelname"] = item.model_name
-        headers["ce-metadata"] = orjson.dumps(item.metadata).decode()
+        headers["ce-modelname"] = ce_header_value(item.model_name)
+        headers["ce-metadata"] = ce_header_value(orjson.dumps(item.metadata).decode())
         headers["content-type"] = content_type
         client = self._client
         assert client is not None
