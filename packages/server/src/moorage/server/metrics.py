@@ -45,7 +45,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from fastapi import APIRouter
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -56,6 +55,7 @@ from prometheus_client import (
 )
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Router
 
 from moorage.core.errors import MoorageError
 from moorage.server.dataplane import InferenceEvent
@@ -252,9 +252,9 @@ def render_metrics(multiprocess_dir: str | None = None) -> bytes:
     return generate_latest(REGISTRY)
 
 
-def metrics_router(*, multiprocess_dir: str | None = None) -> APIRouter:
+def metrics_router(*, multiprocess_dir: str | None = None) -> Router:
     """``GET /metrics`` (Prometheus text format)."""
-    router = APIRouter()
+    router = Router()
 
     async def metrics(request: Request) -> Response:
         start = time.perf_counter()

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter
 from starlette.middleware import Middleware
+from starlette.routing import Router
 
 from moorage.core.config.server import ServerSettings
 from moorage.server.access_log import AccessLogMiddleware, GrpcAccessInterceptor
@@ -46,7 +46,7 @@ class Observability:
         if self.inference_logger is not None:
             dataplane.hooks.append(self.inference_logger)
 
-    def routers(self) -> list[APIRouter]:
+    def routers(self) -> list[Router]:
         if not self.settings.enable_metrics:
             return []
         return [metrics_router(multiprocess_dir=self.settings.prometheus_multiproc_dir)]

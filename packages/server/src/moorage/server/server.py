@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
+from starlette.applications import Starlette
 
 from moorage.core.config.server import ServerSettings
 from moorage.core.errors import ModelNotReady
@@ -131,7 +131,7 @@ class ModelServer:
         self.registered_models.update(model)
         logger.info("registered model %s", model.name, extra={"model": model.name})
 
-    def create_application(self) -> FastAPI:
+    def create_application(self) -> Starlette:
         s = self.settings
         return create_app(
             self.dataplane,

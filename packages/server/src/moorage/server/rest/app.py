@@ -1,7 +1,9 @@
-"""``create_app``: the FastAPI application serving OIP v1 and v2 over one :class:`DataPlane`.
+"""``create_app``: the ASGI application serving OIP v1 and v2 over one :class:`DataPlane`.
 
-The inference routes are plain Starlette endpoints on the FastAPI app (no dependency injection
-or pydantic on tensor payloads). Hook points for later features:
+The routes are plain Starlette endpoints (no dependency injection or pydantic on tensor
+payloads). The application is a plain ``Starlette`` one unless ``enable_docs_url`` asks for
+``/docs`` and ``/openapi.json``: then it is a ``FastAPI`` app, imported only then (FastAPI and
+its pydantic models cost about half a second of start-up). Hook points for later features:
 
 - ``app.state.dataplane.hooks``: per-inference hooks (metrics, inference logger);
 - ``create_app(..., routers=[...])``: extra ``APIRouter`` slices (``/metrics``, OpenAI routes);
@@ -13,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.routing import BaseRoute, Router
 
 from moorage.server._version import __version__
 from moorage.server.dataplane import DataPlane
@@ -35,36 +38,47 @@ def create_app(
     enable_docs_url: bool = False,
     max_body_bytes: int = DEFAULT_MAX_BODY,
     gzip: bool = True,
-    routers: Sequence[APIRouter] = (),
+    routers: Sequence[Router] = (),
     middleware: Sequence[Middleware] = (),
-) -> FastAPI:
-    """The REST application for ``dataplane``."""
+) -> Starlette:
+    """The REST application for ``dataplane``. ``routers`` (Starlette ``Router`` or FastAPI
+    ``APIRouter``) add their routes after the built-in ones."""
     stack = list(middleware)
     if gzip:
         stack.append(Middleware(ContentEncodingMiddleware))
-    app = FastAPI(
-        title=TITLE,
-        version=__version__,
-        docs_url="/docs" if enable_docs_url else None,
-        redoc_url=None,
-        openapi_url="/openapi.json" if enable_docs_url else None,
-        middleware=stack,
-    )
-    app.state.dataplane = dataplane
-    for router in routers:
-        app.include_router(router)
-    routes = [
+    routes: list[BaseRoute] = [
         *V2Endpoints(dataplane, max_body=max_body_bytes).routes(),
         *V1Endpoints(dataplane, max_body=max_body_bytes).routes(),
     ]
     # Starlette matches routes in order: inference first keeps the hot path's lookup short.
-    routes.sort(key=lambda route: not route.path.endswith(("/infer", ":predict")))
-    app.router.routes[:0] = routes
+    routes.sort(key=lambda route: not getattr(route, "path", "").endswith(("/infer", ":predict")))
+    for router in routers:
+        routes.extend(router.routes)
+    if enable_docs_url:
+        app = _docs_app(routes, stack)
+    else:
+        app = Starlette(routes=routes, middleware=stack)
+    app.state.dataplane = dataplane
     install_exception_handlers(app)
+    return app
+
+
+def _docs_app(routes: list[BaseRoute], middleware: list[Middleware]) -> Starlette:
+    from fastapi import FastAPI
+
+    app = FastAPI(
+        title=TITLE,
+        version=__version__,
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+        middleware=middleware,
+    )
+    app.router.routes[:0] = routes
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            # Imported on first use: the schema models cost start-up time docs-less servers skip.
+            # Imported on first use: the schema models cost start-up time.
             from moorage.server.rest._openapi import openapi_document
 
             app.openapi_schema = openapi_document(title=TITLE, version=__version__)
