@@ -21,9 +21,9 @@ import uvicorn
 from prometheus_client import REGISTRY
 
 from moorage.core.config.server import ServerSettings
-from moorage.core.protocol import InferRequest, InferTensor
+from moorage.core.protocol import InferRequest, InferResponse, InferTensor
 from moorage.core.protocol.grpc import METHODS, SERVICE_NAME, request_to_proto
-from moorage.server import ModelServer
+from moorage.server import Model, ModelServer
 from moorage.server.grpc import create_grpc_server
 from moorage.server.inference_logger import CE_REQUEST, CE_RESPONSE, InferenceLogger
 
@@ -420,3 +420,39 @@ def test_ce_values_are_percent_encoded_where_the_binding_asks() -> None:
     assert ce_header_value('a "b" 100%') == "a%20%22b%22%20100%25"
     assert ce_header_value("modèle") == "mod%C3%A8le"
     assert unquote(ce_header_value('{"é": ["x y"]}')) == '{"é": ["x y"]}'
+
+
+class Mutator(Model):
+    """Changes its request in place, as preprocessing code may."""
+
+    def __init__(self) -> None:
+        super().__init__("mutator")
+        self.ready = True
+
+    def preprocess(self, payload: Any, headers: Any = None) -> Any:
+        if isinstance(payload, InferRequest):
+            payload.inputs[0].data *= 10
+        else:
+            payload["instances"] = ["changed"]
+        return payload
+
+    def predict(self, payload: Any, headers: Any = None) -> Any:
+        if isinstance(payload, InferRequest):
+            return InferResponse(self.name, payload.inputs)
+        return {"predictions": payload["instances"]}
+
+
+async def test_logged_request_is_the_one_received(sink: Sink) -> None:
+    inference_logger = InferenceLogger(sink.url, mode="request")
+    server = ModelServer(ServerSettings(_cli_parse_args=False), registered_models=make_repository())
+    server.register_model(Mutator())
+    server.dataplane.hooks.append(inference_logger)
+    transport = httpx.ASGITransport(app=server.create_application())
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        await client.post("/v1/models/mutator:predict", json={"instances": [1]})
+        await client.post("/v2/models/mutator/infer", json=V2_BODY)
+        assert await inference_logger.flush(5)
+    await inference_logger.aclose()
+    bodies = [orjson.loads(body) for _, body in sink.events]
+    assert {"instances": [1]} in bodies
+    assert [b["inputs"][0]["data"] for b in bodies if "inputs" in b] == [[1.5, 2.5]]

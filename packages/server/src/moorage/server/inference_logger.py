@@ -18,10 +18,11 @@ request and the response event), ``ce-type`` (``org.kubeflow.serving.inference.r
 ``{%22X-Tenant%22:[%22acme%22]}`` on the wire; CloudEvents SDKs decode it. A failed
 inference logs its error body (``{"error", "code"}``) as the response.
 
-It never blocks or fails the inference path: the hooks only put the event (a reference to the
-request/response objects; encoding happens later) on a bounded queue; a full queue drops the
-event. A few worker tasks deliver, retrying a failed delivery (connection error, timeout, 5xx,
-408, 429) a bounded number of times with exponential backoff; every event given up on counts in
+It never blocks or fails the inference path: the hooks only put the event on a bounded queue (a
+full queue drops it). Requests are encoded when they arrive (the model's stages may change them
+in place); responses, which nothing changes after ``postprocess``, are encoded by the sender.
+A few worker tasks deliver, retrying a failed delivery (connection error, timeout, 5xx, 408, 429)
+a bounded number of times with exponential backoff; every event given up on counts in
 ``moorage_server_inference_logger_dropped_total{reason}``.
 
 TLS (``https`` sinks): the CA bundle ``--logger_ca_cert_file`` (a relative name is looked up in
@@ -130,10 +131,18 @@ def _json_only(tensors: Sequence[InferTensor]) -> list[InferTensor]:
     return out
 
 
+@dataclass(slots=True, frozen=True)
+class _Encoded:
+    body: bytes
+    content_type: str
+
+
 def encode_payload(payload: Any, error: BaseException | None = None) -> tuple[bytes, str]:
     """``(body, content type)`` of one logged request or response."""
     if error is not None:
         return error_body(to_moorage_error(error)), "application/json"
+    if isinstance(payload, _Encoded):
+        return payload.body, payload.content_type
     if isinstance(payload, InferRequest):
         request = InferRequest(
             payload.model_name,
@@ -255,6 +264,16 @@ class InferenceLogger:
         queue = self._queue
         if queue is None or self._loop is not asyncio.get_running_loop():
             queue = self._start()
+        if queue.full():
+            LOGGER_DROPPED.labels("queue_full").inc()
+            return
+        if kind == "request":
+            # Encoded now: the model's stages may change the request objects in place.
+            try:
+                payload = _Encoded(*encode_payload(payload))
+            except Exception as exc:
+                self._encode_failed(kind, event.model_name, event.request_id, exc)
+                return
         metadata: dict[str, list[str]] = {}
         for name, lower in self.metadata_headers:
             value = event.headers.get(lower)
@@ -303,18 +322,23 @@ class InferenceLogger:
             finally:
                 queue.task_done()
 
+    def _encode_failed(
+        self, kind: Kind, model_name: str, request_id: str | None, exc: Exception
+    ) -> None:
+        logger.warning(
+            "inference logger cannot encode the %s of %s: %s",
+            kind,
+            model_name,
+            exc,
+            extra={"request_id": request_id, "model": model_name},
+        )
+        LOGGER_DROPPED.labels("encode_failed").inc()
+
     async def _deliver(self, item: _Pending) -> None:
         try:
             body, content_type = encode_payload(item.payload, item.error)
         except Exception as exc:
-            logger.warning(
-                "inference logger cannot encode the %s of %s: %s",
-                item.kind,
-                item.model_name,
-                exc,
-                extra={"request_id": item.request_id, "model": item.model_name},
-            )
-            LOGGER_DROPPED.labels("encode_failed").inc()
+            self._encode_failed(item.kind, item.model_name, item.request_id, exc)
             return
         headers = dict(self._static_headers)
         headers["ce-id"] = ce_header_value(item.request_id)
