@@ -145,6 +145,9 @@ async def test_max_connections_queues_calls_and_pool_timeout(raw_server: RawServ
         results = await asyncio.gather(*(c.is_server_live(raw_server.url) for _ in range(4)))
         assert results == [True] * 4
     assert raw_server.connections == 1
+    async with client(limits=httpx.Limits(max_keepalive_connections=2)) as c:
+        await asyncio.gather(*(c.is_server_live(raw_server.url) for _ in range(4)))
+        assert c._pool is not None and c._pool._idle_count() == 2
     timeout = httpx.Timeout(5, pool=0.01)
     async with client(limits=limits, timeout=timeout) as c:
         outcome = await asyncio.gather(
@@ -321,6 +324,8 @@ async def test_headers_precedence_and_injection(raw_server: RawServer) -> None:
         await c.is_server_live(raw_server.url)
         with pytest.raises(ServerError):
             await c.is_server_live(raw_server.url, headers={"x-bad": "a\r\nx-evil: 1"})
+        with pytest.raises(ServerError):
+            await c.is_server_live(raw_server.url, headers={"x bad": "a"})
     first, second = raw_server.requests[:2]
     assert (first.headers["x-config"], first.headers["x-both"], first.headers["x-call"]) == (
         "c",

@@ -37,6 +37,7 @@ Timeouts = tuple[float | None, float | None, float | None, float | None]
 Origin = tuple[str, str, int]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_BAD_NAME = frozenset(' \t:"(),/;<=>?@[\\]{}')  # not allowed in a header name (RFC 9110 token)
 _LARGE_BODY = 64 * 1024  # bodies above this are written after the head, not joined to it
 
 
@@ -423,6 +424,9 @@ class ConnectionPool:
         self._open = 0
         self._waiters.clear()
 
+    def _idle_count(self) -> int:
+        return sum(len(connections) for connections in self._idle.values())
+
     def _close_one_idle(self) -> bool:
         for connections in self._idle.values():
             if connections:
@@ -434,11 +438,9 @@ class ConnectionPool:
     def _release(self, conn: _Connection, *, keep: bool) -> None:
         if keep and not self.closed and self._max_idle != 0:
             conn.idle_since = asyncio.get_running_loop().time()
-            idle = self._idle.setdefault(conn.origin, [])
-            idle.append(conn)
-            if self._max_idle is not None and len(idle) > self._max_idle:
-                idle.pop(0).close()
-                self._open -= 1
+            self._idle.setdefault(conn.origin, []).append(conn)
+            if self._max_idle is not None and self._idle_count() > self._max_idle:
+                self._close_one_idle()  # the oldest of the first origin, as a bound
         else:
             conn.close()
             self._open -= 1
@@ -487,7 +489,7 @@ def encode_headers(headers: Any) -> bytes:
     lines = []
     for name, value in headers:
         line = f"{name}: {value}\r\n"
-        if "\r" in line[:-2] or "\n" in line[:-2]:
-            raise httpx.LocalProtocolError(f"invalid header {name!r}: CR or LF in it")
+        if "\r" in line[:-2] or "\n" in line[:-2] or not name or _BAD_NAME.intersection(name):
+            raise httpx.LocalProtocolError(f"invalid header {name!r}: {value!r}")
         lines.append(line)
     return "".join(lines).encode()
