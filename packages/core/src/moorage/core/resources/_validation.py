@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from moorage.core._generated import k8s
-from moorage.core.errors import ValidationError
+from moorage.core.errors import InvalidStorageURI, ValidationError
 from moorage.core.resources._inferencegraph import InferenceGraph
 from moorage.core.resources._inferenceservice import (
     FRAMEWORKS,
@@ -37,9 +37,9 @@ from moorage.core.resources._storagecontainer import (
     SupportedUriFormat,
 )
 from moorage.core.resources._trainedmodel import TrainedModel
+from moorage.core.storage_uri import check_controller_storage_uri
 
 __all__ = [
-    "STORAGE_URI_PREFIXES",
     "default_storage_container",
     "ensure_valid",
     "validate",
@@ -50,20 +50,6 @@ __all__ = [
 NAME_FMT = "[a-z]([-a-z0-9]*[a-z0-9])?"
 _NAME_RE = re.compile(f"^{NAME_FMT}$")
 
-#: ValidateStorageURI's built-in prefixes (SupportedStorageURIPrefixList).
-STORAGE_URI_PREFIXES = (
-    "gs://",
-    "s3://",
-    "pvc://",
-    "file://",
-    "https://",
-    "http://",
-    "hdfs://",
-    "webhdfs://",
-    "oci://",
-)
-_AZURE_BLOB_RE = re.compile(r"https://(.+?)\.blob\.core\.windows\.net/(.+)")
-_HAS_SCHEME_RE = re.compile(r"\w+?://")
 #: ``storage.parameters.type`` values (SupportedStorageSpecURIPrefixList without ``://``).
 STORAGE_SPEC_TYPES = ("s3", "hdfs", "webhdfs")
 #: Kubernetes resource.Quantity syntax.
@@ -122,17 +108,11 @@ def validate_storage_uri(
     containers = [default_storage_container()] if storage_containers is None else storage_containers
     if any(c.supports(uri) for c in containers):
         return None
-    if not _HAS_SCHEME_RE.search(uri):
-        return None  # an absolute or relative local path
-    if _AZURE_BLOB_RE.match(uri):
-        return None
-    if uri.startswith(STORAGE_URI_PREFIXES):
-        return None
-    return (
-        f"storageUri, must be one of: [{', '.join(STORAGE_URI_PREFIXES)}] or match "
-        "https://{}.blob.core.windows.net/{}/{} or be an absolute or relative local path. "
-        f"StorageUri [{uri}] is not supported"
-    )
+    try:
+        check_controller_storage_uri(uri)
+    except InvalidStorageURI as exc:
+        return exc.message
+    return None
 
 
 def validate(
