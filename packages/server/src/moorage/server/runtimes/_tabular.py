@@ -5,20 +5,32 @@ Inputs: a v2 request with one input gives its numpy array; several inputs give a
 ``DataFrame`` with one column per input (numpy column stack when pandas is missing). A v1 body
 gives ``np.asarray(instances)`` (a ``DataFrame`` when the instances are JSON objects).
 Outputs: v2 answers one tensor ``output-0``; v1 answers ``{"predictions": [...]}``.
+
+:class:`TabularModel` is the lifecycle they share; a runtime names its framework and file
+extensions and says how to load the file (``_load``) and how to predict (``_predict``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, ClassVar
 
 import numpy as np
 
 from moorage.core.errors import InvalidInput, ServerError, StorageNotFound
 from moorage.core.protocol import InferRequest, InferResponse, InferTensor
+from moorage.server.model import Model
 
-__all__ = ["MissingExtra", "find_model_file", "predict_input", "predict_response"]
+__all__ = [
+    "MissingExtra",
+    "TabularModel",
+    "find_model_file",
+    "predict_input",
+    "predict_response",
+]
 
 
 class MissingExtra(ServerError):
@@ -106,3 +118,66 @@ def predict_response(payload: Any, result: Any, model_name: str) -> Any:
             id=payload.id,
         )
     return {"predictions": array.tolist()}
+
+
+class TabularModel(Model):
+    """A model served from one file of a tabular framework (sklearn, xgboost, lightgbm).
+
+    Subclasses set the class attributes and implement ``_load`` and ``_predict``; ``load`` and
+    ``predict`` are the same for all of them.
+    """
+
+    #: The runtime's name: the ``moorage-server[...]`` extra and the word in messages.
+    runtime: ClassVar[str]
+    #: The module imported before loading (``MissingExtra`` when it is not installed).
+    framework: ClassVar[str]
+    #: What ``MissingExtra`` says to install.
+    packages: ClassVar[str]
+    extensions: ClassVar[tuple[str, ...]]
+    #: The class name of the framework's own error that means "bad input" (``InvalidInput``).
+    input_error: ClassVar[str | None] = None
+
+    def __init__(self, name: str, model_dir: str | Path) -> None:
+        super().__init__(name)
+        self.model_dir = Path(model_dir)
+
+    def _load(self, framework: ModuleType, path: Path) -> None:
+        """Load ``path`` with the imported ``framework`` module."""
+        raise NotImplementedError
+
+    def _predict(self, inputs: Any) -> Any:
+        """Predict on what :func:`predict_input` made of the request."""
+        raise NotImplementedError
+
+    def load(self) -> bool:
+        try:
+            # What an ``import`` statement calls (not importlib): patched imports see it.
+            framework = __import__(self.framework)
+        except ImportError:
+            raise MissingExtra(self.runtime, self.packages) from None
+        path = find_model_file(self.model_dir, self.extensions, self.runtime)
+        self._load(framework, path)
+        logging.getLogger(type(self).__module__).info(
+            "%s model %s loaded from %s", self.runtime, self.name, path
+        )
+        self.ready = True
+        return self.ready
+
+    def predict(
+        self,
+        payload: Any,
+        headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> Any:
+        inputs = predict_input(payload, self.name)
+        try:
+            result = self._predict(inputs)
+        except (ValueError, TypeError) as exc:
+            raise InvalidInput(f"model '{self.name}' cannot predict on this input: {exc}") from exc
+        except Exception as exc:
+            if type(exc).__name__ == self.input_error:
+                raise InvalidInput(
+                    f"model '{self.name}' cannot predict on this input: {exc}"
+                ) from exc
+            raise
+        return predict_response(payload, result, self.name)
