@@ -225,6 +225,11 @@ def test_sklearn_example(model_file: Path, tmp_path: Path) -> None:
     with moorage_run(args) as run:
         assert "served in place" in run.output
         check_answers(run, "sklearn-iris")
+        # the runtime declares its input, so the banner's v2 request has the real shape
+        assert "the shape below is a guess" not in run.output
+        curl = next(line for line in run.lines if "/infer" in line and "curl" in line)
+        body = json.loads(curl.split(" -d ", 1)[1].strip().strip("'"))
+        assert [(t["name"], t["shape"]) for t in body["inputs"]] == [("input-0", [1, 4])]
 
 
 def test_hf_model(hub: Any, model_file: Path, tmp_path: Path) -> None:

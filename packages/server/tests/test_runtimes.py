@@ -194,3 +194,56 @@ def test_model_dir_uri_is_downloaded(
     models = build_models(settings)
     assert calls and calls[0][0] == "s3://bucket/iris"
     assert models[0].ready and models[0].name == "iris"
+
+
+async def test_sklearn_declares_its_tensors(iris_dir: Path) -> None:
+    settings = ServerSettings(model_name="iris", model_dir=str(iris_dir))
+    async with await _serve(build_models(settings)) as client:
+        meta = (await client.get("/v2/models/iris")).json()
+    assert meta["inputs"] == [{"name": "input-0", "datatype": "FP32", "shape": [-1, 4]}]
+    assert meta["outputs"] == [{"name": "output-0", "datatype": "INT64", "shape": [-1]}]
+
+
+async def test_sklearn_predict_proba_declares_probabilities(iris_dir: Path) -> None:
+    settings = ServerSettings(model_name="iris", model_dir=str(iris_dir), predict_proba=True)
+    async with await _serve(build_models(settings)) as client:
+        meta = (await client.get("/v2/models/iris")).json()
+    assert meta["outputs"] == [{"name": "output-0", "datatype": "FP64", "shape": [-1, 3]}]
+
+
+@pytest.mark.parametrize(
+    ("key", "datatype"), [("xgboost-json", "FP32"), ("lightgbm-model.txt", "FP64")]
+)
+async def test_boosters_declare_their_tensors(
+    boosted_dirs: dict[str, Path], key: str, datatype: str
+) -> None:
+    settings = ServerSettings(model_name="m", model_dir=str(boosted_dirs[key]))
+    async with await _serve(build_models(settings)) as client:
+        meta = (await client.get("/v2/models/m")).json()
+    assert meta["inputs"] == [{"name": "input-0", "datatype": "FP32", "shape": [-1, 4]}]
+    assert meta["outputs"] == [{"name": "output-0", "datatype": datatype, "shape": [-1, 3]}]
+
+
+def test_no_outputs_declared_when_the_sample_prediction_fails(iris_dir: Path) -> None:
+    from moorage.server.runtimes.sklearn import SKLearnModel
+
+    class Picky(SKLearnModel):
+        def _predict(self, inputs: Any) -> Any:
+            if not inputs.any():
+                raise ValueError("all zeros")
+            return super()._predict(inputs)
+
+    model = Picky("iris", iris_dir)
+    assert model.get_input_types() == [] and model.get_output_types() == []
+    model.load()
+    assert model.get_input_types() == [{"name": "input-0", "datatype": "FP32", "shape": [-1, 4]}]
+    assert model.get_output_types() == []
+
+
+def test_nothing_declared_without_a_feature_count(iris_dir: Path) -> None:
+    from moorage.server.runtimes.sklearn import SKLearnModel
+
+    model = SKLearnModel("iris", iris_dir)
+    model.load()
+    del model._model.n_features_in_
+    assert model._signature() == ([], [])

@@ -5,6 +5,9 @@ Inputs: a v2 request with one input gives its numpy array; several inputs give a
 ``DataFrame`` with one column per input (numpy column stack when pandas is missing). A v1 body
 gives ``np.asarray(instances)`` (a ``DataFrame`` when the instances are JSON objects).
 Outputs: v2 answers one tensor ``output-0``; v1 answers ``{"predictions": [...]}``.
+Metadata: when the framework knows the feature count ``n``, the model declares input
+``input-0`` FP32 ``[-1, n]`` and output ``output-0`` with the datatype and trailing shape of one
+prediction on a row of zeros, made at load (nothing is declared if that prediction fails).
 
 :class:`TabularModel` is the lifecycle they share; a runtime names its framework and file
 extensions and says how to load the file (``_load``) and how to predict (``_predict``).
@@ -13,6 +16,7 @@ extensions and says how to load the file (``_load``) and how to predict (``_pred
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
@@ -31,6 +35,8 @@ __all__ = [
     "predict_input",
     "predict_response",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 class MissingExtra(ServerError):
@@ -140,6 +146,8 @@ class TabularModel(Model):
     def __init__(self, name: str, model_dir: str | Path) -> None:
         super().__init__(name)
         self.model_dir = Path(model_dir)
+        self._inputs: list[dict[str, Any]] = []
+        self._outputs: list[dict[str, Any]] = []
 
     def _load(self, framework: ModuleType, path: Path) -> None:
         """Load ``path`` with the imported ``framework`` module."""
@@ -149,6 +157,10 @@ class TabularModel(Model):
         """Predict on what :func:`predict_input` made of the request."""
         raise NotImplementedError
 
+    def _n_features(self) -> int | None:
+        """How many features the loaded model takes, when its framework says."""
+        return None
+
     def load(self) -> bool:
         try:
             # What an ``import`` statement calls (not importlib): patched imports see it.
@@ -157,6 +169,7 @@ class TabularModel(Model):
             raise MissingExtra(self.runtime, self.packages) from None
         path = find_model_file(self.model_dir, self.extensions, self.runtime)
         self._load(framework, path)
+        self._inputs, self._outputs = self._signature()
         logging.getLogger(type(self).__module__).info(
             "%s model %s loaded from %s", self.runtime, self.name, path
         )
@@ -181,3 +194,26 @@ class TabularModel(Model):
                 ) from exc
             raise
         return predict_response(payload, result, self.name)
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        return self._inputs
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return self._outputs
+
+    def _signature(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The v2 metadata ``(inputs, outputs)`` of the loaded model (see the module doc)."""
+        n = self._n_features()
+        if not n:
+            return [], []
+        inputs = [{"name": "input-0", "datatype": "FP32", "shape": [-1, n]}]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                sample = np.asarray(self._predict(np.zeros((1, n), dtype=np.float32)))
+            datatype = InferTensor.from_numpy("output-0", sample).datatype
+        except Exception as exc:
+            logger.debug("model %s declares no outputs: %s", self.name, exc)
+            return inputs, []
+        shape = [-1, *sample.shape[1:]]
+        return inputs, [{"name": "output-0", "datatype": datatype.value, "shape": shape}]

@@ -32,3 +32,7 @@ class LightGBMModel(TabularModel):
 
     def _predict(self, inputs: Any) -> Any:
         return self._booster.predict(inputs, num_threads=self.nthread)
+
+    def _n_features(self) -> int | None:
+        n: int = self._booster.num_feature()
+        return n

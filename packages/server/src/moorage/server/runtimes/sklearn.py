@@ -37,3 +37,7 @@ class SKLearnModel(TabularModel):
 
     def _predict(self, inputs: Any) -> Any:
         return self._method(inputs)
+
+    def _n_features(self) -> int | None:
+        n = getattr(self._model, "n_features_in_", None)
+        return n if isinstance(n, int) else None

@@ -32,3 +32,7 @@ class XGBoostModel(TabularModel):
 
     def _predict(self, inputs: Any) -> Any:
         return self._booster.inplace_predict(inputs)
+
+    def _n_features(self) -> int | None:
+        n: int = self._booster.num_features()
+        return n
