@@ -62,4 +62,6 @@ if [ ! -f "$model" ] || [ "$built_with" != "$have" ]; then
   "$VENV/bin/python" "$EXAMPLE/train.py" >/dev/null
 fi
 
-exec "$VENV/bin/moorage" run -f "$EXAMPLE/isvc.yaml" "$@"
+# Write bytecode for what serving imports (some environments set PYTHONDONTWRITEBYTECODE, which
+# makes every start recompile scikit-learn and scipy): the first run pays once, later ones start warm.
+exec env -u PYTHONDONTWRITEBYTECODE "$VENV/bin/moorage" run -f "$EXAMPLE/isvc.yaml" "$@"
