@@ -205,6 +205,12 @@ def generate() -> str:
         body = dst.read_text()
     # The schema has no root type; the generator still names one. Drop it.
     body = body.replace('Model = TypeAliasType("Model", Any)\n\n\n', "")
+    # Build each model's validator on first use, not at import: most commands touch few of these
+    # models. The generator has no option for pydantic's defer_build, so add it to every config.
+    config = "    model_config = ConfigDict(\n"
+    if body.count(config) != body.count("\nclass "):
+        raise SystemExit("a generated model has no model_config to add defer_build to")
+    body = body.replace(config, config + "        defer_build=True,\n")
     header = HEADER.format(
         version=K8S_VERSION, input_hash=_digest(source), output_hash=_digest(body)
     )

@@ -51,9 +51,13 @@ ProtocolVersion = Literal["v1", "v2", "grpc-v1", "grpc-v2"]
 
 
 class KubeModel(BaseModel):
-    """Base of spec types: camelCase on the wire, snake_case in Python, unknown fields rejected."""
+    """Base of spec types: camelCase on the wire, snake_case in Python, unknown fields rejected.
+
+    Validators are built on first use (``defer_build``), so importing the resources is cheap.
+    """
 
     model_config = ConfigDict(
+        defer_build=True,
         alias_generator=to_camel,
         populate_by_name=True,
         extra="forbid",
