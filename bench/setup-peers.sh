@@ -69,6 +69,9 @@ make_venv() {
         "$dir/bin/python" -m pip install --quiet --upgrade pip
     fi
     "$dir/bin/python" -m pip install --quiet "$@"
+    # Where PYTHONDONTWRITEBYTECODE is set nothing writes .pyc files, and every server launch
+    # would recompile scipy/scikit-learn: compile once so cold starts measure the server.
+    "$dir/bin/python" -m compileall -q -j 0 "$dir/lib" >/dev/null || true
     "$dir/bin/python" -m pip freeze >"$dir/freeze.txt"
     printf '%s' "$wanted" >"$marker"
     echo "peer $name: done"
