@@ -247,3 +247,21 @@ def test_nothing_declared_without_a_feature_count(iris_dir: Path) -> None:
     model.load()
     del model._model.n_features_in_
     assert model._signature() == ([], [])
+
+
+def test_sklearn_finite_fast_path_matches_and_nan_is_still_refused(iris_dir: Path) -> None:
+    import joblib
+
+    from moorage.server.runtimes.sklearn import SKLearnModel
+
+    model = SKLearnModel("iris", iris_dir)
+    model.load()
+    reference = joblib.load(next(iris_dir.glob("*.joblib")))
+    scale = np.linspace(0.5, 1.5, 4, dtype=np.float32)
+    rows = np.asarray(IRIS_ROWS * 50, dtype=np.float32) * scale
+    for batch in (rows, rows.astype(np.float64), rows.astype(np.int64)):
+        assert np.array_equal(model._predict(batch), reference.predict(batch))
+    with_nan = rows.copy()
+    with_nan[3, 1] = np.nan
+    with pytest.raises(InvalidInput, match="NaN"):
+        model.predict(with_nan)
