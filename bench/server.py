@@ -14,9 +14,16 @@ request bodies (bench/peers/payloads.py).  For each server the script reports:
 Then the ratios of moorage to each peer and the issue's targets.  Peers are created by
 bench/setup-peers.sh.  Only 127.0.0.1 is used; every load run is bounded in time.
 
-    python bench/server.py                       # everything, 5 s per point (~5 min)
+The machine's speed drifts over minutes, so by default all servers run at once (idle but
+for the one under load) and every load point is measured on each server back to back; the
+whole sweep is repeated ``--rounds`` times (default 2), the server order reversed every
+other round, and each point reports the median of its rounds.  ``--sequential`` measures
+one server completely, then the next, each point once (the old order).
+
+    python bench/server.py                       # everything, 5 s per point (~10 min)
     python bench/server.py --only kserve,mlserver --protocols v2-json,grpc -d 2
     python bench/server.py --json out.json       # also keep the raw figures
+    python bench/server.py --sequential          # one server after the other (~5 min)
 """
 
 from __future__ import annotations
@@ -398,6 +405,21 @@ class Point:
     p99_ms: float
     errors: int
     requests: int
+    # Interleaved runs: the point of each round; the figures above are their medians
+    # (errors and requests their sums).  Empty for a --sequential run.
+    rounds: list[Point] = dataclasses.field(default_factory=list)
+
+
+def median_point(runs: list[Point]) -> Point:
+    """One point from the rounds of a load point: median figures, summed counts."""
+    return Point(
+        rps=statistics.median(r.rps for r in runs),
+        p50_ms=statistics.median(r.p50_ms for r in runs),
+        p99_ms=statistics.median(r.p99_ms for r in runs),
+        errors=sum(r.errors for r in runs),
+        requests=sum(r.requests for r in runs),
+        rounds=list(runs),
+    )
 
 
 class LoadFailed(RuntimeError):
@@ -493,6 +515,10 @@ def run_h2load(
         errors += round((expected - data) / reply_size)
     # h2load logs only the requests of the measured period, not the warm-up's.
     latencies = sorted(int(r[2]) / 1000 for r in rows)
+    if not latencies:  # like wrk without a latency distribution: no figures to keep
+        raise LoadFailed(
+            f"h2load logged no request in {seconds:g} s ({succeeded} succeeded, {errors} errors)"
+        )
     return Point(
         rps=float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1)),
         p50_ms=percentile(latencies, 50),
@@ -524,6 +550,7 @@ class PeerResult:
 
 
 def bench_peer(peer: Peer, args: argparse.Namespace, work: pathlib.Path, payloads: Payloads):
+    """--sequential: one server alone from its cold start to its last point."""
     result = PeerResult(peer.name)
     logs = work / "logs"
     for _ in range(max(args.cold_runs - 1, 0)):
@@ -544,48 +571,188 @@ def bench_peer(peer: Peer, args: argparse.Namespace, work: pathlib.Path, payload
     return result
 
 
+def check(server: Server, payloads: Payloads, protocol: str) -> str | None:
+    """check_grpc or check_rest; a check that raises is a failed check, not a failed run."""
+    try:
+        if protocol == "grpc":
+            return check_grpc(server, payloads)
+        return check_rest(server, payloads, protocol)
+    except (subprocess.SubprocessError, OSError, ValueError, LookupError, TypeError) as error:
+        return f"check raised {error!r}"[:300]
+
+
+LoadRunner = Callable[[int], Point]  # connections -> the measured point (warm-up included)
+
+
+def load_runner(server: Server, protocol: str, args, work, payloads: Payloads) -> LoadRunner:
+    """How to measure one point of a protocol on a server, after checking it answers right.
+
+    Raises LoadFailed when the check fails or the gRPC reply size cannot be read."""
+    problem = check(server, payloads, protocol)
+    if problem:
+        raise LoadFailed(f"check failed: {problem}")
+    if protocol == "grpc":
+        try:
+            reply_size = grpc_reply_size(server.ports.grpc, payloads)
+        except (subprocess.SubprocessError, AttributeError, ValueError) as error:
+            raise LoadFailed(f"no gRPC reply size: {error}") from error
+        body = payloads.directory / "grpc.bin"
+
+        def run_grpc(conns: int) -> Point:
+            port = server.ports.grpc
+            return run_h2load(port, body, conns, args.duration, args.warmup, reply_size)
+
+        return run_grpc
+    path, script = wrk_script(work, payloads, protocol)
+
+    def run_rest(conns: int) -> Point:
+        if args.warmup > 0:
+            run_wrk(server.ports.http, path, script, conns, args.warmup)
+        return run_wrk(server.ports.http, path, script, conns, args.duration)
+
+    return run_rest
+
+
 def bench_protocol(server, protocol, args, work, payloads, result: PeerResult) -> None:
     name = server.peer.name
-    if protocol == "grpc":
-        problem = check_grpc(server, payloads)
-    else:
-        problem = check_rest(server, payloads, protocol)
-    if problem:
-        result.skipped[protocol] = f"check failed: {problem}"
+    try:
+        runner = load_runner(server, protocol, args, work, payloads)
+    except LoadFailed as problem:
+        result.skipped[protocol] = str(problem)
         log(f"{name} {protocol}: skipped, {problem}")
         return
     points: dict[int, Point] = {}
-    if protocol == "grpc":
-        reply_size = grpc_reply_size(server.ports.grpc, payloads)
-        body = payloads.directory / "grpc.bin"
-        for conns in args.connections:
-            with point_errors(name, protocol, conns, result):
-                points[conns] = run_h2load(
-                    server.ports.grpc, body, conns, args.duration, args.warmup, reply_size
-                )
-                log(f"{name} {protocol} c={conns}: {fmt_point(points[conns])}")
-        problem = check_grpc(server, payloads)
-    else:
-        path, script = wrk_script(work, payloads, protocol)
-        for conns in args.connections:
-            with point_errors(name, protocol, conns, result):
-                if args.warmup > 0:
-                    run_wrk(server.ports.http, path, script, conns, args.warmup)
-                points[conns] = run_wrk(server.ports.http, path, script, conns, args.duration)
-                log(f"{name} {protocol} c={conns}: {fmt_point(points[conns])}")
-        problem = check_rest(server, payloads, protocol)
+    for conns in args.connections:
+        with point_errors(name, protocol, conns, result):
+            points[conns] = runner(conns)
+            log(f"{name} {protocol} c={conns}: {fmt_point(points[conns])}")
+    problem = check(server, payloads, protocol)
     if problem:
         log(f"{name} {protocol}: failed its check after load: {problem}")
     result.points[protocol] = points
 
 
+# --------------------------------------------------------------------------- all peers
+
+
+def bench_interleaved(
+    peers: list[Peer], args: argparse.Namespace, work: pathlib.Path, payloads: Payloads
+) -> list[PeerResult]:
+    """The default: every server up at once, each load point run on all of them back to back.
+
+    Cold starts are timed first, one server at a time with nothing else running.  Then all
+    servers are started (each on its own ports, all on the server core; an idle one costs
+    nothing) and the sweep (protocol, connections, server) is repeated ``args.rounds``
+    times, the server order reversed every other round.  A point's figures are the medians
+    of its rounds, so the ratios compare measurements taken seconds apart, not a whole
+    server's run apart."""
+    logs = work / "logs"
+    results: dict[str, PeerResult] = {}
+    for peer in peers:
+        result = PeerResult(peer.name)
+        try:
+            for run in range(args.cold_runs):
+                with running(peer, work, logs, args.ready_timeout) as server:
+                    result.cold_start_s.append(server.cold_start)
+                    log(
+                        f"{peer.name}: cold start {run + 1}/{args.cold_runs}"
+                        f" {server.cold_start:.2f} s"
+                    )
+        except (RuntimeError, TimeoutError, subprocess.SubprocessError) as error:
+            log(f"{peer.name}: failed: {error}")
+            continue
+        results[peer.name] = result
+    with contextlib.ExitStack() as stack:
+        servers: dict[str, Server] = {}
+        for peer in peers:
+            name = peer.name
+            if name not in results:
+                continue
+            try:
+                server = stack.enter_context(running(peer, work, logs, args.ready_timeout))
+            except (RuntimeError, TimeoutError, subprocess.SubprocessError) as error:
+                log(f"{name}: failed: {error}")
+                del results[name]
+                continue
+            servers[name] = server
+            log(
+                f"{name}: up for the sweep (ready in {server.cold_start:.2f} s,"
+                f" pid {server.process.pid})"
+            )
+        if not servers:
+            return []
+        time.sleep(1.0)
+        for name, server in servers.items():
+            results[name].idle_rss_kib = tree_rss_kib(server.process.pid)
+        with contextlib.ExitStack() as sampling:
+            samplers = {
+                name: sampling.enter_context(RssSampler(server.process.pid))
+                for name, server in servers.items()
+            }
+            sweep(servers, results, args, work, payloads)
+        for name, sampler in samplers.items():
+            result = results[name]
+            result.loaded_rss_kib = max(sampler.peak, result.idle_rss_kib)
+    return list(results.values())
+
+
+def sweep(
+    servers: dict[str, Server],
+    results: dict[str, PeerResult],
+    args: argparse.Namespace,
+    work: pathlib.Path,
+    payloads: Payloads,
+) -> None:
+    """Check every (server, protocol), run the rounds, check again, keep the medians."""
+    runners: dict[str, dict[str, LoadRunner]] = {}  # protocol -> server -> runner
+    for protocol in args.protocols:
+        for name, server in servers.items():
+            peer, result = server.peer, results[name]
+            if protocol not in peer.protocols:
+                result.skipped[protocol] = peer.lacks.get(protocol, "not supported")
+                continue
+            try:
+                runners.setdefault(protocol, {})[name] = load_runner(
+                    server, protocol, args, work, payloads
+                )
+            except LoadFailed as problem:
+                result.skipped[protocol] = str(problem)
+                log(f"{name} {protocol}: skipped, {problem}")
+    runs: dict[tuple[str, str, int], list[Point]] = {}  # (server, protocol, conns) -> rounds
+    order = list(servers)
+    for round_index in range(args.rounds):
+        label = f"round {round_index + 1}/{args.rounds}"
+        names = order if round_index % 2 == 0 else order[::-1]
+        for protocol, by_server in runners.items():
+            for conns in args.connections:
+                for name in names:
+                    if name not in by_server:
+                        continue
+                    with point_errors(name, protocol, conns, results[name], label):
+                        point = by_server[name](conns)
+                        runs.setdefault((name, protocol, conns), []).append(point)
+                        log(f"{name} {protocol} c={conns} {label}: {fmt_point(point)}")
+    for protocol, by_server in runners.items():
+        for name in by_server:
+            problem = check(servers[name], payloads, protocol)
+            if problem:
+                log(f"{name} {protocol}: failed its check after load: {problem}")
+            points = results[name].points.setdefault(protocol, {})
+            for conns in args.connections:
+                if (name, protocol, conns) in runs:
+                    points[conns] = median_point(runs[name, protocol, conns])
+
+
 @contextlib.contextmanager
-def point_errors(name: str, protocol: str, conns: int, result: PeerResult) -> Iterator[None]:
+def point_errors(
+    name: str, protocol: str, conns: int, result: PeerResult, label: str = ""
+) -> Iterator[None]:
     """A failed point is logged and noted; the other points still run."""
     try:
         yield
     except (LoadFailed, subprocess.SubprocessError, AttributeError, ValueError) as error:
-        note = f"{protocol} c={conns}: {error}"[:500]
+        where = f"{protocol} c={conns}" + (f" {label}" if label else "")
+        note = f"{where}: {error}"[:500]
         result.failures.append(note)
         log(f"{name} {note}")
 
@@ -658,11 +825,19 @@ def ratio(a: float, b: float) -> str:
 
 
 def report(results: list[PeerResult], args: argparse.Namespace) -> str:
+    if args.sequential:
+        order = "sequential: one server at a time, one run per point"
+    else:
+        order = (
+            f"interleaved: all servers up, each point run on every server back to back,"
+            f" {args.rounds} round(s) alternating the server order; req/s, p50 and p99 are"
+            f" the median of the rounds, errors their sum"
+        )
     out = [
         *machine(args.load_before),
         f"- Load: {args.duration:g} s per point after {args.warmup:g} s warm-up; server on core"
         f" {SERVER_CPU}, wrk/h2load on core {LOADGEN_CPU}; {args.rows} row(s) of 4 FP32 per"
-        f" request; gRPC {args.grpc_contents} contents.",
+        f" request; gRPC {args.grpc_contents} contents; {order}.",
         "",
         "| server | protocol | conns | req/s | p50 ms | p99 ms | errors |",
         "|---|---|---:|---:|---:|---:|---:|",
@@ -756,6 +931,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("-d", "--duration", type=int, default=5, help="seconds per point")
     parser.add_argument("--warmup", type=int, default=1, help="seconds before each point")
     parser.add_argument("--cold-runs", type=int, default=3, help="launches timed per server")
+    parser.add_argument(
+        "--rounds", type=int, help="sweeps over all servers, median kept (default 2)"
+    )
+    parser.add_argument(
+        "--sequential",
+        action="store_true",
+        help="old order: one server at a time, all its points, then the next (one round)",
+    )
     parser.add_argument("--ready-timeout", type=float, default=120.0)
     parser.add_argument("--rows", type=int, default=1, help="iris rows per request")
     parser.add_argument("--grpc-contents", choices=["raw", "typed"], default="raw")
@@ -772,6 +955,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown protocols {sorted(unknown)}")
     if not 0 < args.duration <= 120 or not 0 <= args.warmup <= 30:
         parser.error("--duration must be in (0, 120] s and --warmup in [0, 30] s")
+    if args.sequential and args.rounds not in (None, 1):
+        parser.error("--sequential measures each point once; --rounds is for the interleaved run")
+    if args.rounds is None:
+        args.rounds = 1 if args.sequential else 2
+    if not 1 <= args.rounds <= 20:
+        parser.error("--rounds must be in [1, 20]")
     return args
 
 
@@ -784,21 +973,30 @@ def main(argv: list[str] | None = None) -> int:
     # The driver itself stays off the server's core.
     with contextlib.suppress(OSError):
         os.sched_setaffinity(0, {int(LOADGEN_CPU)})
-    peers = [p for p in all_peers(args) if p.name in args.only]
+    # A plain kill of the driver unwinds like Ctrl-C, so every server gets stopped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    peers = []
+    for peer in all_peers(args):
+        if peer.name not in args.only:
+            continue
+        why_not = peer.available()
+        if why_not:
+            log(f"{peer.name}: skipped, {why_not}")
+        else:
+            peers.append(peer)
     work = pathlib.Path(tempfile.mkdtemp(prefix="moorage-bench-"))
     (work / "logs").mkdir()
     results: list[PeerResult] = []
     try:
         payloads = build_inputs(work, rows=args.rows, grpc_contents=args.grpc_contents)
-        for peer in peers:
-            why_not = peer.available()
-            if why_not:
-                log(f"{peer.name}: skipped, {why_not}")
-                continue
-            try:
-                results.append(bench_peer(peer, args, work, payloads))
-            except (RuntimeError, TimeoutError, subprocess.SubprocessError) as error:
-                log(f"{peer.name}: failed: {error}")
+        if not args.sequential:
+            results = bench_interleaved(peers, args, work, payloads)
+        else:
+            for peer in peers:
+                try:
+                    results.append(bench_peer(peer, args, work, payloads))
+                except (RuntimeError, TimeoutError, subprocess.SubprocessError) as error:
+                    log(f"{peer.name}: failed: {error}")
     finally:
         if args.keep:
             log(f"work dir kept: {work}")
