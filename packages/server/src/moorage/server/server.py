@@ -259,6 +259,7 @@ class ModelServer:
         config = uvicorn.Config(
             self.create_application(),
             http="httptools",
+            ws="none",  # no websocket routes; skips importing websockets at start-up
             loop="none",
             lifespan="off",
             access_log=False,  # AccessLogMiddleware writes the access lines
