@@ -824,6 +824,29 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "-"
 
 
+MODEL_LOAD = "import joblib, sys; joblib.load(sys.argv[1])"
+
+
+def model_load_floor(work: pathlib.Path, runs: int) -> list[float]:
+    """Seconds for a bare Python on the server core to import scikit-learn and unpickle the
+    model: what any server's cold start contains, whatever the server does around it."""
+    python = REPO / ".venv" / "bin" / "python"
+    model = work / "model" / "model.joblib"
+    argv = ["taskset", "-c", SERVER_CPU, str(python), "-c", MODEL_LOAD, str(model)]
+    times = []
+    for _ in range(max(runs, 1)):
+        started = time.perf_counter()
+        subprocess.run(argv, check=True, timeout=120, capture_output=True)
+        times.append(time.perf_counter() - started)
+    log("model load alone (python + scikit-learn + joblib.load): " + fmt_runs(times))
+    return times
+
+
+def fmt_runs(times: list[float]) -> str:
+    runs = ", ".join(f"{t:.2f}" for t in times)
+    return f"{statistics.median(times):.2f} s ({runs})" if times else "-"
+
+
 def report(results: list[PeerResult], args: argparse.Namespace) -> str:
     if args.sequential:
         order = "sequential: one server at a time, one run per point"
@@ -864,6 +887,13 @@ def report(results: list[PeerResult], args: argparse.Namespace) -> str:
             f"| {res.name} | {median:.2f} ({runs}) | {res.idle_rss_kib / 1024:.0f}"
             f" | {res.loaded_rss_kib / 1024:.0f} |"
         )
+    floor = getattr(args, "model_load_s", [])
+    if floor:
+        out += [
+            "",
+            f"Model load alone (bare `python -c '{MODEL_LOAD}'` on the server core, moorage's"
+            f" venv): {fmt_runs(floor)}.",
+        ]
     failures = [f"- {res.name} {note}" for res in results for note in res.failures]
     if failures:
         out += ["", "Points that failed:", "", *failures]
@@ -915,7 +945,11 @@ def ratios(by_name: dict[str, PeerResult], args: argparse.Namespace) -> list[str
             out.append(f"| {protocol} | {conns} | " + " | ".join(cells) + " |")
     if moorage.cold_start_s:
         cold = statistics.median(moorage.cold_start_s)
-        verdicts.append(f"{'PASS' if cold < 1.0 else 'FAIL'} cold start {cold:.2f} s (need < 1 s)")
+        floor = getattr(args, "model_load_s", [])
+        alone = f"; model load alone {statistics.median(floor):.2f} s" if floor else ""
+        verdicts.append(
+            f"{'PASS' if cold < 1.0 else 'FAIL'} cold start {cold:.2f} s (need < 1 s{alone})"
+        )
     return [*out, "", "Targets:", "", *(f"- {v}" for v in verdicts)]
 
 
@@ -989,6 +1023,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[PeerResult] = []
     try:
         payloads = build_inputs(work, rows=args.rows, grpc_contents=args.grpc_contents)
+        args.model_load_s = model_load_floor(work, args.cold_runs)
         if not args.sequential:
             results = bench_interleaved(peers, args, work, payloads)
         else:
