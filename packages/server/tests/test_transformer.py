@@ -30,6 +30,7 @@ from moorage.server.rest import create_app
 from moorage.server.transformer import (
     PredictorClient,
     apply_predictor_settings,
+    close_predictor_clients,
     predictor_config,
 )
 
@@ -305,3 +306,43 @@ def test_transformer_in_front_of_sklearn_v2(
     r = httpx.post(f"{transformer.url}/v2/models/{model}/infer", json=bad)
     assert r.status_code == 400, r.text  # the predictor's refusal, passed on
     assert "predictor 127.0.0.1" in r.json()["error"]
+
+
+# ----------------------------------------------------------------------------- explainer
+@pytest.fixture
+async def explainer_host(predictor_app: Any) -> AsyncIterator[str]:
+    """The echo model's app on a real loopback port (its ``explain`` counts the instances)."""
+    import asyncio
+
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(predictor_app, log_level="warning", lifespan="off", ws="none")
+    server = uvicorn.Server(config)
+    task = asyncio.ensure_future(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    yield f"127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    await task
+    sock.close()
+
+
+async def test_explain_forwards_to_explainer_host(explainer_host: str) -> None:
+    front = _ready(Model("echo"))
+    front.explainer_host = explainer_host
+    repository = make_repository()
+    repository.update(front)
+    app = create_app(DataPlane(repository))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        ok = await c.post("/v1/models/echo:explain", json={"instances": [[1], [2], [3]]})
+        front.explainer_host = f"127.0.0.1:{_closed_port()}"
+        down = await c.post("/v1/models/echo:explain", json={"instances": [[1]]})
+        front.explainer_host = None
+        missing = await c.post("/v1/models/echo:explain", json={"instances": [[1]]})
+    assert ok.status_code == 200 and ok.json() == {"explanations": 3}
+    assert down.status_code == 503 and "cannot reach explainer" in down.json()["error"]
+    assert missing.status_code == 501
+    assert missing.json()["error"] == "Could not find explainer_host."
+    await close_predictor_clients()

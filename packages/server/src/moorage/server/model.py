@@ -140,9 +140,14 @@ class Model:
         """Turn ``predict``'s result into the response (identity by default)."""
         return result
 
-    def explain(self, payload: Any, headers: Headers | None = None) -> Any:
-        """Explain a prediction (v1 ``:explain``)."""
-        raise NotImplementedError("Could not find explainer_host.")
+    async def explain(self, payload: Any, headers: Headers | None = None) -> Any:
+        """Explain a prediction (v1 ``:explain``). The default forwards to ``explainer_host``
+        (``http(s)://<explainer_host>/v1/models/<name>:explain``), as KServe's does."""
+        if not self.explainer_host:
+            raise NotImplementedError("Could not find explainer_host.")
+        from moorage.server.transformer import forward_explain
+
+        return await forward_explain(self, payload, headers)
 
     # ------------------------------------------------------------------ metadata
     def get_input_types(self) -> list[dict[str, Any]]:

@@ -101,20 +101,20 @@ def _forwarded(headers: dict[str, Any] | None) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _http_errors(host: str) -> Iterator[None]:
+def _http_errors(host: str, role: str = "predictor") -> Iterator[None]:
     import httpx
 
     try:
         yield
     except httpx.TimeoutException as exc:
-        raise Timeout(f"predictor {host} did not answer in time: {exc}", host=host) from exc
+        raise Timeout(f"{role} {host} did not answer in time: {exc}", host=host) from exc
     except httpx.HTTPError as exc:
         raise ConnectionFailed(
-            f"cannot reach predictor {host}: {type(exc).__name__}: {exc}", host=host
+            f"cannot reach {role} {host}: {type(exc).__name__}: {exc}", host=host
         ) from exc
 
 
-def _remote_error(host: str, status: int, body: bytes) -> MoorageError:
+def _remote_error(host: str, status: int, body: bytes, role: str = "predictor") -> MoorageError:
     message = body.decode("utf-8", "replace")[:2000]
     code = None
     try:
@@ -127,7 +127,7 @@ def _remote_error(host: str, status: int, body: bytes) -> MoorageError:
         if isinstance(doc.get("code"), str):
             code = doc["code"]
     cls = (error_for_code(code) if code else None) or error_for_status(status)
-    return cls(f"predictor {host} answered {status}: {message}", host=host, status=status)
+    return cls(f"{role} {host} answered {status}: {message}", host=host, status=status)
 
 
 class PredictorClient:
@@ -141,10 +141,13 @@ class PredictorClient:
         use_ssl: bool = False,
         timeout: float = 600,
         transport: httpx.AsyncBaseTransport | None = None,
+        role: str = "predictor",
     ) -> None:
         if protocol not in ("v1", "v2", "grpc-v2"):
             raise ValueError(f"unsupported predictor protocol {protocol!r}")
         self.host = host
+        #: What the peer is, in error messages ("predictor" or "explainer").
+        self.role = role
         self.protocol = protocol
         self.use_ssl = use_ssl
         self.timeout = timeout
@@ -201,26 +204,32 @@ class PredictorClient:
             return await self._v2(model_name, request, forwarded)
         return await self._grpc(model_name, request, forwarded)
 
-    async def _v1(self, model_name: str, payload: Any, headers: dict[str, str]) -> Any:
+    async def explain(self, model_name: str, payload: Any, headers: dict[str, Any] | None) -> Any:
+        """The explainer's v1 ``:explain`` answer for ``payload`` (KServe explains over v1 only)."""
+        return await self._v1(model_name, payload, _forwarded(headers), verb="explain")
+
+    async def _v1(
+        self, model_name: str, payload: Any, headers: dict[str, str], verb: str = "predict"
+    ) -> Any:
         if not isinstance(payload, dict):
             raise InferenceError(
-                f"a v1 predictor takes a JSON object; preprocess of '{model_name}' returned "
+                f"a v1 {verb} call takes a JSON object; preprocess of '{model_name}' returned "
                 f"{type(payload).__name__} (use --predictor_protocol v2 for InferRequest)",
                 model=model_name,
             )
         body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
         headers["content-type"] = "application/json"
-        with _http_errors(self.host):
+        with _http_errors(self.host, self.role):
             response = await self._http_client().post(
-                f"/v1/models/{model_name}:predict", content=body, headers=headers
+                f"/v1/models/{model_name}:{verb}", content=body, headers=headers
             )
         if not response.is_success:
-            raise _remote_error(self.host, response.status_code, response.content)
+            raise _remote_error(self.host, response.status_code, response.content, self.role)
         try:
             return orjson.loads(response.content)
         except orjson.JSONDecodeError as exc:
             raise InferenceError(
-                f"predictor {self.host} answered with invalid JSON: {exc}", model=model_name
+                f"{self.role} {self.host} answered with invalid JSON: {exc}", model=model_name
             ) from None
 
     async def _v2(self, model_name: str, request: InferRequest, headers: dict[str, str]) -> Any:
@@ -304,18 +313,23 @@ def _as_infer_request(payload: Any, model_name: str) -> InferRequest:
 
 
 # ----------------------------------------------------------------------------- per-loop pool
-_clients: dict[tuple[str, str, bool, float], tuple[asyncio.AbstractEventLoop, PredictorClient]] = {}
+_clients: dict[
+    tuple[str, str, bool, float, str], tuple[asyncio.AbstractEventLoop, PredictorClient]
+] = {}
 
 
-def _client_for(model: Model) -> PredictorClient:
-    assert model.predictor_host is not None
-    key = (model.predictor_host, model.protocol, bool(model.use_ssl), float(model.timeout))
+def _client_for(model: Model, *, explainer: bool = False) -> PredictorClient:
+    host = model.explainer_host if explainer else model.predictor_host
+    assert host is not None
+    protocol = "v1" if explainer else model.protocol
+    role = "explainer" if explainer else "predictor"
+    key = (host, protocol, bool(model.use_ssl), float(model.timeout), role)
     loop = asyncio.get_running_loop()
     entry = _clients.get(key)
     if entry is not None and entry[0] is loop:
         return entry[1]
     client = PredictorClient(
-        key[0], protocol=key[1], use_ssl=key[2], timeout=key[3]
+        host, protocol=protocol, use_ssl=key[2], timeout=key[3], role=role
     )  # a client made on another (finished) loop cannot be reused here
     _clients[key] = (loop, client)
     return client
@@ -324,6 +338,11 @@ def _client_for(model: Model) -> PredictorClient:
 async def forward_predict(model: Model, payload: Any, headers: dict[str, Any] | None) -> Any:
     """``model``'s default ``predict``: the predictor's answer for ``payload``."""
     return await _client_for(model).infer(model.name, payload, headers)
+
+
+async def forward_explain(model: Model, payload: Any, headers: dict[str, Any] | None) -> Any:
+    """``model``'s default ``explain``: the answer of ``explainer_host`` (v1 ``:explain``)."""
+    return await _client_for(model, explainer=True).explain(model.name, payload, headers)
 
 
 async def close_predictor_clients() -> None:
