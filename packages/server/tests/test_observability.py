@@ -380,3 +380,19 @@ def test_workers_report_summed_metrics_and_json_logs(
     assert {d["request_id"] for d in access} >= {f"req-{i}" for i in range(20)}
     assert all(d["status"] == 200 for d in access if d["request_id"].startswith("req-"))
     assert len({d["process"] for d in lines if "moorage-server ready" in d["message"]}) == 2
+
+
+async def test_an_error_outside_the_data_plane_still_gets_the_request_id() -> None:
+    from starlette.routing import Route, Router
+
+    async def broken(request: Any) -> Any:
+        raise RuntimeError("route bug")
+
+    server = make_server()
+    server.observability.routers = lambda: [Router([Route("/broken", broken)])]  # type: ignore[method-assign]
+    transport = httpx.ASGITransport(app=server.create_application(), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        r = await client.get("/broken", headers={"x-request-id": "bug-1"})
+    assert r.status_code == 500
+    assert r.headers["x-request-id"] == "bug-1"
+    assert r.json()["error"] == "RuntimeError : route bug"

@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from moorage.server import metrics
 from moorage.server.dataplane import request_id_var
+from moorage.server.errors import error_response
 
 __all__ = [
     "DEFAULT_ACCESS_LOG_FORMAT",
@@ -40,6 +41,7 @@ __all__ = [
     "new_request_id",
 ]
 
+logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("moorage.server.access")
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -190,6 +192,14 @@ class AccessLogMiddleware:
         token = request_id_var.set(request_id)
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            # Errors inside the data plane are answered by the exception handlers; one that
+            # escapes the app (a bug in a route or middleware) is answered here, so that its
+            # 500 still carries the request id and the error body, instead of a bare 500.
+            if response_headers:
+                raise  # the response had begun: nothing sensible can follow
+            logger.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            await error_response(exc)(scope, receive, send_wrapper)
         finally:
             request_id_var.reset(token)
             seconds = time.perf_counter() - start
@@ -286,14 +296,7 @@ class GrpcAccessInterceptor(grpc.aio.ServerInterceptor):
 
         def behavior(request: Any, context: grpc.ServicerContext) -> Any:
             start = time.perf_counter()
-            rid = None
-            for key, value in context.invocation_metadata():
-                if key == REQUEST_ID_HEADER and isinstance(value, str):
-                    rid = value
-                    break
-            if not _usable(rid):
-                rid = new_request_id()
-            assert rid is not None
+            rid = _request_id(context.invocation_metadata())
             code = grpc.StatusCode.OK
             token = request_id_var.set(rid)
             context.set_trailing_metadata(((REQUEST_ID_HEADER, rid),))
@@ -305,6 +308,16 @@ class GrpcAccessInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 request_id_var.reset(token)
                 self._observe(method, code, time.perf_counter() - start, rid, context)
+
+        return behavior
+
+    def wrap_async(self, method: str, inner: Behavior) -> Behavior:
+        """The same per call for the native gRPC server (an async behavior and a context with
+        grpc.aio's interface), applied once per method."""
+
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            rid = _request_id(context.invocation_metadata() or ())
+            return await self._call(inner, method, rid, request, context)
 
         return behavior
 
@@ -331,31 +344,42 @@ class GrpcAccessInterceptor(grpc.aio.ServerInterceptor):
             )
 
     def _wrap(self, inner: Behavior, method: str, metadata: Iterable[Any]) -> Behavior:
-        request_id = None
-        for key, value in metadata:
-            if key == REQUEST_ID_HEADER and isinstance(value, str):
-                request_id = value
-                break
-        if not _usable(request_id):
-            request_id = new_request_id()
-        assert request_id is not None
-        rid: str = request_id
+        rid = _request_id(metadata)
 
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            start = time.perf_counter()
-            code = grpc.StatusCode.OK
-            token = request_id_var.set(rid)
-            context.set_trailing_metadata(((REQUEST_ID_HEADER, rid),))
-            try:
-                return await inner(request, context)
-            except grpc.aio.AbortError:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            except BaseException:
-                code = grpc.StatusCode.UNKNOWN
-                raise
-            finally:
-                request_id_var.reset(token)
-                self._observe(method, code, time.perf_counter() - start, rid, context)
+            return await self._call(inner, method, rid, request, context)
 
         return behavior
+
+    async def _call(
+        self,
+        inner: Behavior,
+        method: str,
+        rid: str,
+        request: Any,
+        context: grpc.aio.ServicerContext,
+    ) -> Any:
+        start = time.perf_counter()
+        code = grpc.StatusCode.OK
+        token = request_id_var.set(rid)
+        context.set_trailing_metadata(((REQUEST_ID_HEADER, rid),))
+        try:
+            return await inner(request, context)
+        except BaseException:
+            # An abort, or a cancellation (the native server sets CANCELLED or
+            # DEADLINE_EXCEEDED first); UNKNOWN for anything else.
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        finally:
+            request_id_var.reset(token)
+            self._observe(method, code, time.perf_counter() - start, rid, context)
+
+
+def _request_id(metadata: Iterable[Any]) -> str:
+    """The caller's ``x-request-id`` when usable, else a new one."""
+    for key, value in metadata:
+        if key == REQUEST_ID_HEADER and isinstance(value, str):
+            if _usable(value):
+                return value
+            break
+    return new_request_id()
