@@ -5,6 +5,7 @@ the iris model on core 0.  Each client library runs in its own process on core 1
 own venv (bench/peers/client_worker.py does the work):
 
     moorage       moorage.client InferenceRESTClient / InferenceGRPCClient   (/work/main/.venv)
+    moorage-grpcio  the same, InferenceGRPCClient(transport="grpcio")        (/work/main/.venv)
     kserve        kserve 0.14.1 InferenceRESTClient / InferenceGRPCClient    (peer venv)
     tritonclient  tritonclient.http.aio / tritonclient.grpc.aio              (peer venv)
 
@@ -38,6 +39,7 @@ WORKER = BENCH / "peers" / "client_worker.py"
 MODES = ("rest-json", "rest-binary", "grpc")
 LIBRARY_PYTHON = {
     "moorage": server_bench.REPO / ".venv" / "bin" / "python",
+    "moorage-grpcio": server_bench.REPO / ".venv" / "bin" / "python",
     "kserve": server_bench.PEERS_DIR / "kserve" / "bin" / "python",
     "tritonclient": server_bench.PEERS_DIR / "triton" / "bin" / "python",
 }
@@ -197,7 +199,9 @@ def report(server_name: str | None, rows: list[dict], codecs: list[dict], args) 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", choices=["auto", *SERVER_MODES], default="auto")
-    parser.add_argument("--libraries", default=",".join(LIBRARY_PYTHON))
+    parser.add_argument(
+        "--libraries", default=",".join(n for n in LIBRARY_PYTHON if n != "moorage-grpcio")
+    )
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--concurrency", default="1,32")
     parser.add_argument("-d", "--duration", type=float, default=5.0, help="seconds per point")

@@ -3,6 +3,7 @@ library's own venv, and prints one JSON object on stdout.
 
 Libraries (each imported only when chosen, so each venv needs only its own):
     moorage       moorage.client InferenceRESTClient / InferenceGRPCClient (moorage's .venv)
+    moorage-grpcio  the same with InferenceGRPCClient(transport="grpcio") (grpc.aio)
     kserve        kserve 0.14 InferenceRESTClient / InferenceGRPCClient (the kserve peer venv)
     tritonclient  tritonclient.http.aio / tritonclient.grpc.aio (the triton peer venv)
 
@@ -178,6 +179,7 @@ class Kserve:
 
 class Moorage:
     name = "moorage"
+    transport = "auto"  # InferenceGRPCClient's default: the native HTTP/2 transport
 
     def __init__(self) -> None:
         try:
@@ -192,7 +194,9 @@ class Moorage:
     async def open(self, mode: str, http_port: int, grpc_port: int, concurrency: int) -> None:
         self.mode = mode
         if mode == "grpc":
-            self.client = self.client_mod.InferenceGRPCClient(f"127.0.0.1:{grpc_port}")
+            self.client = self.client_mod.InferenceGRPCClient(
+                f"127.0.0.1:{grpc_port}", transport=self.transport
+            )
         else:
             config = self.client_mod.RESTConfig(protocol="v2")
             self.client = self.client_mod.InferenceRESTClient(config)
@@ -234,7 +238,19 @@ class Moorage:
         return grpc_response_bytes(self.pgrpc.pb.ModelInferResponse(), data)
 
 
-LIBRARIES = {"moorage": Moorage, "kserve": Kserve, "tritonclient": Tritonclient}
+class MoorageGrpcio(Moorage):
+    """moorage's client with ``transport="grpcio"`` (grpc.aio underneath), for the A/B."""
+
+    name = "moorage-grpcio"
+    transport = "grpcio"
+
+
+LIBRARIES = {
+    "moorage": Moorage,
+    "moorage-grpcio": MoorageGrpcio,
+    "kserve": Kserve,
+    "tritonclient": Tritonclient,
+}
 
 
 # --------------------------------------------------------------------------- load

@@ -17,11 +17,13 @@ non-2xx answer                      the body's ``code`` if it names a core error
                                     503 → ModelNotReady, 400 → InvalidInput, ...)
 ==================================  ===============================================
 
-gRPC (:func:`map_grpc_errors`): the status code goes through :data:`GRPC_STATUS_NAMES` to an
-HTTP status and then the same table, except that ``UNAVAILABLE`` raised by the channel itself
-(nothing listening, TLS handshake failed) is :class:`ConnectionFailed`, ``DEADLINE_EXCEEDED`` is
-:class:`Timeout`, and a message over the size limit is :class:`PayloadTooLarge`. A server may
-name the exact error in the trailing metadata key ``moorage-error-code``.
+gRPC (:func:`map_grpc_errors`, for grpcio's ``RpcError`` and the native transport's
+:class:`RpcFailure` alike; the table is :func:`error_from_status`): the status code goes
+through :data:`GRPC_STATUS_NAMES` to an HTTP status and then the same table, except that
+``UNAVAILABLE`` raised by the channel itself (nothing listening, TLS handshake failed, the
+connection lost) is :class:`ConnectionFailed`, ``DEADLINE_EXCEEDED`` is :class:`Timeout`, and a
+message over the size limit is :class:`PayloadTooLarge`. A server may name the exact error in
+the trailing metadata key ``moorage-error-code``.
 """
 
 from __future__ import annotations
@@ -50,8 +52,10 @@ from moorage.core.errors import (
 
 __all__ = [
     "ERROR_CODE_METADATA",
+    "RpcFailure",
     "error_from_grpc",
     "error_from_response",
+    "error_from_status",
     "map_grpc_errors",
     "map_httpx_errors",
     "raise_for_response",
@@ -169,19 +173,69 @@ def _reason(status: int) -> str:
 
 
 # ----------------------------------------------------------------------------- gRPC
-def error_from_grpc(exc: grpc.RpcError, target: str = "") -> MoorageError:
-    """The core error for a failed gRPC call, carrying the status details."""
-    code = _call(exc, "code")
-    name = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
-    message = _call(exc, "details") or name
+class RpcFailure(grpc.RpcError):
+    """A failed call on the native transport (:mod:`moorage.client._channel`), shaped as the
+    ``grpc.RpcError`` that grpcio raises: ``code()``, ``details()``, ``trailing_metadata()``.
+
+    ``unreachable``: the call never got an answer from a server (connect failure, TLS, lost
+    connection); ``retryable``: the retry policy may run it again (the server cannot have
+    processed it, or answered with a retryable status); ``transparent``: it never reached the
+    server at all (GOAWAY, REFUSED_STREAM), so it may be sent again even without retries;
+    ``pushback``: the server's ``grpc-retry-pushback-ms`` in seconds (negative: no retry).
+    """
+
+    def __init__(
+        self,
+        code: str,
+        details: str,
+        trailing: tuple[tuple[str, str], ...] = (),
+        *,
+        unreachable: bool = False,
+        retryable: bool = False,
+        transparent: bool = False,
+        pushback: float | None = None,
+    ) -> None:
+        super().__init__(f"{code}: {details}")
+        self.status = code
+        self.message = details
+        self.trailing = trailing
+        self.unreachable = unreachable
+        self.retryable = retryable
+        self.transparent = transparent
+        self.pushback = pushback
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode[self.status]
+
+    def details(self) -> str:
+        return self.message
+
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self.trailing
+
+
+def error_from_status(
+    name: str,
+    message: str,
+    *,
+    target: str = "",
+    server_code: str | None = None,
+    unreachable: bool = False,
+) -> MoorageError:
+    """The core error for gRPC status ``name`` (a ``grpc.StatusCode`` member name).
+
+    The one status -> error table of the client: ``server_code`` (the ``moorage-error-code``
+    trailer) names the class if it can; ``unreachable`` turns ``UNAVAILABLE`` into
+    :class:`ConnectionFailed` (no server answered); else via :data:`GRPC_STATUS_NAMES`.
+    """
+    message = message or name
     where = f" ({target})" if target else ""
     details: dict[str, Any] = {"grpc_status": name, "target": target}
-    server_code = _metadata_code(exc)
     if server_code and (cls := error_for_code(server_code)) is not None:
         return cls(message, server_code=server_code, **details)
     if name == "DEADLINE_EXCEEDED":
         return Timeout(f"{message}{where}", **details)
-    if name == "UNAVAILABLE" and _CHANNEL_FAILURE.search(f"{message} {_debug(exc)}"):
+    if name == "UNAVAILABLE" and unreachable:
         return ConnectionFailed(f"cannot reach {target or 'the server'}: {message}", **details)
     if name == "CANCELLED":
         return ConnectionFailed(f"call cancelled{where}: {message}", **details)
@@ -189,6 +243,29 @@ def error_from_grpc(exc: grpc.RpcError, target: str = "") -> MoorageError:
         return PayloadTooLarge(message, **details)
     status = GRPC_STATUS_NAMES.get(name, HTTPStatus.INTERNAL_SERVER_ERROR)
     return error_for_status(status)(message, **details)
+
+
+def error_from_grpc(exc: grpc.RpcError, target: str = "") -> MoorageError:
+    """The core error for a failed gRPC call (grpcio's or the native transport's)."""
+    if isinstance(exc, RpcFailure):
+        return error_from_status(
+            exc.status,
+            exc.message,
+            target=target,
+            server_code=_metadata_code(exc),
+            unreachable=exc.unreachable,
+        )
+    code = _call(exc, "code")
+    name = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+    message = _call(exc, "details") or name
+    # grpcio does not say whether UNAVAILABLE came from a server or from the channel itself
+    # (nothing listening, TLS handshake failed): its own messages tell
+    unreachable = name == "UNAVAILABLE" and bool(
+        _CHANNEL_FAILURE.search(f"{message} {_debug(exc)}")
+    )
+    return error_from_status(
+        name, message, target=target, server_code=_metadata_code(exc), unreachable=unreachable
+    )
 
 
 @contextmanager

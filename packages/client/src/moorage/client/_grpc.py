@@ -1,7 +1,17 @@
-"""The async gRPC client for OIP v2 (KServe 0.14's ``InferenceGRPCClient``) on ``grpc.aio``.
+"""The async gRPC client for OIP v2 (KServe 0.14's ``InferenceGRPCClient``).
 
-Calls go through ``channel.unary_unary`` with core's message classes (``METHODS``); there are
-no generated stubs. The channel is created on first use, inside the running event loop.
+Two transports behind one client, chosen once when it is built (``transport=``):
+
+- **native** (the default where it can serve): the client's own HTTP/2 connection
+  (:mod:`moorage.client._channel` over :mod:`moorage.client._h2`), a fraction of grpc.aio's
+  CPU per call;
+- **grpcio**: ``grpc.aio`` through ``channel.unary_unary``, needed for ``creds`` objects,
+  channel arguments the native transport does not know (:data:`HONOURED_OPTIONS` lists those
+  it honours) and target forms other than ``host:port`` (``dns:///``, ``unix:``, ...).
+
+Both send core's message classes (``METHODS``; ``ModelInfer`` as ``request_to_bytes``) and
+raise the same typed errors; the connection or channel is made on first use, inside the
+running event loop.
 """
 
 from __future__ import annotations
@@ -10,14 +20,22 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 import grpc.aio
 import orjson
 
+from moorage.client._channel import (
+    HONOURED_OPTIONS,
+    Channel,
+    NativeOptions,
+    native_options,
+    parse_target,
+    ssl_context,
+)
 from moorage.client._config import USE_CLIENT_DEFAULT
-from moorage.client._errors import map_grpc_errors
+from moorage.client._errors import error_from_grpc, map_grpc_errors
 from moorage.client._inputs import check_inputs
 from moorage.core.errors import ConnectionFailed, InvalidInput, MoorageError, ServerError
 from moorage.core.protocol import InferRequest, InferResponse
@@ -34,12 +52,13 @@ from moorage.core.protocol.schema import (
     ServerMetadataResponse,
 )
 
-__all__ = ["InferenceGRPCClient", "default_channel_options"]
+__all__ = ["HONOURED_OPTIONS", "InferenceGRPCClient", "Transport", "default_channel_options"]
 
 logger = logging.getLogger(__name__)
 
 ChannelOption = tuple[str, Any]
 PemSource = str | os.PathLike[str] | bytes
+Transport = Literal["auto", "native", "grpcio"]
 _PRESERIALIZED = frozenset({"ModelInfer"})
 
 
@@ -77,8 +96,12 @@ class InferenceGRPCClient:
     replace the defaults). ``timeout`` is the default deadline in seconds (``None``: none).
 
     Moorage additions (keyword-only): ``headers`` sent as metadata on every call, ``retries``
-    (attempts for ``UNAVAILABLE``, KServe's 3), and ``raw`` — send tensors as raw contents
-    (the default; FP16/BF16 always travel raw) or in typed ``contents``.
+    (attempts for ``UNAVAILABLE``, KServe's 3), ``raw`` — send tensors as raw contents
+    (the default; FP16/BF16 always travel raw) or in typed ``contents`` — and ``transport``:
+    ``"native"`` (the client's own HTTP/2 connection), ``"grpcio"`` (``grpc.aio``) or
+    ``"auto"`` (native unless ``creds``, a ``channel_args`` key outside
+    :data:`HONOURED_OPTIONS` or a non-``host:port`` target needs grpcio); :attr:`transport`
+    says which one a client uses.
     """
 
     def __init__(
@@ -96,6 +119,7 @@ class InferenceGRPCClient:
         headers: Mapping[str, str] | None = None,
         retries: int = 3,
         raw: bool = True,
+        transport: Transport = "auto",
     ) -> None:
         if not url:
             raise InvalidInput("url should not be empty")
@@ -110,20 +134,56 @@ class InferenceGRPCClient:
         options = dict(default_channel_options(retries=retries))
         options.update(dict(channel_args or ()))
         self._options = list(options.items())
+        if transport not in ("auto", "native", "grpcio"):
+            raise InvalidInput(f"transport must be 'auto', 'native' or 'grpcio', not {transport!r}")
+        pems = (
+            _pem(root_certificates, "root_certificates"),
+            _pem(private_key, "private_key"),
+            _pem(certificate_chain, "certificate_chain"),
+        )
+        native = None if transport == "grpcio" else self._native_options(creds, transport)
         self._creds = creds
-        if creds is None and use_ssl:
-            self._creds = grpc.ssl_channel_credentials(
-                root_certificates=_pem(root_certificates, "root_certificates"),
-                private_key=_pem(private_key, "private_key"),
-                certificate_chain=_pem(certificate_chain, "certificate_chain"),
-            )
+        self._native: Channel | None = None
+        self._native_config: tuple[NativeOptions, Any, str, int] | None = None
+        if native is not None:
+            host, port = native[1]
+            context = ssl_context(*pems) if use_ssl else None
+            self._native_config = (native[0], context, host, port)
+        elif creds is None and use_ssl:
+            self._creds = grpc.ssl_channel_credentials(*pems)
         self._channel: grpc.aio.Channel | None = None
         self._calls: dict[str, Any] = {}
         self._closed = False
 
+    def _native_options(
+        self, creds: grpc.ChannelCredentials | None, transport: Transport
+    ) -> tuple[NativeOptions, tuple[str, int]] | None:
+        """The native transport's settings, or ``None`` where ``auto`` needs grpcio."""
+        target = parse_target(self._url)
+        options = native_options(self._options)
+        why = None
+        if creds is not None:
+            why = "creds (a grpc.ChannelCredentials object) need grpcio"
+        elif target is None:
+            why = f"target {self._url!r} needs grpcio (the native transport takes host:port)"
+        elif isinstance(options, str):
+            why = options
+        if why is None:
+            assert target is not None and not isinstance(options, str)
+            return options, target
+        if transport == "native":
+            raise InvalidInput(f"transport='native' cannot serve this client: {why}")
+        logger.debug("gRPC client for %s uses grpcio: %s", self._url, why)
+        return None
+
     @property
     def url(self) -> str:
         return self._url
+
+    @property
+    def transport(self) -> Literal["native", "grpcio"]:
+        """The transport this client uses: ``"native"`` or ``"grpcio"``."""
+        return "native" if self._native_config is not None else "grpcio"
 
     # ------------------------------------------------------------------------- inference
     async def infer(
@@ -226,9 +286,12 @@ class InferenceGRPCClient:
         """Close the channel; the client cannot be used afterwards."""
         self._closed = True
         channel, self._channel = self._channel, None
+        native, self._native = self._native, None
         self._calls.clear()
         if channel is not None:
             await channel.close()
+        if native is not None:
+            await native.close()
 
     aclose = close
 
@@ -269,16 +332,37 @@ class InferenceGRPCClient:
         self, rpc: str, message: Any, timeout: Any, headers: Mapping[str, str] | None
     ) -> Any:
         deadline = self._timeout if timeout is USE_CLIENT_DEFAULT else timeout
-        metadata = self._metadata
-        if headers:
-            metadata = (*self._headers, *((k.lower(), str(v)) for k, v in headers.items()))
         if self._verbose:
             logger.info("gRPC %s -> %s", rpc, self._url)
-        with map_grpc_errors(self._url):
-            reply = await self._callable(rpc)(message, timeout=deadline, metadata=metadata)
+        if self._native_config is not None:
+            channel = self._native or self._native_channel()
+            payload = message if rpc in _PRESERIALIZED else message.SerializeToString()
+            extra = tuple((k.lower(), str(v)) for k, v in headers.items()) if headers else None
+            try:  # map_grpc_errors, inlined: a context manager per call costs ~2 us here
+                reply = METHODS[rpc][1].FromString(
+                    await channel.unary(rpc, payload, deadline, extra)
+                )
+            except grpc.RpcError as exc:
+                raise error_from_grpc(exc, self._url) from exc
+        else:
+            metadata = self._metadata
+            if headers:
+                metadata = (*self._headers, *((k.lower(), str(v)) for k, v in headers.items()))
+            with map_grpc_errors(self._url):
+                reply = await self._callable(rpc)(message, timeout=deadline, metadata=metadata)
         if self._verbose:
             logger.info("gRPC %s <- %s: OK", rpc, self._url)
         return reply
+
+    def _native_channel(self) -> Channel:
+        if self._closed:
+            raise ConnectionFailed(f"the gRPC client for {self._url} is closed")
+        assert self._native_config is not None
+        options, context, host, port = self._native_config
+        self._native = Channel(
+            self._url, host, port, options=options, context=context, metadata=self._headers
+        )
+        return self._native
 
 
 def _metadata_tensor(message: Any) -> MetadataTensor:
