@@ -39,6 +39,8 @@ from moorage.core.protocol.grpc import (
 )
 from moorage.core.protocol.rest import HEADER_LENGTH, decode_request, encode_response
 
+from .h2peer import H2Peer
+
 MODEL = "echo"
 
 
@@ -162,6 +164,9 @@ class GRPCServer:
     seen_metadata: list[dict[str, str]]
     server: grpc.Server
     behaviour: dict[str, Any]
+    #: every metadata pair (``-bin`` values as bytes) and the peer address of recorded calls
+    seen_raw: list[tuple[tuple[str, Any], ...]] = field(default_factory=list)
+    peers: set[str] = field(default_factory=set)
 
     @property
     def url(self) -> str:
@@ -170,7 +175,10 @@ class GRPCServer:
 
 def _grpc_handlers(state: dict[str, Any], seen: list[dict[str, str]]) -> grpc.GenericRpcHandler:
     def record(context: grpc.ServicerContext) -> None:
-        seen.append({k: v for k, v in context.invocation_metadata() if isinstance(v, str)})
+        metadata = tuple(context.invocation_metadata())
+        seen.append({k: v for k, v in metadata if isinstance(v, str)})
+        state.setdefault("raw", []).append(metadata)
+        state.setdefault("peers", set()).add(context.peer())
 
     def check_model(name: str, context: grpc.ServicerContext) -> None:
         if name != MODEL:
@@ -206,6 +214,7 @@ def _grpc_handlers(state: dict[str, Any], seen: list[dict[str, str]]) -> grpc.Ge
         delay = state.get("delay")
         if delay:
             time.sleep(delay)
+            state.setdefault("active_after_delay", []).append(context.is_active())
         if state.get("unavailable"):
             context.abort(grpc.StatusCode.UNAVAILABLE, "Model echo is not ready")
         check_model(request.model_name, context)
@@ -253,7 +262,9 @@ def start_grpc_server(
     else:
         port = server.add_secure_port("127.0.0.1:0", credentials)
     server.start()
-    return GRPCServer(port, seen, server, state)
+    grpc_server = GRPCServer(port, seen, server, state)
+    state["raw"], state["peers"] = grpc_server.seen_raw, grpc_server.peers
+    return grpc_server
 
 
 @pytest.fixture(scope="module")
@@ -269,6 +280,35 @@ def _reset_grpc_state(request: pytest.FixtureRequest) -> None:
         server = request.getfixturevalue("grpc_server")
         server.behaviour.clear()
         server.seen_metadata.clear()
+        server.seen_raw.clear()
+        server.peers.clear()
+        server.behaviour["raw"], server.behaviour["peers"] = server.seen_raw, server.peers
+    if "h2_peer" in request.fixturenames:
+        request.getfixturevalue("h2_peer").reset_state()
+
+
+@pytest.fixture(params=["native", "grpcio"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """Both transports of InferenceGRPCClient: every gRPC behaviour is checked on each."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def h2_peer() -> Iterator[H2Peer]:
+    """A scriptable gRPC server on the h2 library (see h2peer.py)."""
+    peer = H2Peer()
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture(scope="module")
+def grpc_big_server() -> Iterator[GRPCServer]:
+    """The echo server without message size limits (for tensors of many MiB)."""
+    server = start_grpc_server(
+        options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
+    )
+    yield server
+    server.server.stop(grace=None)
 
 
 def free_port() -> int:

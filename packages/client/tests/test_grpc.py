@@ -57,8 +57,9 @@ def test_port_defaults_and_channel_args() -> None:
         InferenceGRPCClient("")
 
 
-async def test_health_metadata_repository(grpc_server: Any) -> None:
-    async with InferenceGRPCClient(grpc_server.url) as client:
+async def test_health_metadata_repository(grpc_server: Any, transport: str) -> None:
+    async with InferenceGRPCClient(grpc_server.url, transport=transport) as client:
+        assert client.transport == transport
         assert await client.is_server_live() is True
         assert await client.is_server_ready() is True
         assert await client.is_model_ready("echo") is True
@@ -73,10 +74,10 @@ async def test_health_metadata_repository(grpc_server: Any) -> None:
 
 
 @pytest.mark.parametrize("raw", [True, False])
-async def test_infer_round_trip(grpc_server: Any, raw: bool) -> None:
+async def test_infer_round_trip(grpc_server: Any, raw: bool, transport: str) -> None:
     x = np.arange(12, dtype=np.float32).reshape(3, 4)
     n = np.array([[1, -2]], dtype=np.int64)
-    async with InferenceGRPCClient(grpc_server.url, raw=raw) as client:
+    async with InferenceGRPCClient(grpc_server.url, raw=raw, transport=transport) as client:
         result = await client.infer(
             request(InferTensor.from_numpy("x", x), InferTensor.from_numpy("n", n), id="q")
         )
@@ -89,32 +90,34 @@ async def test_infer_round_trip(grpc_server: Any, raw: bool) -> None:
     "dtype", ["float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
               "uint16", "uint32", "uint64", "bool"],
 )  # fmt: skip
-async def test_every_numeric_dtype_round_trips_raw(grpc_server: Any, dtype: str) -> None:
+async def test_every_numeric_dtype_round_trips_raw(
+    grpc_server: Any, dtype: str, transport: str
+) -> None:
     x = (np.arange(6) % 2 if dtype == "bool" else np.arange(6)).astype(dtype).reshape(2, 3)
-    async with InferenceGRPCClient(grpc_server.url) as client:
+    async with InferenceGRPCClient(grpc_server.url, transport=transport) as client:
         result = await client.infer(request(InferTensor.from_numpy("x", x)))
     out = result.output("x").as_numpy()
     assert out.dtype == x.dtype
     np.testing.assert_array_equal(out, x)
 
 
-async def test_fp16_without_raw_still_travels_raw(grpc_server: Any) -> None:
+async def test_fp16_without_raw_still_travels_raw(grpc_server: Any, transport: str) -> None:
     x = np.array([1.5, -2.0], dtype=np.float16)
-    async with InferenceGRPCClient(grpc_server.url, raw=False) as client:
+    async with InferenceGRPCClient(grpc_server.url, raw=False, transport=transport) as client:
         result = await client.infer(request(InferTensor.from_numpy("h", x)))
     np.testing.assert_array_equal(result.output("h").as_numpy(), x)
 
 
 @pytest.mark.parametrize("raw", [True, False])
-async def test_bytes(grpc_server: Any, raw: bool) -> None:
-    async with InferenceGRPCClient(grpc_server.url, raw=raw) as client:
+async def test_bytes(grpc_server: Any, raw: bool, transport: str) -> None:
+    async with InferenceGRPCClient(grpc_server.url, raw=raw, transport=transport) as client:
         result = await client.infer(
             request(InferTensor.from_numpy("s", [["a", "é"], ["\x00", ""]]))
         )
     assert result.output("s").as_numpy().tolist() == [[b"a", "é".encode()], [b"\x00", b""]]
 
 
-async def test_kserve_style_request_and_requested_outputs(grpc_server: Any) -> None:
+async def test_kserve_style_request_and_requested_outputs(grpc_server: Any, transport: str) -> None:
     inp = InferInput("x", [2], "INT32")
     inp.set_data_from_numpy(np.array([4, 5], dtype=np.int32))
     req = InferRequest(
@@ -122,20 +125,22 @@ async def test_kserve_style_request_and_requested_outputs(grpc_server: Any) -> N
         [inp, InferInput("y", [1], "FP32", data=[1.0])],
         request_outputs=[RequestedOutput("x")],
     )
-    async with InferenceGRPCClient(grpc_server.url) as client:
+    async with InferenceGRPCClient(grpc_server.url, transport=transport) as client:
         result = await client.infer(req)
     assert result.output("x").as_numpy().tolist() == [4, 5]
 
 
-async def test_metadata_headers_reach_the_server(grpc_server: Any) -> None:
-    async with InferenceGRPCClient(grpc_server.url, headers={"X-Team": "a"}) as client:
+async def test_metadata_headers_reach_the_server(grpc_server: Any, transport: str) -> None:
+    async with InferenceGRPCClient(
+        grpc_server.url, headers={"X-Team": "a"}, transport=transport
+    ) as client:
         await client.infer(request(InferTensor.from_numpy("x", [1])), headers={"X-Req": "7"})
     seen = grpc_server.seen_metadata[-1]
     assert seen["x-team"] == "a" and seen["x-req"] == "7"
 
 
-async def test_not_found_carries_server_message(grpc_server: Any) -> None:
-    async with InferenceGRPCClient(grpc_server.url) as client:
+async def test_not_found_carries_server_message(grpc_server: Any, transport: str) -> None:
+    async with InferenceGRPCClient(grpc_server.url, transport=transport) as client:
         with pytest.raises(ModelNotFound, match=r"Model with name nope does not exist\.") as info:
             await client.infer(request(InferTensor.from_numpy("x", [1]), model="nope"))
         with pytest.raises(ModelNotFound):
@@ -144,16 +149,16 @@ async def test_not_found_carries_server_message(grpc_server: Any) -> None:
     assert isinstance(info.value.__cause__, grpc.RpcError)
 
 
-async def test_server_side_unavailable_is_not_ready(grpc_server: Any) -> None:
+async def test_server_side_unavailable_is_not_ready(grpc_server: Any, transport: str) -> None:
     grpc_server.behaviour["unavailable"] = True
-    async with InferenceGRPCClient(grpc_server.url, retries=1) as client:
+    async with InferenceGRPCClient(grpc_server.url, retries=1, transport=transport) as client:
         with pytest.raises(ModelNotReady, match="Model echo is not ready"):
             await client.infer(request(InferTensor.from_numpy("x", [1])))
 
 
-async def test_deadline_is_timeout(grpc_server: Any) -> None:
+async def test_deadline_is_timeout(grpc_server: Any, transport: str) -> None:
     grpc_server.behaviour["delay"] = 0.5
-    async with InferenceGRPCClient(grpc_server.url, timeout=0.05) as client:
+    async with InferenceGRPCClient(grpc_server.url, timeout=0.05, transport=transport) as client:
         with pytest.raises(Timeout):
             await client.infer(request(InferTensor.from_numpy("x", [1])))
         # a per-call timeout overrides the client's
@@ -161,41 +166,45 @@ async def test_deadline_is_timeout(grpc_server: Any) -> None:
     assert result.output("x").as_numpy().tolist() == [1]
 
 
-async def test_server_down_is_connection_failed(unused_port: int) -> None:
-    async with InferenceGRPCClient(f"127.0.0.1:{unused_port}", timeout=5) as client:
+async def test_server_down_is_connection_failed(unused_port: int, transport: str) -> None:
+    async with InferenceGRPCClient(
+        f"127.0.0.1:{unused_port}", timeout=5, transport=transport
+    ) as client:
         with pytest.raises(ConnectionFailed, match="cannot reach") as info:
             await client.is_server_live()
     assert info.value.details["grpc_status"] == "UNAVAILABLE"
 
 
-async def test_message_over_the_server_limit(grpc_small_server: Any) -> None:
-    async with InferenceGRPCClient(grpc_small_server.url) as client:
+async def test_message_over_the_server_limit(grpc_small_server: Any, transport: str) -> None:
+    async with InferenceGRPCClient(grpc_small_server.url, transport=transport) as client:
         with pytest.raises(PayloadTooLarge):
             await client.infer(request(InferTensor.from_numpy("x", np.zeros(4096, np.float32))))
 
 
-async def test_client_message_limit_from_channel_args(grpc_server: Any) -> None:
+async def test_client_message_limit_from_channel_args(grpc_server: Any, transport: str) -> None:
     options = [("grpc.max_receive_message_length", 256)]
-    async with InferenceGRPCClient(grpc_server.url, channel_args=options) as client:
+    async with InferenceGRPCClient(
+        grpc_server.url, channel_args=options, transport=transport
+    ) as client:
         with pytest.raises(PayloadTooLarge):
             await client.infer(request(InferTensor.from_numpy("x", np.zeros(1024, np.float32))))
 
 
-async def test_invalid_request_type() -> None:
-    async with InferenceGRPCClient("127.0.0.1:1") as client:
+async def test_invalid_request_type(transport: str) -> None:
+    async with InferenceGRPCClient("127.0.0.1:1", transport=transport) as client:
         with pytest.raises(InvalidInput, match="Invalid input format"):
             await client.infer({"inputs": []})  # type: ignore[arg-type]
 
 
-async def test_closed_client_refuses_calls(grpc_server: Any) -> None:
-    client = InferenceGRPCClient(grpc_server.url)
+async def test_closed_client_refuses_calls(grpc_server: Any, transport: str) -> None:
+    client = InferenceGRPCClient(grpc_server.url, transport=transport)
     assert await client.is_server_live()
     await client.close()
     with pytest.raises(ConnectionFailed, match="closed"):
         await client.is_server_live()
 
 
-async def test_mutual_tls(grpc_tls_server: Any, test_ca: Any) -> None:
+async def test_mutual_tls(grpc_tls_server: Any, test_ca: Any, transport: str) -> None:
     url = f"localhost:{grpc_tls_server.port}"
     async with InferenceGRPCClient(
         url,
@@ -203,6 +212,7 @@ async def test_mutual_tls(grpc_tls_server: Any, test_ca: Any) -> None:
         root_certificates=str(test_ca.ca_cert),  # paths, as in KServe
         private_key=str(test_ca.client_key),
         certificate_chain=str(test_ca.client_cert),
+        transport=transport,
     ) as client:
         assert await client.is_server_live()
     async with InferenceGRPCClient(
@@ -211,20 +221,30 @@ async def test_mutual_tls(grpc_tls_server: Any, test_ca: Any) -> None:
             test_ca.read("ca_cert"), test_ca.read("client_key"), test_ca.read("client_cert")
         ),
     ) as client:
+        assert client.transport == "grpcio"  # a ChannelCredentials object needs grpcio
         result = await client.infer(request(InferTensor.from_numpy("x", [2.0])))
         assert result.output("x").as_numpy().tolist() == [2.0]
 
 
-async def test_tls_failures_are_connection_failed(grpc_tls_server: Any, test_ca: Any) -> None:
+async def test_tls_failures_are_connection_failed(
+    grpc_tls_server: Any, test_ca: Any, transport: str
+) -> None:
     url = f"localhost:{grpc_tls_server.port}"
     # no client certificate: the server (require_client_auth) refuses the handshake
     async with InferenceGRPCClient(
-        url, use_ssl=True, root_certificates=test_ca.read("ca_cert"), timeout=5, retries=1
+        url,
+        use_ssl=True,
+        root_certificates=test_ca.read("ca_cert"),
+        timeout=5,
+        retries=1,
+        transport=transport,
     ) as client:
         with pytest.raises(ConnectionFailed):
             await client.is_server_live()
     # the server's certificate is not trusted (system roots only)
-    async with InferenceGRPCClient(url, use_ssl=True, timeout=5, retries=1) as client:
+    async with InferenceGRPCClient(
+        url, use_ssl=True, timeout=5, retries=1, transport=transport
+    ) as client:
         with pytest.raises(ConnectionFailed):
             await client.is_server_live()
 

@@ -72,10 +72,11 @@ async def test_usable_inside_a_running_loop(fake_server: Any) -> None:
         assert client.is_server_live(BASE)
 
 
-def test_sync_grpc_methods(grpc_server: Any) -> None:
+def test_sync_grpc_methods(grpc_server: Any, transport: str) -> None:
     req = InferRequest("echo", [InferTensor.from_numpy("x", np.ones((2, 2), np.float16))])
-    with SyncInferenceGRPCClient(grpc_server.url, timeout=10) as client:
+    with SyncInferenceGRPCClient(grpc_server.url, timeout=10, transport=transport) as client:
         assert client.url == grpc_server.url
+        assert client._async.transport == transport
         assert client.is_server_live() and client.is_server_ready()
         assert client.is_model_ready("echo")
         assert client.get_server_metadata().version == "1.0"

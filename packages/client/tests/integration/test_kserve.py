@@ -76,8 +76,8 @@ async def test_v2_health_and_errors(kserve_server: Any) -> None:
 
 
 @pytest.mark.parametrize("raw", [True, False])
-async def test_grpc(kserve_server: Any, raw: bool) -> None:
-    async with InferenceGRPCClient(kserve_server.grpc_url, raw=raw) as client:
+async def test_grpc(kserve_server: Any, raw: bool, transport: str) -> None:
+    async with InferenceGRPCClient(kserve_server.grpc_url, raw=raw, transport=transport) as client:
         assert await client.is_server_ready() is True
         assert await client.is_model_ready("iris") is True
         result = await client.infer(iris_request(np.float32, binary=False, binary_out=False))

@@ -95,14 +95,14 @@ async def test_rest_binary_request_is_refused_with_a_typed_error(mlserver: Any) 
     assert "/v2/models/iris/infer" in info.value.message
 
 
-async def test_model_failure_is_server_error(mlserver: Any) -> None:
+async def test_model_failure_is_server_error(mlserver: Any, transport: str) -> None:
     """sklearn rejects 3 features; MLServer answers a bare 500, gRPC INTERNAL/UNKNOWN."""
     req = InferRequest("iris", [InferTensor.from_numpy("x", np.zeros((1, 3)))])
     async with InferenceRESTClient(v2()) as client:
         with pytest.raises(ServerError) as info:
             await client.infer(mlserver.rest_url, req)
     assert info.value.details["status_code"] == 500
-    async with InferenceGRPCClient(mlserver.grpc_url) as grpc_client:
+    async with InferenceGRPCClient(mlserver.grpc_url, transport=transport) as grpc_client:
         with pytest.raises(MoorageError) as grpc_info:
             await grpc_client.infer(req)
     assert "features" in grpc_info.value.message  # sklearn's own words, relayed by MLServer
@@ -126,8 +126,8 @@ async def test_rest_repository_unload_and_load(mlserver: Any) -> None:
         assert await client.is_model_ready(mlserver.rest_url, "echo") is True
 
 
-async def test_grpc_health_and_metadata(mlserver: Any) -> None:
-    async with InferenceGRPCClient(mlserver.grpc_url) as client:
+async def test_grpc_health_and_metadata(mlserver: Any, transport: str) -> None:
+    async with InferenceGRPCClient(mlserver.grpc_url, transport=transport) as client:
         assert await client.is_server_live() is True
         assert await client.is_server_ready() is True
         assert await client.is_model_ready("iris") is True
@@ -141,18 +141,18 @@ async def test_grpc_health_and_metadata(mlserver: Any) -> None:
 
 @pytest.mark.parametrize("raw", [True, False])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-async def test_grpc_infer(mlserver: Any, raw: bool, dtype: Any) -> None:
-    async with InferenceGRPCClient(mlserver.grpc_url, raw=raw) as client:
+async def test_grpc_infer(mlserver: Any, raw: bool, dtype: Any, transport: str) -> None:
+    async with InferenceGRPCClient(mlserver.grpc_url, raw=raw, transport=transport) as client:
         result = await client.infer(iris_request(dtype))
     assert result.outputs[0].as_numpy().reshape(-1).tolist() == IRIS_CLASSES
 
 
-async def test_grpc_raw_fp16_and_bytes_echo(mlserver: Any) -> None:
+async def test_grpc_raw_fp16_and_bytes_echo(mlserver: Any, transport: str) -> None:
     h = np.array([[1.5, -0.25, 65504.0]], dtype=np.float16)
     req = InferRequest(
         "echo", [InferTensor.from_numpy("h", h), InferTensor.from_numpy("s", [[b"\x00a", b"z"]])]
     )
-    async with InferenceGRPCClient(mlserver.grpc_url) as client:
+    async with InferenceGRPCClient(mlserver.grpc_url, transport=transport) as client:
         result = await client.infer(req)
     out = result.output("h").as_numpy()
     assert out.dtype == np.float16
@@ -160,19 +160,19 @@ async def test_grpc_raw_fp16_and_bytes_echo(mlserver: Any) -> None:
     assert result.output("s").as_numpy().ravel().tolist() == [b"\x00a", b"z"]
 
 
-async def test_grpc_timeout_and_errors(mlserver: Any) -> None:
+async def test_grpc_timeout_and_errors(mlserver: Any, transport: str) -> None:
     slow = InferRequest("echo", [InferTensor.from_numpy("x", [[1]])], parameters={"sleep_ms": 1000})
-    async with InferenceGRPCClient(mlserver.grpc_url, timeout=0.2) as client:
+    async with InferenceGRPCClient(mlserver.grpc_url, timeout=0.2, transport=transport) as client:
         with pytest.raises(Timeout):
             await client.infer(slow)
         with pytest.raises(ModelNotFound):
             await client.infer(InferRequest("nope", [InferTensor.from_numpy("x", [[1]])]))
 
 
-def test_sync_twins(mlserver: Any) -> None:
+def test_sync_twins(mlserver: Any, transport: str) -> None:
     with SyncInferenceRESTClient(v2()) as rest:
         result = rest.infer(mlserver.rest_url, iris_request())
         assert result.outputs[0].as_numpy().reshape(-1).tolist() == IRIS_CLASSES
-    with SyncInferenceGRPCClient(mlserver.grpc_url) as grpc_client:
+    with SyncInferenceGRPCClient(mlserver.grpc_url, transport=transport) as grpc_client:
         result = grpc_client.infer(iris_request(np.float32))
         assert result.outputs[0].as_numpy().reshape(-1).tolist() == IRIS_CLASSES

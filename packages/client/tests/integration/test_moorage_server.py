@@ -112,20 +112,20 @@ async def test_bytes_in(text: Any, binary: bool) -> None:
     assert classes(result) == TEXT_CLASSES
 
 
-async def test_invalid_input_carries_the_servers_message(iris: Any) -> None:
+async def test_invalid_input_carries_the_servers_message(iris: Any, transport: str) -> None:
     req = InferRequest("iris", [InferTensor.from_numpy("x", np.zeros((1, 3)))])
     async with InferenceRESTClient(RESTConfig(protocol="v2")) as client:
         with pytest.raises(InvalidInput, match="features") as info:
             await client.infer(iris.rest_url, req)
     assert info.value.details["status_code"] == 400
-    async with InferenceGRPCClient(iris.grpc_url) as grpc_client:
+    async with InferenceGRPCClient(iris.grpc_url, transport=transport) as grpc_client:
         with pytest.raises(InvalidInput, match="features") as grpc_info:
             await grpc_client.infer(req)
     assert grpc_info.value.details["grpc_status"] == "INVALID_ARGUMENT"
 
 
-async def test_grpc_health_metadata(iris: Any) -> None:
-    async with InferenceGRPCClient(iris.grpc_url) as client:
+async def test_grpc_health_metadata(iris: Any, transport: str) -> None:
+    async with InferenceGRPCClient(iris.grpc_url, transport=transport) as client:
         assert await client.is_server_live() is True
         assert await client.is_server_ready() is True
         assert await client.is_model_ready("iris") is True
@@ -137,16 +137,16 @@ async def test_grpc_health_metadata(iris: Any) -> None:
 
 @pytest.mark.parametrize("raw", [True, False])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
-async def test_grpc_infer(iris: Any, raw: bool, dtype: Any) -> None:
-    async with InferenceGRPCClient(iris.grpc_url, raw=raw) as client:
+async def test_grpc_infer(iris: Any, raw: bool, dtype: Any, transport: str) -> None:
+    async with InferenceGRPCClient(iris.grpc_url, raw=raw, transport=transport) as client:
         result = await client.infer(iris_request(dtype), headers={"x-request-id": "r"})
     assert classes(result) == IRIS_CLASSES
 
 
 @pytest.mark.parametrize("raw", [True, False])
-async def test_grpc_bytes_in(text: Any, raw: bool) -> None:
+async def test_grpc_bytes_in(text: Any, raw: bool, transport: str) -> None:
     req = InferRequest("text", [InferTensor.from_numpy("t", TEXTS)])
-    async with InferenceGRPCClient(text.grpc_url, raw=raw) as client:
+    async with InferenceGRPCClient(text.grpc_url, raw=raw, transport=transport) as client:
         assert classes(await client.infer(req)) == TEXT_CLASSES
 
 
@@ -156,20 +156,27 @@ def test_sync_twin(iris: Any) -> None:
 
 
 async def test_server_going_down(moorage_servers: dict[str, Any]) -> None:
+    """One kill for both gRPC transports (the server cannot come back for a second run)."""
     peer = moorage_servers["doomed"]
     rest = InferenceRESTClient(RESTConfig(protocol="v2", retries=1, timeout=5))
-    grpc_client = InferenceGRPCClient(peer.grpc_url, timeout=5, retries=1)
+    clients = [
+        InferenceGRPCClient(peer.grpc_url, timeout=5, retries=1, transport=transport)
+        for transport in ("native", "grpcio")
+    ]
     try:
-        # warm connections first: the pooled keep-alive connection and the gRPC channel
+        # warm connections first: the pooled keep-alive connection and the gRPC channels
         assert classes(await rest.infer(peer.rest_url, iris_request())) == IRIS_CLASSES
-        assert classes(await grpc_client.infer(iris_request())) == IRIS_CLASSES
+        for grpc_client in clients:
+            assert classes(await grpc_client.infer(iris_request())) == IRIS_CLASSES
         peer.stop(signal.SIGKILL)
         with pytest.raises(ConnectionFailed):
             await rest.infer(peer.rest_url, iris_request())
         with pytest.raises(ConnectionFailed):
             await rest.is_server_live(peer.rest_url)
-        with pytest.raises(ConnectionFailed):
-            await grpc_client.infer(iris_request())
+        for grpc_client in clients:
+            with pytest.raises(ConnectionFailed):
+                await grpc_client.infer(iris_request())
     finally:
         await rest.close()
-        await grpc_client.close()
+        for grpc_client in clients:
+            await grpc_client.close()
