@@ -59,6 +59,7 @@ class Call:
         details: str = "",
         trailers: tuple[tuple[str, str], ...] = (),
         encoding: str | None = None,
+        pause: float = 0,
     ) -> None:
         headers = [(":status", "200"), ("content-type", "application/grpc")]
         if encoding:
@@ -66,6 +67,8 @@ class Call:
             message = gzip.compress(message) if encoding == "gzip" else message
         self.proto.conn.send_headers(self.stream_id, headers)
         await self.proto.send_data(self.stream_id, grpc_frame(message, compressed=bool(encoding)))
+        if pause:
+            await asyncio.sleep(pause)  # the stream stays open: the client may reset it
         tail = [("grpc-status", str(status)), *trailers]
         if details:
             tail.append(("grpc-message", details))

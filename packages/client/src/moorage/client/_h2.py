@@ -354,6 +354,9 @@ class Connection(asyncio.Protocol):
         transport = self._transport
         if pending is None or transport is None or transport.is_closing():
             return
+        if self._out:  # control frames first: a SETTINGS ack must precede frames it allows
+            out, self._out = self._out, []
+            transport.write(b"".join(out))
         while pending:
             allowed = min(self._send_window, stream.send_window, self._max_frame_out)
             if allowed <= 0 or self._paused:
