@@ -38,7 +38,7 @@ from moorage.client import (
     default_channel_options,
 )
 from moorage.client._channel import RetryPolicy, native_options, parse_target
-from moorage.client._hpack import STATIC_TABLE, HeaderDecoder, literal
+from moorage.client._hpack import STATIC_TABLE, HeaderDecoder, HeaderEncoder, literal
 from moorage.core.protocol import InferTensor
 from moorage.core.protocol.grpc import pb
 
@@ -141,6 +141,44 @@ def test_decoder_follows_hpack_encoder(blocks: list[list[Any]], table_size: int)
     for block in [*blocks, *blocks]:
         data = encoder.encode([(n, v, sensitive) for n, v, sensitive in block])
         assert decoder.decode(data) == tuple((n, v) for n, v, _ in block)
+
+
+_fields = st.tuples(
+    st.sampled_from([b":path", b"user-agent", b"x-a", b"x-b", b"grpc-timeout", b"te"]),
+    st.binary(max_size=40).map(lambda b: bytes(c % 94 + 33 for c in b)),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.lists(_fields, max_size=6).map(tuple), min_size=1, max_size=10),
+    st.lists(st.sampled_from([None, None, None, 4096, 300, 100, 0]), min_size=20, max_size=20),
+)
+def test_encoder_is_followed_by_hpack_decoder(
+    blocks: list[tuple[Any, ...]], sizes: list[int | None]
+) -> None:
+    """Our encoder's model of the server's table (insertions, evictions, size updates from
+    SETTINGS_HEADER_TABLE_SIZE) matches hpack's decoder, block after block."""
+    encoder = HeaderEncoder()
+    decoder = hpack.Decoder()
+    for i, fields in enumerate([*blocks, *blocks]):
+        size = sizes[i % len(sizes)]
+        if size is not None:
+            encoder.resize(size)
+            decoder.max_allowed_table_size = min(decoder.max_allowed_table_size, size)
+        block = encoder.encode(fields)
+        assert decoder.decode(block, raw=True) == list(fields)
+        assert HeaderEncoder().encode(fields) == HeaderEncoder().encode(fields)
+
+
+async def test_request_headers_are_indexed_after_the_first_call(h2_peer: H2Peer) -> None:
+    async with InferenceGRPCClient(h2_peer.url, headers={"x-team": "a"}) as client:
+        for _ in range(3):
+            assert await client.is_server_live()
+        encoder = client._native._conn._encoder  # type: ignore[union-attr]
+        block = encoder.encode(client._native._fields[("ServerLive", 60)])  # type: ignore[union-attr]
+    assert len(block) == 9  # nine fields, one index byte each
+    assert [r.headers["x-team"] for r in h2_peer.requests] == ["a"] * 3
 
 
 # ----------------------------------------------------------------------------- wire

@@ -36,7 +36,7 @@ import orjson
 
 from moorage.client import _h2
 from moorage.client._errors import RpcFailure
-from moorage.client._hpack import literal
+from moorage.client._hpack import Field, literal
 from moorage.client._version import __version__
 from moorage.core.errors import InvalidInput
 
@@ -226,8 +226,8 @@ def ssl_context(
 
 
 # ----------------------------------------------------------------------------- metadata
-def metadata_block(pairs: Iterable[tuple[str, Any]]) -> bytes:
-    """HPACK bytes for user metadata: lower-case keys, ``-bin`` values base64 (no padding)."""
+def metadata_fields(pairs: Iterable[tuple[str, Any]]) -> tuple[Field, ...]:
+    """User metadata as header fields: lower-case keys, ``-bin`` values base64 (no padding)."""
     out = []
     for key, value in pairs:
         name = str(key).lower()
@@ -240,18 +240,24 @@ def metadata_block(pairs: Iterable[tuple[str, Any]]) -> bytes:
             text = (value.decode() if isinstance(value, bytes) else str(value)).encode("latin-1")
             if any(c < 0x20 or c > 0x7E for c in text):
                 raise InvalidInput(f"gRPC metadata {name!r} must be printable ASCII")
-        out.append(literal(name, text))
-    return b"".join(out)
+        out.append((name.encode(), text))
+    return tuple(out)
 
 
-def _timeout_field(seconds: float) -> bytes:
+def _timeout(seconds: float) -> Field:
+    return (b"grpc-timeout", _timeout_value(seconds))
+
+
+def metadata_block(pairs: Iterable[tuple[str, Any]]) -> bytes:
+    """Per-call metadata as HPACK literals without indexing (never in the server's table)."""
+    return b"".join(literal(name, value) for name, value in metadata_fields(pairs))
+
+
+def _timeout_value(seconds: float) -> bytes:
     # grpc-timeout: at most 8 digits and a unit (ms up to ~27 h, then seconds)
     millis = max(1, math.ceil(seconds * 1000))
     value = f"{millis}m" if millis < 100_000_000 else f"{min(math.ceil(seconds), 99_999_999)}S"
-    return _TIMEOUT_NAME + bytes((len(value),)) + value.encode()
-
-
-_TIMEOUT_NAME = literal("grpc-timeout", "")[:-1]  # the name part; the value is per call
+    return value.encode()
 
 
 # ----------------------------------------------------------------------------- channel
@@ -276,31 +282,36 @@ class Channel:
         self._options = options
         self._service = service
         self._limit = None if options.max_receive is None else options.max_receive + 5
-        self._metadata = metadata_block(metadata)
-        self._heads: dict[str, bytes] = {}
-        self._timeouts: dict[float, bytes] = {}  # grpc-timeout fields by the call's timeout
+        self._metadata = metadata_fields(metadata)
+        self._heads: dict[str, tuple[Field, ...]] = {}
+        # the request's header fields by (method, timeout): grpc-timeout is the call's timeout
+        self._fields: dict[tuple[str, float], tuple[Field, ...]] = {}
         self._conn: _h2.Connection | None = None
         self._old: list[_h2.Connection] = []  # replaced, finishing their streams
         self._lock: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
-    def _head(self, method: str) -> bytes:
+    def _head(self, method: str) -> tuple[Field, ...]:
         authority = self._options.authority or self.target
-        head = b"".join(
-            (
-                b"\x83",  # :method POST (static table 3)
-                b"\x87" if self._context is not None else b"\x86",  # :scheme https / http
-                literal(":path", f"/{self._service}/{method}"),
-                literal(":authority", authority),
-                literal("content-type", "application/grpc"),
-                literal("te", "trailers"),
-                literal("user-agent", self._options.user_agent),
-                self._metadata,
-            )
+        head = (
+            (b":method", b"POST"),
+            (b":scheme", b"https" if self._context is not None else b"http"),
+            (b":path", f"/{self._service}/{method}".encode()),
+            (b":authority", authority.encode("ascii", "replace")),
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+            (b"user-agent", self._options.user_agent.encode("latin-1")),
+            *self._metadata,
         )
         self._heads[method] = head
         return head
+
+    def _head_with_timeout(self, method: str, timeout: float) -> tuple[Field, ...]:
+        fields = (*(self._heads.get(method) or self._head(method)), _timeout(timeout))
+        if len(self._fields) < 256:
+            self._fields[(method, timeout)] = fields
+        return fields
 
     async def unary(
         self,
@@ -320,9 +331,7 @@ class Channel:
                 "RESOURCE_EXHAUSTED",
                 f"Sent message larger than max ({len(message)} vs. {options.max_send})",
             )
-        head = self._heads.get(method) or self._head(method)
-        if metadata:
-            head += metadata_block(metadata)
+        extra = metadata_block(metadata) if metadata else b""
         prefix = _PREFIX.pack(0, len(message))
         attempt, transparent = 1, 0
         policy = options.retry
@@ -331,21 +340,22 @@ class Channel:
                 conn = self._conn
                 if conn is None or not conn.usable:
                     conn = await self._connection(deadline)
-                if deadline is None:
-                    block = head
-                elif attempt == 1 and not transparent and timeout is not None:
-                    field = self._timeouts.get(timeout)
-                    if field is None:
-                        field = _timeout_field(timeout)
-                        if len(self._timeouts) < 64:
-                            self._timeouts[timeout] = field
-                    block = head + field
-                else:
+                if timeout is None:
+                    fields = self._heads.get(method) or self._head(method)
+                    late = extra
+                elif attempt == 1 and not transparent:
+                    fields = self._fields.get((method, timeout)) or self._head_with_timeout(
+                        method, timeout
+                    )
+                    late = extra
+                else:  # a later attempt: what is left of the deadline, not indexed
+                    assert deadline is not None
                     left = deadline - loop.time()
                     if left <= 0:
                         raise RpcFailure("DEADLINE_EXCEEDED", "Deadline Exceeded")
-                    block = head + _timeout_field(left)
-                stream = await conn.request(block, prefix, message, deadline, self._limit)
+                    fields = self._heads.get(method) or self._head(method)
+                    late = literal("grpc-timeout", _timeout_value(left)) + extra
+                stream = await conn.request(fields, late, prefix, message, deadline, self._limit)
                 return self._reply(stream)
             except _h2.StreamError as exc:
                 failure = self._stream_failure(exc)

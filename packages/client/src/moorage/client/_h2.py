@@ -30,7 +30,7 @@ import struct
 from collections import deque
 from typing import Any
 
-from moorage.client._hpack import HeaderDecoder, HPACKError
+from moorage.client._hpack import Field, HeaderDecoder, HeaderEncoder, HPACKError
 
 __all__ = [
     "BodyTooLarge",
@@ -173,6 +173,7 @@ class Connection(asyncio.Protocol):
         self._loop = loop
         self._transport: asyncio.Transport | None = None
         self._decoder = HeaderDecoder()
+        self._encoder = HeaderEncoder()
         self._streams: dict[int, Stream] = {}
         self._next_id = 1
         self._closed = False
@@ -199,7 +200,11 @@ class Connection(asyncio.Protocol):
         self._partial_size = 0
         self._need = 0
         self._continued: tuple[int, int, list[bytes]] | None = None
+        # output waiting for one write: control frames an input burst calls for, and the
+        # requests of concurrent callers woken together (flushed once, after all of them)
         self._out: list[bytes] = []
+        self._receiving = False
+        self._flush_soon: asyncio.Handle | None = None
 
     # ------------------------------------------------------------------------- asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -221,15 +226,17 @@ class Connection(asyncio.Protocol):
                 return
             data = b"".join(self._partial)
             self._partial.clear()
+        self._receiving = True
         try:
             self._frames(data)
         except _ConnectionError as exc:
             self._protocol_error(exc.code, str(exc))
         except HPACKError as exc:
             self._protocol_error(COMPRESSION_ERROR, f"invalid header block: {exc}")
+        finally:
+            self._receiving = False
         if self._out:
-            out, self._out = self._out, []
-            self._write(out[0] if len(out) == 1 else b"".join(out))
+            self._flush()
 
     def eof_received(self) -> bool:
         return False  # close the transport; connection_lost fails what is left
@@ -269,13 +276,15 @@ class Connection(asyncio.Protocol):
 
     async def request(
         self,
-        block: bytes,
+        fields: tuple[Field, ...],
+        extra: bytes,
         prefix: bytes,
         body: bytes,
         deadline: float | None,
         limit: int | None = None,
     ) -> Stream:
-        """Send HEADERS (``block``) and the body ``prefix + body``; the complete response.
+        """Send HEADERS (``fields``, indexed, then the HPACK bytes ``extra``) and the body
+        ``prefix + body``; the complete response.
 
         ``deadline`` is in ``loop.time()``; ``limit`` bounds the response body's size.
         """
@@ -290,6 +299,10 @@ class Connection(asyncio.Protocol):
         waiter: asyncio.Future[Stream] = self._loop.create_future()
         stream = Stream(stream_id, waiter, self._initial_window, limit)
         self._streams[stream_id] = stream
+        # encoded here, in the order the blocks go out (the server's table follows it)
+        block = self._encoder.encode(fields)
+        if extra:
+            block += extra
         size = len(block)
         max_frame = self._max_frame_out
         if size <= max_frame:
@@ -307,9 +320,12 @@ class Connection(asyncio.Protocol):
             self._send_window -= length
             stream.send_window -= length
             data = _FRAME.pack(length >> 16, length & 0xFFFF, DATA, END_STREAM, stream_id)
-            transport.write(b"".join((head, data, prefix, body)))
+            if self._out or len(self._streams) > 1:  # concurrent callers: one write for all
+                self._send(b"".join((head, data, prefix, body)))
+            else:
+                transport.write(b"".join((head, data, prefix, body)))
         else:
-            transport.write(head)
+            self._out.append(head)
             stream.pending = deque((memoryview(prefix), memoryview(body)))
             self._pump(stream)
         if deadline is not None:
@@ -328,16 +344,25 @@ class Connection(asyncio.Protocol):
         if transport is None or self._closed:
             return
         self._failure = self._failure or "connection closed by the client"
+        self._closed = True
         with contextlib.suppress(RuntimeError):  # its event loop is already closed
-            if not transport.is_closing():
-                transport.write(frame(GOAWAY, 0, 0, _GOAWAY.pack(0, code)))
+            self._out.append(frame(GOAWAY, 0, 0, _GOAWAY.pack(0, code)))
+            self._flush()
             transport.close()
 
     # ------------------------------------------------------------------------- sending
-    def _write(self, data: bytes) -> None:
+    def _send(self, data: bytes) -> None:
+        """Queue ``data`` behind what is queued; written once, soon (or after the input)."""
+        self._out.append(data)
+        if not self._receiving and self._flush_soon is None:
+            self._flush_soon = self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_soon = None
+        out, self._out = self._out, []
         transport = self._transport
-        if transport is not None and not transport.is_closing():
-            transport.write(data)
+        if out and transport is not None and not transport.is_closing():
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def _continued_headers(self, stream_id: int, block: bytes) -> bytes:
         step = self._max_frame_out
@@ -354,9 +379,8 @@ class Connection(asyncio.Protocol):
         transport = self._transport
         if pending is None or transport is None or transport.is_closing():
             return
-        if self._out:  # control frames first: a SETTINGS ack must precede frames it allows
-            out, self._out = self._out, []
-            transport.write(b"".join(out))
+        if self._out:  # what is queued first: a SETTINGS ack must precede frames it allows
+            self._flush()
         while pending:
             allowed = min(self._send_window, stream.send_window, self._max_frame_out)
             if allowed <= 0 or self._paused:
@@ -398,7 +422,7 @@ class Connection(asyncio.Protocol):
         stream.pending = None
         if stream in self._blocked:
             self._blocked.remove(stream)
-        self._write(frame(RST_STREAM, 0, stream.id, _U32.pack(code)))
+        self._send(frame(RST_STREAM, 0, stream.id, _U32.pack(code)))
         self._stream_ended()
 
     def _arm(self, when: float) -> None:
@@ -615,7 +639,9 @@ class Connection(asyncio.Protocol):
     def _on_settings(self, payload: bytes) -> None:
         for offset in range(0, len(payload), 6):
             key, value = _SETTING.unpack_from(payload, offset)
-            if key == _MAX_CONCURRENT_STREAMS:
+            if key == _HEADER_TABLE_SIZE:
+                self._encoder.resize(value)
+            elif key == _MAX_CONCURRENT_STREAMS:
                 self._max_streams = value
                 if len(self._streams) < value:
                     self._wake_all()
@@ -689,9 +715,8 @@ class Connection(asyncio.Protocol):
     # ------------------------------------------------------------------------- failures
     def _protocol_error(self, code: int, message: str) -> None:
         self._failure = f"HTTP/2 protocol error ({ERROR_NAMES.get(code, code)}): {message}"
-        transport = self._transport
-        if transport is not None and not transport.is_closing():
-            transport.write(frame(GOAWAY, 0, 0, _GOAWAY.pack(0, code)))
+        self._out.append(frame(GOAWAY, 0, 0, _GOAWAY.pack(0, code)))
+        self._flush()
         self._fail_connection(self._failure)
 
     def _fail_connection(self, message: str) -> None:

@@ -1,4 +1,4 @@
-"""HPACK (RFC 7541) for the native gRPC transport: a response decoder and request encoding.
+"""HPACK (RFC 7541) for the native gRPC transport: a response decoder and a request encoder.
 
 **Decoding** keeps the dynamic table of the connection (RFC 7541 §2.3) and remembers the
 result of every header block that left the table unchanged, keyed by the block's bytes. A
@@ -7,10 +7,14 @@ block is a few index bytes whose decoded list only changes when the table does (
 is dropped on every table change): the steady state costs one dict lookup per block.
 Huffman-coded strings (§5.2) are decoded by the ``hpack`` package.
 
-**Encoding** is stateless: every request header is a literal without indexing (§6.2.2), with
-the static table's name index where it has one. The header block of a gRPC method is then
-the same bytes on every call and is built once; nothing depends on the order in which
-concurrent streams reach the server, and the server's table is never used.
+**Encoding** indexes the headers that repeat on every call of a client (``:path``,
+``:authority``, ``content-type``, ``te``, ``user-agent``, ``grpc-timeout``, the client's own
+metadata): the first block carries them as literals with incremental indexing (§6.2.1), the
+following ones as one index byte each, so the server decodes a few bytes instead of parsing
+literals. The encoder follows the server's table exactly (insertions, evictions at its
+SETTINGS_HEADER_TABLE_SIZE, size updates) and remembers the bytes of an all-indexed block
+until the table changes. Per-call metadata goes as literals without indexing (:func:`literal`).
+Blocks must reach the wire in the order they were encoded (the connection queues them so).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from collections import deque
 
 import hpack
 
-__all__ = ["STATIC_TABLE", "HPACKError", "HeaderDecoder", "literal"]
+__all__ = ["STATIC_TABLE", "HPACKError", "HeaderDecoder", "HeaderEncoder", "literal"]
 
 Header = tuple[str, str]
 
@@ -43,8 +47,11 @@ STATIC_TABLE: tuple[Header, ...] = (
     ("user-agent", ""), ("vary", ""), ("via", ""), ("www-authenticate", ""),
 )  # fmt: skip
 _STATIC_NAMES: dict[str, int] = {}
-for _index, (_name, _) in enumerate(STATIC_TABLE, 1):
+_STATIC_FIELDS: dict[tuple[bytes, bytes], int] = {}
+for _index, (_name, _value) in enumerate(STATIC_TABLE, 1):
     _STATIC_NAMES.setdefault(_name, _index)
+    if _value:
+        _STATIC_FIELDS[(_name.encode(), _value.encode())] = _index
 
 _ENTRY_OVERHEAD = 32  # RFC 7541 §4.1
 _CACHE_SIZE = 256
@@ -196,3 +203,76 @@ def literal(name: str | bytes, value: str | bytes) -> bytes:
     if not index:
         out += _encode_integer(len(raw_name), 7, 0x00) + raw_name
     return out + _encode_integer(len(raw_value), 7, 0x00) + raw_value
+
+
+Field = tuple[bytes, bytes]
+
+
+class HeaderEncoder:
+    """One connection's HPACK encoder for request headers that repeat (see the module doc)."""
+
+    def __init__(self, max_table_size: int = 4096) -> None:
+        self._max = max_table_size
+        self._size = 0
+        self._inserted = 0  # insertions so far: entry n has index 62 + inserted - 1 - n
+        self._where: dict[Field, int] = {}
+        self._order: deque[tuple[Field, int]] = deque()  # oldest first, with entry sizes
+        self._blocks: dict[tuple[Field, ...], tuple[int, bytes]] = {}
+        self._update: int | None = None
+
+    def resize(self, limit: int) -> None:
+        """Apply the server's SETTINGS_HEADER_TABLE_SIZE (only shrinking matters)."""
+        if limit >= self._max:
+            return
+        self._max = limit
+        self._evict()
+        self._update = limit
+        self._blocks.clear()
+
+    def encode(self, fields: tuple[Field, ...]) -> bytes:
+        """The header block for ``fields`` (names lower-case), updating the table."""
+        known = self._blocks.get(fields)
+        if known is not None and known[0] == self._inserted and self._update is None:
+            return known[1]
+        out = []
+        if self._update is not None:
+            out.append(_encode_integer(self._update, 5, 0x20))
+            self._update = None
+        before = self._inserted
+        for name, value in fields:
+            out.append(self._field(name, value))
+        block = b"".join(out)
+        if self._inserted == before:  # all indexed: the same bytes until the table changes
+            if len(self._blocks) >= _CACHE_SIZE:
+                self._blocks.clear()
+            self._blocks[fields] = (before, block)
+        return block
+
+    def _field(self, name: bytes, value: bytes) -> bytes:
+        key = (name, value)
+        static = _STATIC_FIELDS.get(key)
+        if static is not None:
+            return _encode_integer(static, 7, 0x80)
+        number = self._where.get(key)
+        if number is not None:
+            return _encode_integer(62 + self._inserted - 1 - number, 7, 0x80)
+        size = len(name) + len(value) + _ENTRY_OVERHEAD
+        if size > self._max:
+            return literal(name, value)
+        index = _STATIC_NAMES.get(name.decode("latin-1"), 0)
+        out = _encode_integer(index, 6, 0x40)
+        if not index:
+            out += _encode_integer(len(name), 7, 0x00) + name
+        out += _encode_integer(len(value), 7, 0x00) + value
+        self._where[key] = self._inserted
+        self._inserted += 1
+        self._order.append((key, size))
+        self._size += size
+        self._evict()
+        return out
+
+    def _evict(self) -> None:
+        while self._size > self._max:
+            key, size = self._order.popleft()
+            del self._where[key]
+            self._size -= size
