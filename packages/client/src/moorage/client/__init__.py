@@ -2,7 +2,8 @@
 
 - :class:`InferenceRESTClient` (HTTP/1.1 on its own keep-alive pool, HTTP/2 and the rest on
   httpx; v1 and v2; binary tensor extension)
-  configured by :class:`RESTConfig`, and :class:`InferenceGRPCClient` (``grpc.aio``, v2).
+  configured by :class:`RESTConfig`, and :class:`InferenceGRPCClient` (v2; its own HTTP/2
+  transport, or ``grpc.aio`` where needed).
 - :class:`SyncInferenceRESTClient` / :class:`SyncInferenceGRPCClient`: blocking twins.
 - Requests and responses are core's types (:mod:`moorage.core.protocol`); :class:`InferInput`
   and :class:`InferRequest` add KServe's constructors on top of them.

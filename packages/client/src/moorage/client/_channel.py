@@ -389,8 +389,14 @@ class Channel:
         self._lock = asyncio.Lock()
 
     async def _connection(self, deadline: float | None) -> _h2.Connection:
-        assert self._lock is not None and self._loop is not None
-        async with self._lock:
+        """The usable connection, opened by the first caller that finds none."""
+        assert self._lock is not None
+        try:
+            async with asyncio.timeout_at(deadline):  # behind another caller's connect
+                await self._lock.acquire()
+        except TimeoutError:
+            raise RpcFailure("DEADLINE_EXCEEDED", "Deadline Exceeded") from None
+        try:
             conn = self._conn
             if conn is not None and conn.usable:
                 return conn
@@ -398,39 +404,44 @@ class Channel:
                 raise RpcFailure("CANCELLED", "the channel is closed")
             self._old = [c for c in self._old if not c.idle]
             if conn is not None and not conn.idle:
-                self._old.append(conn)
+                self._old.append(conn)  # still finishing its streams; closed with the channel
             self._conn = None
-            loop = self._loop
-            limit = _CONNECT_TIMEOUT
-            if deadline is not None:
-                limit = max(min(deadline - loop.time(), limit), 0)
-            try:
-                async with asyncio.timeout(limit):
-                    conn = await _h2.connect(
-                        loop,
-                        self._host,
-                        self._port,
-                        ssl=self._context,
-                        server_hostname=self._options.server_hostname or self._host,
-                    )
-            except TimeoutError:
-                if deadline is not None and loop.time() >= deadline - 1e-3:
-                    raise RpcFailure("DEADLINE_EXCEEDED", "Deadline Exceeded") from None
-                raise RpcFailure(
-                    "UNAVAILABLE",
-                    f"failed to connect to {self.target}: timed out",
-                    unreachable=True,
-                    retryable=True,
-                ) from None
-            except OSError as exc:  # refused, unreachable, DNS, TLS handshake (ssl.SSLError)
-                raise RpcFailure(
-                    "UNAVAILABLE",
-                    f"failed to connect to {self.target}: {exc or type(exc).__name__}",
-                    unreachable=True,
-                    retryable=True,
-                ) from exc
-            self._conn = conn
-            return conn
+            self._conn = await self._open(deadline)
+            return self._conn
+        finally:
+            self._lock.release()
+
+    async def _open(self, deadline: float | None) -> _h2.Connection:
+        loop = self._loop
+        assert loop is not None
+        limit = _CONNECT_TIMEOUT
+        if deadline is not None:
+            limit = max(min(deadline - loop.time(), limit), 0)
+        try:
+            async with asyncio.timeout(limit):
+                return await _h2.connect(
+                    loop,
+                    self._host,
+                    self._port,
+                    ssl=self._context,
+                    server_hostname=self._options.server_hostname or self._host,
+                )
+        except TimeoutError:
+            if deadline is not None and loop.time() >= deadline - 1e-3:
+                raise RpcFailure("DEADLINE_EXCEEDED", "Deadline Exceeded") from None
+            raise RpcFailure(
+                "UNAVAILABLE",
+                f"failed to connect to {self.target}: timed out",
+                unreachable=True,
+                retryable=True,
+            ) from None
+        except OSError as exc:  # refused, unreachable, DNS, TLS handshake (ssl.SSLError)
+            raise RpcFailure(
+                "UNAVAILABLE",
+                f"failed to connect to {self.target}: {exc or type(exc).__name__}",
+                unreachable=True,
+                retryable=True,
+            ) from exc
 
     def _stream_failure(self, exc: _h2.StreamError) -> RpcFailure:
         codes = self._options.retry.codes

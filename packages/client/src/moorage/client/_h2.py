@@ -504,10 +504,10 @@ class Connection(asyncio.Protocol):
         while end - pos >= 9:
             high, low, ftype, flags, stream_id = unpack(data, pos)
             length = (high << 16) | low
+            if length > MAX_FRAME_IN:  # above what we allowed (SETTINGS_MAX_FRAME_SIZE)
+                raise _ConnectionError(FRAME_SIZE_ERROR, f"frame of {length} bytes")
             stop = pos + 9 + length
             if stop > end:
-                if length > MAX_FRAME_IN:
-                    raise _ConnectionError(FRAME_SIZE_ERROR, f"frame of {length} bytes")
                 break
             stream_id &= _MAX_STREAM_ID
             if self._continued is not None and ftype != CONTINUATION:
