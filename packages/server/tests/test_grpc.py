@@ -23,11 +23,17 @@ from moorage.server.grpc import create_grpc_server
 Call = Callable[..., Any]
 
 
-@pytest.fixture(params=[False, True], ids=["aio", "threaded"])
+#: The three servers create_grpc_server makes: (implementation, threaded).
+SERVERS = [("grpcio", False), ("grpcio", True), ("native", False)]
+SERVER_IDS = ["aio", "threaded", "native"]
+
+
+@pytest.fixture(params=SERVERS, ids=SERVER_IDS)
 async def rpc(
     dataplane: DataPlane, request: pytest.FixtureRequest
 ) -> AsyncIterator[Callable[[str], Call]]:
-    server = create_grpc_server(dataplane, threaded=request.param)
+    implementation, threaded = request.param
+    server = create_grpc_server(dataplane, threaded=threaded, implementation=implementation)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")

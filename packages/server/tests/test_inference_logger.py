@@ -24,7 +24,7 @@ from moorage.core.config.server import ServerSettings
 from moorage.core.protocol import InferRequest, InferResponse, InferTensor
 from moorage.core.protocol.grpc import METHODS, SERVICE_NAME, request_to_proto
 from moorage.server import Model, ModelServer
-from moorage.server.grpc import create_grpc_server
+from moorage.server.grpc import GrpcImplementation, create_grpc_server
 from moorage.server.inference_logger import CE_REQUEST, CE_RESPONSE, InferenceLogger
 
 from .conftest import make_repository
@@ -196,12 +196,15 @@ async def test_mode_selects_events(sink: Sink, mode: Any) -> None:
     assert len(sink.events) == 2
 
 
-async def test_grpc_inferences_are_logged(sink: Sink) -> None:
+@pytest.mark.parametrize("implementation", ["grpcio", "native"])
+async def test_grpc_inferences_are_logged(sink: Sink, implementation: GrpcImplementation) -> None:
     inference_logger = InferenceLogger(sink.url)
     server = ModelServer(ServerSettings(_cli_parse_args=False), registered_models=make_repository())
     server.dataplane.hooks.append(inference_logger)
     grpc_server = create_grpc_server(
-        server.dataplane, interceptors=server.observability.grpc_interceptors()
+        server.dataplane,
+        interceptors=server.observability.grpc_interceptors(),
+        implementation=implementation,
     )
     port = grpc_server.add_insecure_port("127.0.0.1:0")
     await grpc_server.start()

@@ -101,6 +101,25 @@ def iris_server(iris_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     assert stop(server) == 0, server.output()
 
 
+@pytest.fixture(scope="session")
+def iris_grpcio(iris_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    log = tmp_path_factory.mktemp("logs") / "iris-grpcio.log"
+    server = start(
+        ["--model_name", "sklearn-iris", "--model_dir", str(iris_dir), "--grpc_server", "grpcio"],
+        log,
+    )
+    yield server
+    assert stop(server) == 0, server.output()
+
+
+@pytest.fixture(params=["native", "grpcio"])
+def grpc_iris(request: pytest.FixtureRequest) -> Server:
+    """The iris server with each gRPC implementation."""
+    fixture = "iris_server" if request.param == "native" else "iris_grpcio"
+    server: Server = request.getfixturevalue(fixture)
+    return server
+
+
 V2 = {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32",
                   "data": [v for row in IRIS_ROWS for v in row]}]}  # fmt: skip
 
@@ -132,7 +151,8 @@ def test_errors_over_the_wire(iris_server: Server, path: str, content: bytes, st
         assert client.get("/v2/health/live").status_code == 200
 
 
-def test_grpc_with_core_messages(iris_server: Server) -> None:
+def test_grpc_with_core_messages(grpc_iris: Server) -> None:
+    iris_server = grpc_iris
     request_cls, response_cls = METHODS["ModelInfer"]
     data = np.asarray(IRIS_ROWS, dtype=np.float32)
     message = request_to_proto(InferRequest("sklearn-iris", [InferTensor.from_numpy("x", data)]))
@@ -171,7 +191,8 @@ def test_tritonclient_http(iris_server: Server) -> None:
     client.close()
 
 
-def test_tritonclient_grpc(iris_server: Server) -> None:
+def test_tritonclient_grpc(grpc_iris: Server) -> None:
+    iris_server = grpc_iris
     import tritonclient.grpc as triton
 
     client = triton.InferenceServerClient(f"127.0.0.1:{iris_server.grpc}")
@@ -242,9 +263,10 @@ def test_sigterm_finishes_in_flight_requests(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_workers_share_the_port(iris_dir: Path, tmp_path: Path) -> None:
     server = start(
-        ["--model_name", "iris", "--model_dir", str(iris_dir), "--workers", "2"],
+        ["--model_name", "iris", "--model_dir", str(iris_dir), "--workers", "2",
+         "--enable_access_log", "true"],
         tmp_path / "workers.log",
-    )
+    )  # fmt: skip
     try:
         for _ in range(40):
             if server.output().count("moorage-server ready") >= 2:
@@ -256,11 +278,54 @@ def test_workers_share_the_port(iris_dir: Path, tmp_path: Path) -> None:
                 assert response.json() == {"predictions": [1, 1]}
         import tritonclient.grpc as triton
 
-        grpc_client = triton.InferenceServerClient(f"127.0.0.1:{server.grpc}")
-        assert grpc_client.is_model_ready("iris")
-        grpc_client.close()
-        pids = {line.split()[1] for line in server.output().splitlines() if "ready:" in line}
+        for _ in range(24):  # fresh connections: SO_REUSEPORT spreads them over the workers
+            grpc_client = triton.InferenceServerClient(f"127.0.0.1:{server.grpc}")
+            assert grpc_client.is_model_ready("iris")
+            grpc_client.close()
+        lines = server.output().splitlines()
+        pids = {line.split()[1] for line in lines if "ready:" in line}
         assert len(pids) == 2, server.output()
+        served = {line.split()[1] for line in lines if "gRPC ModelReady OK" in line}
+        assert served == pids, server.output()
     finally:
         assert stop(server) == 0, server.output()
     assert os.waitstatus_to_exitcode(0) == 0
+
+
+GRPC_SLOW_MODEL = PORTED_MODEL.replace(
+    '        await asyncio.sleep(float(payload["instances"][0]))',
+    """        if isinstance(payload, dict):
+            await asyncio.sleep(float(payload["instances"][0]))
+            return {"predictions": payload["instances"]}
+        await asyncio.sleep(float(payload.inputs[0].data[0]))
+        return InferResponse(self.name, list(payload.inputs))""",
+).replace(
+    "from moorage.server import",
+    "from moorage.core.protocol import InferResponse\nfrom moorage.server import",
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("implementation", ["native", "grpcio"])
+def test_sigterm_finishes_in_flight_grpc_calls(tmp_path: Path, implementation: str) -> None:
+    script = tmp_path / "model.py"
+    script.write_text(GRPC_SLOW_MODEL)
+    server = start(["--grpc_server", implementation], tmp_path / "slow.log", script=script)
+    request_cls, response_cls = METHODS["ModelInfer"]
+    message = request_to_proto(InferRequest("slow", [InferTensor.from_numpy("x", np.ones(1))]))
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc}") as channel:
+        infer = channel.unary_unary(
+            f"/{SERVICE_NAME}/ModelInfer",
+            request_serializer=request_cls.SerializeToString,
+            response_deserializer=response_cls.FromString,
+        )
+        pending = infer.future(message, timeout=20)
+        time.sleep(0.5)
+        server.process.send_signal(signal.SIGTERM)
+        reply = response_from_proto(pending.result())
+        assert reply.output("x").data.tolist() == [1.0]
+    assert server.process.wait(20) == 0, server.output()
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc}") as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            channel.unary_unary(f"/{SERVICE_NAME}/ServerLive")(b"", timeout=2)
+        assert info.value.code() is grpc.StatusCode.UNAVAILABLE

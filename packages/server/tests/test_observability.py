@@ -246,13 +246,18 @@ async def with_call(method: Call, request: Any, metadata: Any = ()) -> tuple[Any
     return reply, dict(await call.trailing_metadata())
 
 
-@pytest.fixture(params=[False, True], ids=["aio", "threaded"])
+@pytest.fixture(
+    params=[("grpcio", False), ("grpcio", True), ("native", False)],
+    ids=["aio", "threaded", "native"],
+)
 async def grpc_call(request: pytest.FixtureRequest) -> AsyncIterator[Callable[[str], Call]]:
     server = make_server()
+    implementation, threaded = request.param
     grpc_server = create_grpc_server(
         server.dataplane,
         interceptors=server.observability.grpc_interceptors(),
-        threaded=request.param,
+        threaded=threaded,
+        implementation=implementation,
     )
     port = grpc_server.add_insecure_port("127.0.0.1:0")
     await grpc_server.start()

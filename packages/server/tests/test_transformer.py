@@ -42,9 +42,11 @@ def predictor_app(dataplane: DataPlane) -> Any:
     return create_app(dataplane)
 
 
-@pytest.fixture
-async def grpc_predictor(dataplane: DataPlane) -> AsyncIterator[str]:
-    server = create_grpc_server(dataplane)
+@pytest.fixture(params=["grpcio", "native"])
+async def grpc_predictor(
+    dataplane: DataPlane, request: pytest.FixtureRequest
+) -> AsyncIterator[str]:
+    server = create_grpc_server(dataplane, implementation=request.param)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     yield f"127.0.0.1:{port}"

@@ -19,6 +19,7 @@ from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import grpc
 import uvicorn
 from starlette.applications import Starlette
 
@@ -195,6 +196,9 @@ class ModelServer:
         self._http_socket: socket.socket | None = None
         self._uvicorn: _Uvicorn | None = None
         self._grpc: Any = None
+        #: grpcio server interceptors to add (tracing, auth, ...); any here selects the grpcio
+        #: server, since the native one takes only moorage's own.
+        self.grpc_interceptors: list[Any] = []
         self._stop_requested: asyncio.Event | None = None
         #: Actual ports once serving (useful with port 0).
         self.http_port: int | None = None
@@ -275,8 +279,9 @@ class ModelServer:
                 max_threads=s.max_threads,
                 max_send_message_length=s.grpc_max_send_message_length,
                 max_receive_message_length=s.grpc_max_receive_message_length,
-                interceptors=self.observability.grpc_interceptors(),
+                interceptors=[*self.observability.grpc_interceptors(), *self.grpc_interceptors],
                 threaded=self._grpc_threaded(),
+                implementation=s.grpc_server,
             )
             self.grpc_port = self._grpc.add_insecure_port(f"{_grpc_host(s.host)}:{s.grpc_port}")
             await self._grpc.start()
@@ -295,10 +300,14 @@ class ModelServer:
     def _grpc_threaded(self) -> bool:
         """The threaded gRPC server when every model's stages are sync and every hook is
         thread-safe (the built-in runtimes); grpc.aio when a model is async (a transformer), so
-        that waiting calls do not hold the ``--max_threads`` worker threads."""
+        that waiting calls do not hold the ``--max_threads`` worker threads, or when an
+        interceptor in :attr:`grpc_interceptors` is a grpc.aio one. (grpcio servers only: the
+        native server needs neither.)"""
         bound = self.registered_models.bound_models()
-        return all(b.sync_only for b in bound) and all(
-            getattr(h, "thread_safe", False) for h in self.dataplane.hooks
+        return (
+            all(b.sync_only for b in bound)
+            and all(getattr(h, "thread_safe", False) for h in self.dataplane.hooks)
+            and not any(isinstance(i, grpc.aio.ServerInterceptor) for i in self.grpc_interceptors)
         )
 
     def stop(self, sig: int | None = None) -> None:

@@ -84,6 +84,14 @@ class ServerSettings(BaseSettings):
     max_asyncio_workers: int | None = Field(
         None, ge=1, description="Threads for sync model code; default min(32, cpus + 4)."
     )
+    grpc_server: Literal["native", "grpcio"] = Field(
+        "native",
+        description="gRPC implementation. native: moorage's HTTP/2 server on the event loop "
+        "that serves REST, no thread per call (unary calls, which is every RPC of the "
+        "inference service; requests may be gzip/deflate-compressed, responses are not). "
+        "grpcio: grpcio's server, threaded when every model is sync, grpc.aio otherwise. "
+        "native falls back to grpcio when ModelServer.grpc_interceptors holds interceptors.",
+    )
     grpc_max_send_message_length: int = Field(DEFAULT_MAX_GRPC_MESSAGE_LENGTH, ge=1)
     grpc_max_receive_message_length: int = Field(DEFAULT_MAX_GRPC_MESSAGE_LENGTH, ge=1)
 

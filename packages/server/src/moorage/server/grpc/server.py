@@ -1,6 +1,12 @@
-"""``create_grpc_server``: the gRPC server of a :class:`DataPlane`, on grpc.aio or on threads.
+"""``create_grpc_server``: the gRPC server of a :class:`DataPlane`: native, grpc.aio or threads.
 
-Two flavours with one interface (``add_insecure_port``, ``await start()``, ``await stop(grace)``):
+Three flavours with one interface (``add_insecure_port``, ``await start()``, ``await stop(grace)``):
+
+- **native** (``ModelServer``'s default, ``--grpc_server native``): moorage's own HTTP/2 server
+  (:mod:`moorage.server.grpc.native`) on the event loop that serves REST. No thread per call:
+  sync models run through :meth:`DataPlane.infer` exactly as for REST (inline while cheap, in
+  a thread otherwise). It takes only interceptors with ``wrap_async`` (moorage's own); given
+  others, :func:`create_grpc_server` falls back to grpcio.
 
 - **threaded** (what ``ModelServer`` runs when every model is sync, e.g. the built-in runtimes):
   grpcio's sync server with ``max_threads`` worker threads. ``ModelInfer`` parses, runs the
@@ -15,18 +21,24 @@ Two flavours with one interface (``add_insecure_port``, ``await start()``, ``awa
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 
 from moorage.core.config.server import DEFAULT_MAX_GRPC_MESSAGE_LENGTH
 from moorage.core.protocol.grpc import SERVICE_NAME
 from moorage.server.dataplane import DataPlane
+from moorage.server.grpc.native import NativeGrpcServer
 from moorage.server.grpc.servicer import InferenceServicer
 
-__all__ = ["ThreadedGrpcServer", "create_grpc_server"]
+__all__ = ["GrpcImplementation", "ThreadedGrpcServer", "create_grpc_server"]
+
+logger = logging.getLogger(__name__)
+
+GrpcImplementation = Literal["native", "grpcio"]
 
 
 class ThreadedGrpcServer:
@@ -88,14 +100,39 @@ def create_grpc_server(
     interceptors: Sequence[Any] = (),
     options: Sequence[tuple[str, Any]] = (),
     threaded: bool = False,
-) -> grpc.aio.Server | ThreadedGrpcServer:
+    implementation: GrpcImplementation = "grpcio",
+    max_concurrent_streams: int = 100,
+) -> grpc.aio.Server | ThreadedGrpcServer | NativeGrpcServer:
     """An unstarted server with the inference service; add ports, then ``await start()``.
+
+    ``implementation="native"`` is moorage's HTTP/2 server (``threaded`` and ``max_threads``
+    do not apply; ``options`` must be empty; at most ``max_concurrent_streams`` calls per
+    connection); ``"grpcio"`` is grpc.aio, or grpcio's sync server with ``threaded=True``.
 
     ``interceptors`` is the hook point for gRPC-level concerns (metrics, tracing, access logs):
     grpc.aio interceptors, or for ``threaded=True`` sync ``grpc.ServerInterceptor`` objects or
     objects with ``wrap_blocking(method, behavior) -> behavior`` (applied once per method, not
-    per call). Calls beyond ``max_concurrent_rpcs`` are refused with RESOURCE_EXHAUSTED.
+    per call); the native server takes objects with ``wrap_async(method, behavior) ->
+    behavior``, and falls back to grpcio when given any other. Calls beyond
+    ``max_concurrent_rpcs`` are refused with RESOURCE_EXHAUSTED.
     """
+    if implementation == "native":
+        foreign = [i for i in interceptors if not hasattr(i, "wrap_async")]
+        if foreign or options:
+            logger.warning(
+                "gRPC: serving with grpcio instead of the native server, which takes neither "
+                "grpcio interceptors nor channel options (given %s)",
+                ", ".join(type(i).__name__ for i in foreign) or f"options {list(options)}",
+            )
+        else:
+            return NativeGrpcServer(
+                InferenceServicer(dataplane),
+                max_send_message_length=max_send_message_length,
+                max_receive_message_length=max_receive_message_length,
+                max_concurrent_rpcs=max_concurrent_rpcs,
+                max_concurrent_streams=max_concurrent_streams,
+                interceptors=interceptors,
+            )
     all_options = [
         ("grpc.max_send_message_length", max_send_message_length),
         ("grpc.max_receive_message_length", max_receive_message_length),

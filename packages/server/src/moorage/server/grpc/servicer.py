@@ -12,6 +12,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from moorage.core.errors import InferenceError, InvalidInput
 from moorage.core.protocol import InferRequest, InferResponse, select_outputs
@@ -106,22 +107,32 @@ class InferenceServicer:
         unloaded = await self.dataplane.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse(model_name=request.model_name, isUnloaded=unloaded)
 
-    def _handlers(self, wrap: Callable[[str, Any], Any]) -> dict[str, grpc.RpcMethodHandler]:
-        handlers = {}
-        for name, (request_cls, response_cls) in METHODS.items():
-            # ModelInfer returns bytes already (core's response_to_bytes).
-            serializer = None if name == "ModelInfer" else response_cls.SerializeToString
-            handlers[name] = grpc.unary_unary_rpc_method_handler(
-                wrap(name, getattr(self, name)),
-                request_deserializer=request_cls.FromString,
-                response_serializer=serializer,
-            )
-        return handlers
+    def _behaviors(self) -> dict[str, Callable[[Any, Any], Coroutine[Any, Any, bytes]]]:
+        """Each RPC as ``async (request bytes, context) -> response bytes``: parsing and
+        serializing happen inside the call, so that an undecodable request is the caller's
+        INVALID_ARGUMENT (grpcio's own deserializer would answer INTERNAL)."""
+        behaviors = {}
+        for name, (request_cls, _) in METHODS.items():
+            behaviors[name] = _bytes_behavior(name, getattr(self, name), request_cls)
+        return behaviors
+
+    def async_handlers(
+        self, wrap: Callable[[str, Any], Any] = lambda name, rpc: rpc
+    ) -> dict[str, Callable[[Any, Any], Coroutine[Any, Any, bytes]]]:
+        """Every RPC as ``async (request bytes, context) -> response bytes`` with errors
+        mapped (:func:`grpc_errors`), ``wrap(name, behavior)`` applied once per method: what
+        the native server calls."""
+        return {name: wrap(name, grpc_errors(rpc)) for name, rpc in self._behaviors().items()}
+
+    @staticmethod
+    def _method_handlers(behaviors: dict[str, Any]) -> dict[str, grpc.RpcMethodHandler]:
+        # Requests arrive and replies leave as bytes (see _behaviors).
+        return {name: grpc.unary_unary_rpc_method_handler(b) for name, b in behaviors.items()}
 
     def handler(self) -> grpc.GenericRpcHandler:
         """A generic handler serving every RPC of :data:`METHODS` (grpc.aio)."""
         return grpc.method_handlers_generic_handler(
-            SERVICE_NAME, self._handlers(lambda name, rpc: grpc_errors(rpc))
+            SERVICE_NAME, self._method_handlers(self.async_handlers())
         )
 
     def blocking_handlers(
@@ -130,21 +141,57 @@ class InferenceServicer:
         """Method handlers for the threaded (sync) server: ``ModelInfer`` runs on the worker
         thread, the other RPCs on the event loop. ``wrap(name, behavior)`` decorates each
         behavior once (metrics, request ids), instead of a per-call interceptor."""
+        request_cls = METHODS["ModelInfer"][0]
 
-        def blocking(name: str, rpc: Rpc) -> Any:
+        def infer(data: Any, context: grpc.ServicerContext) -> bytes:
+            return self.model_infer_blocking(_decode(request_cls, data), context)
+
+        infer.__name__ = "ModelInfer"
+        behaviors: dict[str, Any] = {}
+        for name, rpc in self._behaviors().items():
             if name == "ModelInfer":
-                behavior: Any = self.model_infer_blocking
+                behavior: Any = infer
             else:
+                behavior = self._on_loop(name, rpc)
+            behaviors[name] = wrap(name, grpc_errors_blocking(behavior))
+        return self._method_handlers(behaviors)
 
-                def behavior(request: Any, context: grpc.ServicerContext) -> Any:
-                    assert self.loop is not None
-                    future = asyncio.run_coroutine_threadsafe(rpc(request, context), self.loop)
-                    return future.result()
+    def _on_loop(self, name: str, rpc: Any) -> Callable[[Any, grpc.ServicerContext], bytes]:
+        def behavior(data: Any, context: grpc.ServicerContext) -> bytes:
+            assert self.loop is not None
+            result: bytes = asyncio.run_coroutine_threadsafe(rpc(data, context), self.loop).result()
+            return result
 
-                behavior.__name__ = name
-            return wrap(name, grpc_errors_blocking(behavior))
+        behavior.__name__ = name
+        return behavior
 
-        return self._handlers(blocking)
+
+def _decode(request_cls: Any, data: Any) -> Any:
+    try:
+        return request_cls.FromString(data)
+    except DecodeError as exc:
+        raise InvalidInput(
+            f"the request is not a valid {request_cls.DESCRIPTOR.full_name}: {exc}"
+        ) from None
+
+
+def _bytes_behavior(
+    name: str, rpc: Rpc, request_cls: Any
+) -> Callable[[Any, Any], Coroutine[Any, Any, bytes]]:
+    if name == "ModelInfer":  # returns bytes already (core's response_to_bytes)
+
+        async def behavior(data: Any, context: Any) -> bytes:
+            result: bytes = await rpc(_decode(request_cls, data), context)
+            return result
+
+    else:
+
+        async def behavior(data: Any, context: Any) -> bytes:
+            result: bytes = (await rpc(_decode(request_cls, data), context)).SerializeToString()
+            return result
+
+    behavior.__name__ = behavior.__qualname__ = name
+    return behavior
 
 
 def _parse(request: Any) -> InferRequest:

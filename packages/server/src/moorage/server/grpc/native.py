@@ -1,0 +1,503 @@
+"""``NativeGrpcServer``: unary gRPC over :class:`~moorage.server.grpc.http2.H2Connection`, on the
+event loop that serves REST, with no thread per call.
+
+Calls are ``POST /inference.GRPCInferenceService/<Method>`` with ``content-type:
+application/grpc`` (or ``application/grpc+proto``), one length-prefixed request message, and
+get ``:status 200``, the response message and the trailers ``grpc-status`` / ``grpc-message``
+(percent-encoded) plus trailing metadata; failures before a response are trailers-only. The
+handlers are :meth:`InferenceServicer.async_handlers` behind the same observability wrapper as
+grpcio's servers; the context is :class:`~moorage.server.grpc.context.NativeContext`.
+
+- ``grpc-timeout`` is honoured: past the deadline the call is cancelled and answered
+  DEADLINE_EXCEEDED. A client's RST_STREAM cancels its call.
+- Request messages may be compressed with ``grpc-encoding`` ``gzip`` or ``deflate`` (or be
+  ``identity``); any other encoding is UNIMPLEMENTED (with ``grpc-accept-encoding``).
+  Responses are never compressed.
+- A request message over ``max_receive_message_length`` is refused RESOURCE_EXHAUSTED as soon
+  as its length prefix arrives; a response over ``max_send_message_length`` becomes
+  RESOURCE_EXHAUSTED. Header lists over ``max_header_list_size`` are RESOURCE_EXHAUSTED.
+- An unknown method is UNIMPLEMENTED; a method other than POST gets HTTP 405, a content-type
+  other than gRPC's HTTP 415. Calls beyond ``max_concurrent_rpcs`` (server-wide) are
+  RESOURCE_EXHAUSTED; streams beyond ``max_concurrent_streams`` per connection are refused.
+- :meth:`NativeGrpcServer.stop` is graceful: listeners close, every connection gets GOAWAY,
+  in-flight calls finish up to the grace period, then what remains is cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import re
+import socket
+import zlib
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+import grpc
+
+from moorage.core.config.server import DEFAULT_MAX_GRPC_MESSAGE_LENGTH
+from moorage.core.protocol.grpc import SERVICE_NAME
+from moorage.server.grpc.context import NativeContext
+from moorage.server.grpc.frames import STATUS_200, header_field
+from moorage.server.grpc.http2 import H2Connection, Headers, Stream
+from moorage.server.grpc.servicer import InferenceServicer
+
+__all__ = ["GrpcConnection", "NativeGrpcServer", "bind_grpc_socket"]
+
+logger = logging.getLogger(__name__)
+
+Behavior = Callable[[Any, Any], Awaitable[bytes]]
+
+_CONTENT_TYPE = header_field(b"content-type", b"application/grpc")
+_HEAD_OK = STATUS_200 + _CONTENT_TYPE
+_STATUS_OK = header_field(b"grpc-status", b"0")
+_ACCEPT_ENCODING = b"identity,gzip,deflate"
+_TIMEOUT_UNITS = {
+    ord("H"): 3600.0, ord("M"): 60.0, ord("S"): 1.0,
+    ord("m"): 1e-3, ord("u"): 1e-6, ord("n"): 1e-9,
+}  # fmt: skip
+_PRINTABLE = re.compile(rb"[\x20-\x24\x26-\x7e]*")
+_BAD_VALUE = re.compile(rb"[\x00\r\n]")
+_TOKEN = re.compile(rb"[0-9a-z_.\-]+")
+#: Names the call's own headers use; metadata of the same names is not sent.
+_OWN = frozenset({b"content-type", b"grpc-status", b"grpc-message", b"grpc-encoding", b"te"})
+
+
+def _percent(message: str) -> bytes:
+    """``grpc-message`` encoding: UTF-8, then percent-encoding outside printable ASCII."""
+    data = message.encode("utf-8", "replace")
+    if _PRINTABLE.fullmatch(data):
+        return data
+    return b"".join(bytes((c,)) if 0x20 <= c <= 0x7E and c != 0x25 else b"%%%02X" % c for c in data)
+
+
+def _metadata_fields(metadata: Iterable[tuple[str, str | bytes]]) -> bytes:
+    """Metadata as HPACK fields; ``-bin`` values base64-encoded. Invalid entries are dropped
+    (grpcio refuses them; a model's response header should not fail its call)."""
+    out = []
+    for key, value in metadata:
+        name = key.lower().encode("latin-1", "replace")
+        if not _TOKEN.fullmatch(name) or name in _OWN:
+            logger.debug("dropped response metadata %r", key)
+            continue
+        if name.endswith(b"-bin"):
+            raw = value if isinstance(value, bytes) else value.encode("utf-8")
+            encoded = base64.b64encode(raw).rstrip(b"=")
+        else:
+            encoded = value if isinstance(value, bytes) else value.encode("utf-8", "replace")
+            if _BAD_VALUE.search(encoded):
+                logger.debug("dropped response metadata %r: control characters", key)
+                continue
+        out.append(header_field(name, encoded))
+    return b"".join(out)
+
+
+def _status_fields(code: grpc.StatusCode, details: str | None) -> bytes:
+    if code is grpc.StatusCode.OK and not details:
+        return _STATUS_OK
+    fields = header_field(b"grpc-status", str(code.value[0]).encode())
+    if details:
+        fields += header_field(b"grpc-message", _percent(details))
+    return fields
+
+
+def _timeout(value: bytes) -> float | None:
+    """``grpc-timeout`` (1-8 digits and a unit) in seconds; ``None`` when malformed."""
+    unit = _TIMEOUT_UNITS.get(value[-1]) if value else None
+    digits = value[:-1]
+    if unit is None or not digits.isdigit() or len(digits) > 8:
+        return None
+    return int(digits) * unit
+
+
+class _Call:
+    """The gRPC side of one stream."""
+
+    __slots__ = ("behavior", "context", "encoding", "limit_checked", "task", "timer")
+
+    def __init__(self, behavior: Behavior, context: NativeContext, encoding: bytes | None):
+        self.behavior = behavior
+        self.context = context
+        self.encoding = encoding
+        self.limit_checked = False
+        self.task: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class GrpcConnection(H2Connection):
+    """One client connection of a :class:`NativeGrpcServer`."""
+
+    def __init__(self, server: NativeGrpcServer) -> None:
+        super().__init__(
+            max_concurrent_streams=server.max_concurrent_streams,
+            max_header_list_size=server.max_header_list_size,
+        )
+        self.server = server
+        self._loop = server.loop
+        self._peer: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.server.connections.add(self)
+        if self.server.stopping:
+            self.drain()
+
+    def on_connection_lost(self) -> None:
+        self.server.connection_closed(self)
+
+    def peer(self) -> str:
+        if self._peer is None:
+            address = self.transport.get_extra_info("peername") if self.transport else None
+            if isinstance(address, tuple) and len(address) >= 2:
+                host, port = address[0], address[1]
+                self._peer = f"ipv6:[{host}]:{port}" if ":" in host else f"ipv4:{host}:{port}"
+            else:
+                self._peer = f"unix:{address}" if address else "unknown"
+        return self._peer
+
+    # ------------------------------------------------------------------ requests
+    def on_request(self, stream: Stream, headers: Headers) -> None:
+        method = path = content_type = timeout = encoding = None
+        size = 0
+        for name, value in headers:
+            size += len(name) + len(value) + 32
+            if name == b":path":
+                path = value
+            elif name == b":method":
+                method = value
+            elif name == b"content-type":
+                content_type = value
+            elif name == b"grpc-timeout":
+                timeout = value
+            elif name == b"grpc-encoding":
+                encoding = value
+        server = self.server
+        if size > self.max_header_list_size:
+            self._status(
+                stream, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"header list of {size} bytes is over the limit of {self.max_header_list_size}",
+            )  # fmt: skip
+            return
+        if method != b"POST":
+            self._status(
+                stream, grpc.StatusCode.UNIMPLEMENTED, "gRPC calls are POST requests",
+                http_status=b"405", extra=header_field(b"allow", b"POST"),
+            )  # fmt: skip
+            return
+        if content_type is None or not content_type.startswith(b"application/grpc"):
+            self._status(
+                stream, grpc.StatusCode.INTERNAL,
+                f"content-type {content_type!r} is not application/grpc", http_status=b"415",
+            )  # fmt: skip
+            return
+        behavior = server.methods.get(path) if path is not None else None
+        if behavior is None:
+            self._status(stream, grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {path!r}")
+            return
+        if server.max_concurrent_rpcs is not None and server.active >= server.max_concurrent_rpcs:
+            self._status(
+                stream, grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!"
+            )
+            return
+        deadline = None
+        if timeout is not None:
+            seconds = _timeout(timeout)
+            if seconds is None:
+                logger.debug("ignored malformed grpc-timeout %r", timeout)
+            else:
+                deadline = self._loop.time() + seconds
+        if encoding == b"identity":
+            encoding = None
+        context = NativeContext(headers, peer=self.peer, deadline=deadline, clock=self._loop.time)
+        call = stream.call = _Call(behavior, context, encoding)
+        if deadline is not None:
+            call.timer = self._loop.call_at(deadline, self._expire, stream)
+
+    def on_data(self, stream: Stream) -> None:
+        call = stream.call
+        if call is None or call.limit_checked or len(stream.body) < 5:
+            return
+        call.limit_checked = True
+        length = int.from_bytes(stream.body[1:5], "big")
+        if length > self.server.max_receive_message_length:
+            self._too_large(stream, length)
+
+    def on_request_end(self, stream: Stream) -> None:
+        call = stream.call
+        if call is None or stream.closed:
+            return
+        body = stream.body
+        if len(body) < 5:
+            self._status(stream, grpc.StatusCode.INTERNAL, "the call sent no request message")
+            return
+        length = int.from_bytes(body[1:5], "big")
+        limit = self.server.max_receive_message_length
+        if length > limit:
+            self._too_large(stream, length)
+            return
+        if len(body) != 5 + length:
+            what = "a truncated" if len(body) < 5 + length else "more than one"
+            self._status(stream, grpc.StatusCode.INTERNAL, f"unary call sent {what} message")
+            return
+        payload: bytes | memoryview = memoryview(body)[5:]
+        if body[0]:
+            message = self._decompress(stream, call.encoding, payload, limit)
+            if message is None:
+                return
+            payload = message
+        task = self._loop.create_task(self._run(stream, call, payload))
+        call.task = task
+        self.server.tasks.add(task)
+
+    def on_stream_reset(self, stream: Stream) -> None:
+        call = stream.call
+        if call is None:
+            return
+        if call.timer is not None:
+            call.timer.cancel()
+        call.context.cancel()
+        if call.task is not None and not call.task.done():
+            if call.context.code() is None:
+                call.context.set_code(grpc.StatusCode.CANCELLED)
+            call.task.cancel()
+
+    def _expire(self, stream: Stream) -> None:
+        call = stream.call
+        call.timer = None
+        if stream.closed:
+            return
+        call.context.set_code(grpc.StatusCode.DEADLINE_EXCEEDED)
+        call.context.set_details("Deadline Exceeded")
+        if call.task is None:  # the request is still arriving
+            self._status(stream, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        elif not call.task.done():
+            call.task.cancel()
+
+    def _too_large(self, stream: Stream, length: int) -> None:
+        limit = self.server.max_receive_message_length
+        self._status(
+            stream, grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"Received message larger than max ({length} vs. {limit})",
+        )  # fmt: skip
+
+    def _decompress(
+        self, stream: Stream, encoding: bytes | None, payload: memoryview | bytes, limit: int
+    ) -> bytes | None:
+        if encoding not in (b"gzip", b"deflate"):
+            self._status(
+                stream, grpc.StatusCode.UNIMPLEMENTED,
+                f"message compressed with {encoding!r}; this server accepts "
+                f"{_ACCEPT_ENCODING.decode()}",
+                extra=header_field(b"grpc-accept-encoding", _ACCEPT_ENCODING),
+            )  # fmt: skip
+            return None
+        inflater = zlib.decompressobj(31 if encoding == b"gzip" else 15)
+        try:
+            message = inflater.decompress(payload, limit + 1)
+        except zlib.error as exc:
+            self._status(stream, grpc.StatusCode.INTERNAL, f"could not decompress: {exc}")
+            return None
+        if len(message) > limit:
+            self._status(
+                stream, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"Received message larger than max (over {limit} bytes decompressed)",
+            )  # fmt: skip
+            return None
+        if not inflater.eof:
+            self._status(stream, grpc.StatusCode.INTERNAL, "truncated compressed message")
+            return None
+        return message
+
+    # ------------------------------------------------------------------ calls
+    async def _run(self, stream: Stream, call: _Call, payload: bytes | memoryview) -> None:
+        server = self.server
+        context = call.context
+        server.active += 1
+        try:
+            reply = await call.behavior(payload, context)
+        except grpc.aio.AbortError:
+            self._status(stream, context.code() or grpc.StatusCode.UNKNOWN, context.details(),
+                         context)  # fmt: skip
+            return
+        except asyncio.CancelledError:
+            code = context.code() or grpc.StatusCode.CANCELLED
+            self._status(stream, code, context.details() or "call cancelled", context)
+            return
+        except Exception:
+            logger.exception("gRPC call on %s failed", self.peer())
+            self._status(stream, grpc.StatusCode.UNKNOWN, "internal error", context)
+            return
+        finally:
+            server.active -= 1
+            server.tasks.discard(call.task)
+            if call.timer is not None:
+                call.timer.cancel()
+            context.finish()
+        if stream.closed:
+            return
+        if len(reply) > server.max_send_message_length:
+            self._status(
+                stream, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"Sent message larger than max ({len(reply)} vs. "
+                f"{server.max_send_message_length})", context,
+            )  # fmt: skip
+            return
+        context.headers_sent = True
+        head = _HEAD_OK + _metadata_fields(context.initial) if context.initial else _HEAD_OK
+        trailers = _status_fields(context.code() or grpc.StatusCode.OK, context.details())
+        if context.trailing:
+            trailers += _metadata_fields(context.trailing)
+        prefix = b"\x00" + len(reply).to_bytes(4, "big")
+        self.respond(stream, head, (prefix, reply), trailers)
+
+    def _status(
+        self,
+        stream: Stream,
+        code: grpc.StatusCode,
+        details: str | None,
+        context: NativeContext | None = None,
+        *,
+        http_status: bytes | None = None,
+        extra: bytes = b"",
+    ) -> None:
+        """A trailers-only response (also what a failed call gets)."""
+        if stream.closed:
+            return
+        call = stream.call
+        if call is not None and call.timer is not None:
+            call.timer.cancel()
+            call.timer = None
+        status = STATUS_200 if http_status is None else header_field(b":status", http_status)
+        block = status + _CONTENT_TYPE + _status_fields(code, details) + extra
+        if context is not None:
+            context.headers_sent = True
+            if context.initial:
+                block += _metadata_fields(context.initial)
+            if context.trailing:
+                block += _metadata_fields(context.trailing)
+        self.respond_trailers_only(stream, block)
+
+
+class NativeGrpcServer:
+    """The inference service on the native HTTP/2 server; grpc.aio's server interface
+    (``add_insecure_port``, ``await start()``, ``await stop(grace)``)."""
+
+    def __init__(
+        self,
+        servicer: InferenceServicer,
+        *,
+        max_send_message_length: int = DEFAULT_MAX_GRPC_MESSAGE_LENGTH,
+        max_receive_message_length: int = DEFAULT_MAX_GRPC_MESSAGE_LENGTH,
+        max_concurrent_rpcs: int | None = None,
+        max_concurrent_streams: int = 100,
+        max_header_list_size: int = 16384,
+        interceptors: Sequence[Any] = (),
+    ) -> None:
+        def wrap(name: str, behavior: Any) -> Any:
+            for interceptor in reversed(interceptors):
+                behavior = interceptor.wrap_async(name, behavior)
+            return behavior
+
+        self.servicer = servicer
+        self.methods: dict[bytes, Behavior] = {
+            f"/{SERVICE_NAME}/{name}".encode(): behavior
+            for name, behavior in servicer.async_handlers(wrap).items()
+        }
+        self.max_send_message_length = max_send_message_length
+        self.max_receive_message_length = max_receive_message_length
+        self.max_concurrent_rpcs = max_concurrent_rpcs
+        self.max_concurrent_streams = max_concurrent_streams
+        self.max_header_list_size = max_header_list_size
+        self.connections: set[GrpcConnection] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.active = 0
+        self.stopping = False
+        self._sockets: list[socket.socket] = []
+        self._acceptors: list[Any] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._idle: asyncio.Event | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None, "the server is not started"
+        return self._loop
+
+    def add_insecure_port(self, address: str) -> int:
+        """Listen on ``host:port`` (``[::]:port`` for every address); returns the port."""
+        host, _, port = address.rpartition(":")
+        sock = bind_grpc_socket(host.strip("[]"), int(port))
+        self._sockets.append(sock)
+        return int(sock.getsockname()[1])
+
+    async def start(self) -> None:
+        # server.py imports this package; by the time a server starts it is loaded.
+        from moorage.server.server import _Acceptor
+
+        self._loop = loop = asyncio.get_running_loop()
+        self._idle = asyncio.Event()
+        self.servicer.loop = loop
+        for sock in self._sockets:
+            self._acceptors.append(_Acceptor(loop, sock, lambda: GrpcConnection(self)))
+
+    def connection_closed(self, connection: GrpcConnection) -> None:
+        self.connections.discard(connection)
+        if not self.connections and self._idle is not None:
+            self._idle.set()
+
+    async def stop(self, grace: float | None) -> None:
+        """Refuse new calls; let the running ones finish for up to ``grace`` seconds (``None``
+        or 0: cancel them now); then close every connection."""
+        self.stopping = True
+        for acceptor in self._acceptors:
+            acceptor.close()
+        for sock in self._sockets:
+            sock.close()
+        for acceptor in self._acceptors:
+            await acceptor.wait_closed()
+        if self.connections and grace:
+            for connection in list(self.connections):
+                connection.drain()
+            assert self._idle is not None
+            if self.connections:
+                self._idle.clear()
+                try:
+                    await asyncio.wait_for(self._idle.wait(), grace)
+                except TimeoutError:
+                    logger.info(
+                        "gRPC: %d calls still running after %.1f s; cancelling them",
+                        self.active,
+                        grace,
+                    )
+        for connection in list(self.connections):
+            connection.abort()
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=5)
+
+
+def bind_grpc_socket(host: str, port: int) -> socket.socket:
+    """A listening socket with ``SO_REUSEPORT`` (workers share the port, as with grpcio);
+    ``::`` and ``0.0.0.0`` listen on IPv6 and IPv4 (IPv4 only where IPv6 is off)."""
+    if host in ("", "::", "0.0.0.0"):
+        try:
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            address: tuple[Any, ...] = ("::", port)
+        except OSError:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            address = ("0.0.0.0", port)
+    else:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock

@@ -1,0 +1,468 @@
+"""The native gRPC server on the wire: HTTP/2 framing, flow control, refusals and hostile
+clients, driven by the ``h2`` client state machine over real sockets, raw bytes and h2load."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import shutil
+import struct
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.settings
+import numpy as np
+import pytest
+
+from moorage.core.protocol import InferRequest, InferResponse, InferTensor
+from moorage.core.protocol.grpc import (
+    SERVICE_NAME,
+    pb,
+    request_to_bytes,
+    response_from_proto,
+)
+from moorage.server import DataPlane, Model
+from moorage.server.grpc import NativeGrpcServer, create_grpc_server
+
+from .conftest import make_repository
+
+INFER = f"/{SERVICE_NAME}/ModelInfer"
+LIVE = f"/{SERVICE_NAME}/ServerLive"
+LIMIT = 8 * 1024 * 1024
+
+
+@pytest.fixture
+async def native() -> AsyncIterator[NativeGrpcServer]:
+    server = create_grpc_server(
+        DataPlane(make_repository(), max_inflight=64),
+        implementation="native",
+        max_send_message_length=LIMIT,
+        max_receive_message_length=LIMIT,
+        max_concurrent_streams=8,
+    )
+    assert isinstance(server, NativeGrpcServer)
+    server.port = server.add_insecure_port("127.0.0.1:0")  # type: ignore[attr-defined]
+    await server.start()
+    yield server
+    await server.stop(0)
+
+
+def port_of(server: NativeGrpcServer) -> int:
+    return int(server.port)  # type: ignore[attr-defined]
+
+
+def framed(message: bytes, *, compressed: bool = False) -> bytes:
+    return struct.pack(">BI", int(compressed), len(message)) + message
+
+
+def echo_message(data: np.ndarray[Any, Any]) -> bytes:
+    return request_to_bytes(InferRequest("echo", [InferTensor.from_numpy("x", data)]))
+
+
+class Client:
+    """An HTTP/2 client connection (the ``h2`` state machine over asyncio streams)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        )
+        self.events: list[Any] = []
+        self._bodies: dict[int, tuple[bytes, bool]] = {}
+
+    @classmethod
+    async def open(cls, port: int, settings: dict[Any, int] | None = None) -> Client:
+        """A connection; ``settings`` maps h2's SettingCodes to values."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        client = cls(reader, writer)
+        client.conn.initiate_connection()
+        if settings:
+            client.conn.update_settings(settings)
+        await client.flush()
+        return client
+
+    async def flush(self) -> None:
+        self._push()
+        self.writer.write(self.conn.data_to_send())
+        with contextlib.suppress(ConnectionError):  # the server closed; the events say why
+            await self.writer.drain()
+
+    def _push(self) -> None:
+        """Send queued request bodies as far as the server's windows allow."""
+        for sid, (body, end) in list(self._bodies.items()):
+            while body:
+                size = min(
+                    len(body),
+                    self.conn.local_flow_control_window(sid),
+                    self.conn.max_outbound_frame_size,
+                )
+                if size <= 0:
+                    break
+                self.conn.send_data(sid, body[:size])
+                body = body[size:]
+            self._bodies[sid] = (body, end)
+            if not body:
+                del self._bodies[sid]
+                if end:
+                    self.conn.end_stream(sid)
+
+    def request(
+        self, path: str, body: bytes = b"", *, method: str = "POST", end: bool = True,
+        headers: tuple[tuple[str, str], ...] = (),
+        content_type: str = "application/grpc",
+    ) -> int:  # fmt: skip
+        sid = self.conn.get_next_available_stream_id()
+        self.conn.send_headers(
+            sid,
+            [(":method", method), (":scheme", "http"), (":path", path),
+             (":authority", "localhost"), ("content-type", content_type), ("te", "trailers"),
+             *headers],
+            end_stream=not body and end,
+        )  # fmt: skip
+        if body:
+            self._bodies[sid] = (body, end)
+            self._push()
+        return sid
+
+    async def until(self, done: Any, timeout: float = 10) -> list[Any]:
+        """Read until ``done(events)``; acknowledges received data (flow control)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        await self.flush()
+        while not done(self.events):
+            try:
+                data = await asyncio.wait_for(self.reader.read(65536), deadline - loop.time())
+            except ConnectionError:
+                data = b""
+            if not data:
+                break
+            for event in self.conn.receive_data(data):
+                self.events.append(event)
+                if isinstance(event, h2.events.DataReceived):
+                    self.conn.acknowledge_received_data(
+                        event.flow_controlled_length, event.stream_id
+                    )
+            await self.flush()
+        return self.events
+
+    async def response(self, sid: int) -> tuple[dict[str, str], bytes, dict[str, str]]:
+        """(headers, body, trailers) of stream ``sid`` (trailers-only: headers == trailers)."""
+
+        def ended(events: list[Any]) -> bool:
+            return any(
+                isinstance(e, h2.events.StreamEnded | h2.events.StreamReset) and e.stream_id == sid
+                for e in events
+            )
+
+        events = await self.until(ended)
+        blocks = [dict(e.headers) for e in events
+                  if isinstance(e, h2.events.ResponseReceived | h2.events.TrailersReceived)
+                  and e.stream_id == sid]  # fmt: skip
+        body = b"".join(
+            e.data for e in events if isinstance(e, h2.events.DataReceived) and e.stream_id == sid
+        )
+        return blocks[0], body, blocks[-1]
+
+    async def close(self) -> None:
+        self.writer.close()
+        await asyncio.gather(self.writer.wait_closed(), return_exceptions=True)
+
+
+async def still_serves(server: NativeGrpcServer) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port_of(server)}") as channel:
+        live = channel.unary_unary(LIVE, response_deserializer=pb.ServerLiveResponse.FromString)
+        assert (await live(b"", timeout=5)).live
+
+
+# ----------------------------------------------------------------------------- calls
+async def test_unary_call_and_trailers(native: NativeGrpcServer) -> None:
+    client = await Client.open(port_of(native))
+    data = np.arange(6, dtype=np.float32)
+    sid = client.request(INFER, framed(echo_message(data)),
+                         headers=(("x-echo", "hi"), ("x-request-id", "r1")))  # fmt: skip
+    headers, body, trailers = await client.response(sid)
+    assert headers[":status"] == "200" and headers["content-type"] == "application/grpc"
+    assert headers["x-echoed"] == "hi"
+    assert trailers["grpc-status"] == "0"
+    assert body[0] == 0 and struct.unpack(">I", body[1:5])[0] == len(body) - 5
+    reply = response_from_proto(pb.ModelInferResponse.FromString(body[5:]))
+    np.testing.assert_array_equal(reply.output("x").data, data)
+    await client.close()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "grpc_status"),
+    [
+        ({"path": f"/{SERVICE_NAME}/Nope"}, "200", "12"),
+        ({"path": "/other.Service/Method"}, "200", "12"),
+        ({"path": LIVE, "method": "GET"}, "405", "12"),
+        ({"path": LIVE, "content_type": "application/json"}, "415", "13"),
+    ],
+)
+async def test_refusals_are_trailers_only(
+    native: NativeGrpcServer, kwargs: dict[str, str], status: str, grpc_status: str
+) -> None:
+    client = await Client.open(port_of(native))
+    path = kwargs.pop("path")
+    sid = client.request(path, framed(b""), **kwargs)  # type: ignore[arg-type]
+    headers, body, trailers = await client.response(sid)
+    assert (headers[":status"], headers["grpc-status"], body) == (status, grpc_status, b"")
+    assert headers is trailers or headers == trailers
+    await client.close()
+
+
+async def test_grpc_message_is_percent_encoded(native: NativeGrpcServer) -> None:
+    client = await Client.open(port_of(native))
+    bad = request_to_bytes(InferRequest("n%ö", [InferTensor.from_numpy("x", np.ones(1))]))
+    _, _, trailers = await client.response(client.request(INFER, framed(bad)))
+    assert trailers["grpc-status"] == "5"
+    assert "n%25%C3%B6" in trailers["grpc-message"]
+    await client.close()
+
+
+async def test_grpc_timeout_header(native: NativeGrpcServer) -> None:
+    native.servicer.dataplane.repository.update(_Sleeper())
+    client = await Client.open(port_of(native))
+    message = request_to_bytes(InferRequest("sleeper", [InferTensor.from_numpy("x", np.ones(1))]))
+    sid = client.request(INFER, framed(message), headers=(("grpc-timeout", "200m"),))
+    started = asyncio.get_running_loop().time()
+    _, _, trailers = await client.response(sid)
+    assert trailers["grpc-status"] == "4"  # DEADLINE_EXCEEDED
+    assert asyncio.get_running_loop().time() - started < 2
+    await client.close()
+
+
+class _Sleeper(Model):
+    """async predict that takes 30 s."""
+
+    def __init__(self) -> None:
+        super().__init__("sleeper")
+        self.ready = True
+
+    async def predict(self, payload: Any, headers: Any = None) -> Any:
+        await asyncio.sleep(30)
+        return InferResponse(self.name, list(payload.inputs))
+
+
+async def test_compressed_message(native: NativeGrpcServer) -> None:
+    data = np.arange(100, dtype=np.float32)
+    client = await Client.open(port_of(native))
+    sid = client.request(
+        INFER, framed(gzip.compress(echo_message(data)), compressed=True),
+        headers=(("grpc-encoding", "gzip"),),
+    )  # fmt: skip
+    _, body, trailers = await client.response(sid)
+    assert trailers["grpc-status"] == "0"
+    reply = response_from_proto(pb.ModelInferResponse.FromString(body[5:]))
+    np.testing.assert_array_equal(reply.output("x").data, data)
+    sid = client.request(
+        INFER, framed(b"zzz", compressed=True), headers=(("grpc-encoding", "snappy"),)
+    )
+    _, _, trailers = await client.response(sid)
+    assert trailers["grpc-status"] == "12"
+    assert trailers["grpc-accept-encoding"] == "identity,gzip,deflate"
+    await client.close()
+
+
+async def test_bad_request_framing(native: NativeGrpcServer) -> None:
+    client = await Client.open(port_of(native))
+    cases = [b"", b"\x00\x00\x00", framed(b"") + framed(b""), framed(b"abc")[:-1]]
+    for body in cases:
+        sid = client.request(LIVE, body)
+        _, _, trailers = await client.response(sid)
+        assert trailers["grpc-status"] == "13", body  # INTERNAL
+    await client.close()
+    await still_serves(native)
+
+
+async def test_oversize_header_list_is_resource_exhausted(native: NativeGrpcServer) -> None:
+    client = await Client.open(port_of(native))
+    sid = client.request(LIVE, framed(b""), headers=(("x-big", "v" * 20000),))
+    _, _, trailers = await client.response(sid)
+    assert trailers["grpc-status"] == "8"
+    sid = client.request(LIVE, framed(b""))
+    assert (await client.response(sid))[2]["grpc-status"] == "0"  # same connection goes on
+    await client.close()
+
+
+async def test_oversize_header_block_closes_the_connection(native: NativeGrpcServer) -> None:
+    client = await Client.open(port_of(native))
+    client.conn.local_settings = h2.settings.Settings(client=True)  # no local limit
+    client.conn.max_outbound_frame_size = 16384
+    headers = tuple((f"x-{i}", "v" * 4000) for i in range(40))  # ~160 kB: over 4 x 16 KiB
+    client.request(LIVE, framed(b""), headers=headers)
+    events = await client.until(
+        lambda evs: any(isinstance(e, h2.events.ConnectionTerminated) for e in evs)
+    )
+    assert any(isinstance(e, h2.events.ConnectionTerminated) for e in events)
+    await client.close()
+    await still_serves(native)
+
+
+async def test_request_over_the_limit_is_refused_early(native: NativeGrpcServer) -> None:
+    client = await Client.open(port_of(native))
+    sid = client.request(INFER, struct.pack(">BI", 0, LIMIT + 1) + b"x" * 1000, end=False)
+    await client.flush()
+    _, _, trailers = await client.response(sid)
+    assert trailers["grpc-status"] == "8"
+    assert "larger than max" in trailers["grpc-message"]
+    await client.close()
+
+
+# ----------------------------------------------------------------------------- HTTP/2
+async def test_settings_ping_and_window_updates(native: NativeGrpcServer) -> None:
+    client = await Client.open(port_of(native))
+    client.conn.ping(b"12345678")
+    await client.flush()
+    events = await client.until(
+        lambda evs: (
+            any(isinstance(e, h2.events.PingAckReceived) for e in evs)
+            and any(isinstance(e, h2.events.SettingsAcknowledged) for e in evs)
+        )
+    )
+    changed = next(e for e in events if isinstance(e, h2.events.RemoteSettingsChanged))
+    settings = {int(k): v.new_value for k, v in changed.changed_settings.items()}
+    assert settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] == 8
+    assert settings[h2.settings.SettingCodes.INITIAL_WINDOW_SIZE] >= 1 << 20
+    assert client.conn.outbound_flow_control_window >= 1 << 20  # connection window raised
+    assert next(e for e in events if isinstance(e, h2.events.PingAckReceived)).ping_data == (
+        b"12345678"
+    )
+    await client.close()
+
+
+async def test_large_reply_through_a_small_client_window(native: NativeGrpcServer) -> None:
+    """The server sends only what the client's windows allow, resuming on WINDOW_UPDATE."""
+    client = await Client.open(
+        port_of(native),
+        {
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1000,
+            h2.settings.SettingCodes.MAX_FRAME_SIZE: 16384,
+        },
+    )
+    data = np.random.default_rng(1).random(500_000, dtype=np.float32)  # 2 MB each way
+    sid = client.request(INFER, framed(echo_message(data)))
+    _, body, trailers = await client.response(sid)
+    assert trailers["grpc-status"] == "0"
+    reply = response_from_proto(pb.ModelInferResponse.FromString(body[5:]))
+    np.testing.assert_array_equal(reply.output("x").data, data)
+    await client.close()
+
+
+async def test_streams_beyond_the_limit_are_refused(native: NativeGrpcServer) -> None:
+    client = await Client.open(port_of(native))
+    client.conn.remote_settings.max_concurrent_streams = 100  # pretend not to know
+    sids = [client.request(LIVE, framed(b""), end=False) for _ in range(9)]
+    await client.flush()
+    events = await client.until(lambda evs: any(isinstance(e, h2.events.StreamReset) for e in evs))
+    reset = [e for e in events if isinstance(e, h2.events.StreamReset)]
+    assert [e.stream_id for e in reset] == [sids[-1]]
+    assert reset[0].error_code == h2.errors.ErrorCodes.REFUSED_STREAM
+    for sid in sids[:-1]:
+        client.conn.end_stream(sid)
+    await client.flush()
+    for sid in sids[:-1]:
+        assert (await client.response(sid))[2]["grpc-status"] == "0"
+    await client.close()
+
+
+async def test_client_reset_cancels_the_call(native: NativeGrpcServer) -> None:
+    native.servicer.dataplane.repository.update(_Sleeper())
+    client = await Client.open(port_of(native))
+    message = request_to_bytes(InferRequest("sleeper", [InferTensor.from_numpy("x", np.ones(1))]))
+    sid = client.request(INFER, framed(message))
+    await client.flush()
+    await asyncio.sleep(0.1)
+    assert native.active == 1
+    client.conn.reset_stream(sid)
+    await client.flush()
+    for _ in range(50):
+        if native.active == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert native.active == 0
+    await client.close()
+
+
+async def test_protocol_error_is_goaway(native: NativeGrpcServer) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(native))
+    settings = struct.pack(">IBI", 0 << 8 | 4, 0, 0)
+    data_on_zero = struct.pack(">IBI", 3 << 8 | 0, 0, 0) + b"abc"
+    writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + settings + data_on_zero)
+    received = await asyncio.wait_for(reader.read(), 5)  # until the server closes
+    frames = _frames(received)
+    goaway = [payload for kind, _, payload in frames if kind == 7]
+    assert goaway and struct.unpack(">II", goaway[0][:8])[1] == 1  # PROTOCOL_ERROR
+    writer.close()
+    await still_serves(native)
+
+
+def _frames(data: bytes) -> list[tuple[int, int, bytes]]:
+    out = []
+    while len(data) >= 9:
+        length_kind, flags, _ = struct.unpack(">IBI", data[:9])
+        length = length_kind >> 8
+        out.append((length_kind & 0xFF, flags, data[9 : 9 + length]))
+        data = data[9 + length :]
+    return out
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        bytes(range(256)) * 8,
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\xff" * 64,
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+        + struct.pack(">IBI", 0, 4, 0)
+        + struct.pack(">IBI", 200 << 8 | 1, 4, 1)
+        + b"\x00" * 10,  # HEADERS cut mid-frame
+    ],
+)
+async def test_garbage_and_half_frames_do_not_hurt(
+    native: NativeGrpcServer, garbage: bytes
+) -> None:
+    _, writer = await asyncio.open_connection("127.0.0.1", port_of(native))
+    writer.write(garbage)
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    writer.close()
+    await asyncio.gather(writer.wait_closed(), return_exceptions=True)
+    await still_serves(native)
+    assert native.active == 0
+
+
+async def test_graceful_drain_sends_goaway(native: NativeGrpcServer) -> None:
+    client = await Client.open(port_of(native))
+    sid = client.request(LIVE, framed(b""))
+    await client.response(sid)
+    stopping = asyncio.ensure_future(native.stop(5))
+    events = await client.until(
+        lambda evs: any(isinstance(e, h2.events.ConnectionTerminated) for e in evs)
+    )
+    goaway = next(e for e in events if isinstance(e, h2.events.ConnectionTerminated))
+    assert goaway.error_code == 0 and goaway.last_stream_id == sid
+    await asyncio.wait_for(stopping, 5)
+    await client.close()
+
+
+@pytest.mark.skipif(shutil.which("h2load") is None, reason="needs h2load")
+async def test_h2load_many_connections(native: NativeGrpcServer, tmp_path: Any) -> None:
+    body = tmp_path / "live.bin"
+    body.write_bytes(framed(b""))
+    process = await asyncio.create_subprocess_exec(
+        "h2load", "-n", "2000", "-c", "50", "-m", "4", "-H", "content-type: application/grpc",
+        "-H", "te: trailers", "-d", str(body), f"http://127.0.0.1:{port_of(native)}{LIVE}",
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    text = out.decode()
+    assert "2000 succeeded, 0 failed, 0 errored" in text, text
+    await still_serves(native)
