@@ -205,6 +205,8 @@ class Connection(asyncio.Protocol):
         self._out: list[bytes] = []
         self._receiving = False
         self._flush_soon: asyncio.Handle | None = None
+        self._completed = 0  # streams the current input burst completed
+        self._burst = False  # their callers, woken together, are about to send
 
     # ------------------------------------------------------------------------- asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -227,6 +229,7 @@ class Connection(asyncio.Protocol):
             data = b"".join(self._partial)
             self._partial.clear()
         self._receiving = True
+        self._completed = 0
         try:
             self._frames(data)
         except _ConnectionError as exc:
@@ -235,6 +238,8 @@ class Connection(asyncio.Protocol):
             self._protocol_error(COMPRESSION_ERROR, f"invalid header block: {exc}")
         finally:
             self._receiving = False
+        if self._completed > 1:
+            self._burst = True
         if self._out:
             self._flush()
 
@@ -320,7 +325,7 @@ class Connection(asyncio.Protocol):
             self._send_window -= length
             stream.send_window -= length
             data = _FRAME.pack(length >> 16, length & 0xFFFF, DATA, END_STREAM, stream_id)
-            if self._out or len(self._streams) > 1:  # concurrent callers: one write for all
+            if self._out or self._burst:  # callers woken together: one write for all
                 self._send(b"".join((head, data, prefix, body)))
             else:
                 transport.write(b"".join((head, data, prefix, body)))
@@ -359,6 +364,7 @@ class Connection(asyncio.Protocol):
 
     def _flush(self) -> None:
         self._flush_soon = None
+        self._burst = False
         out, self._out = self._out, []
         transport = self._transport
         if out and transport is not None and not transport.is_closing():
@@ -494,6 +500,7 @@ class Connection(asyncio.Protocol):
             self._out.append(frame(RST_STREAM, 0, stream.id, _U32.pack(CANCEL)))
         if not stream.waiter.done():
             stream.waiter.set_result(stream)
+            self._completed += 1
         self._stream_ended()
 
     # ------------------------------------------------------------------------- receiving
