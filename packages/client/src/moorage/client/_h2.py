@@ -77,6 +77,7 @@ _CLIENT_SETTINGS = (
     (_MAX_FRAME_SIZE, MAX_FRAME_IN),
 )
 _SMALL_BODY = 64 * 1024  # a body up to this, within the windows, goes out with its HEADERS
+_READ_SIZE = 256 * 1024  # the read buffer (asyncio's own read size)
 _DEADLINE_SLACK = 1e-4  # a deadline this close counts as passed (timers may fire early)
 
 
@@ -166,8 +167,13 @@ class Stream:
         self.deadline: float | None = None
 
 
-class Connection(asyncio.Protocol):
-    """One HTTP/2 connection to a server; :meth:`request` runs one exchange on a new stream."""
+class Connection(asyncio.BufferedProtocol):
+    """One HTTP/2 connection to a server; :meth:`request` runs one exchange on a new stream.
+
+    A buffered protocol: the socket is read into one buffer of this connection. (A plain
+    ``Protocol`` gets a new ``bytes`` from ``sock.recv(256 KiB)`` per read, which allocates
+    and frees 256 KiB each time: ~20 us per read on the bench machine.)
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -203,12 +209,20 @@ class Connection(asyncio.Protocol):
         # output waiting for one write: control frames an input burst calls for, and the
         # requests of concurrent callers woken together (flushed once, after all of them)
         self._out: list[bytes] = []
+        self._buffer = bytearray(_READ_SIZE)
+        self._view = memoryview(self._buffer)
         self._receiving = False
         self._flush_soon: asyncio.Handle | None = None
         self._completed = 0  # streams the current input burst completed
         self._burst = False  # their callers, woken together, are about to send
 
     # ------------------------------------------------------------------------- asyncio
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(self._view[:nbytes]))
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
         ssl_object = transport.get_extra_info("ssl_object")
