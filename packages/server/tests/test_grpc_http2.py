@@ -17,6 +17,7 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.settings
+import hpack
 import numpy as np
 import pytest
 
@@ -29,6 +30,7 @@ from moorage.core.protocol.grpc import (
 )
 from moorage.server import DataPlane, Model
 from moorage.server.grpc import NativeGrpcServer, create_grpc_server
+from moorage.server.grpc.frames import header_field, string_literal
 
 from .conftest import make_repository
 
@@ -195,6 +197,51 @@ async def test_unary_call_and_trailers(native: NativeGrpcServer) -> None:
     reply = response_from_proto(pb.ModelInferResponse.FromString(body[5:]))
     np.testing.assert_array_equal(reply.output("x").data, data)
     await client.close()
+
+
+async def test_headers_decode_right_as_the_hpack_table_changes(native: NativeGrpcServer) -> None:
+    """A header block that left the HPACK table unchanged is decoded from a cache; once
+    another block changes the table, the same bytes must mean what the table now says."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(native))
+    fixed = b"\x83\x86" + b"".join(  # POST, http (static table), then literals never indexed
+        header_field(name, value)
+        for name, value in ((b":path", INFER.encode()), (b":authority", b"x"),
+                            (b"content-type", b"application/grpc"), (b"te", b"trailers"))
+    )  # fmt: skip
+
+    def indexing(value: bytes) -> bytes:  # literal with incremental indexing (RFC 7541 6.2.1)
+        return b"\x40" + string_literal(b"x-echo") + string_literal(value)
+
+    newest = b"\xbe"  # indexed field 62: the newest dynamic table entry
+    blocks = [fixed + indexing(b"v0"), fixed + newest, fixed + newest,
+              fixed + indexing(b"v1"), fixed + newest]  # fmt: skip
+    expected = ["v0", "v0", "v0", "v1", "v1"]
+    body = framed(echo_message(np.ones(1, np.float32)))
+    out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + struct.pack(">IBI", 4, 0, 0)
+    for index, block in enumerate(blocks):
+        sid = 2 * index + 1
+        out += struct.pack(">IBI", len(block) << 8 | 1, 4, sid) + block  # HEADERS, END_HEADERS
+        out += struct.pack(">IBI", len(body) << 8 | 0, 1, sid) + body  # DATA, END_STREAM
+    writer.write(out)
+    decoder = hpack.Decoder()
+    echoed: dict[int, str] = {}
+    received = b""
+    while len(echoed) < len(blocks):
+        received += await asyncio.wait_for(reader.read(65536), 5)
+        while len(received) >= 9:
+            length_kind, _, sid = struct.unpack(">IBI", received[:9])
+            if len(received) < 9 + (length_kind >> 8):
+                break
+            payload, received = (
+                received[9 : 9 + (length_kind >> 8)],
+                received[9 + (length_kind >> 8) :],
+            )
+            if length_kind & 0xFF == 1:
+                fields = dict(decoder.decode(payload))
+                if "x-echoed" in fields:
+                    echoed[sid] = fields["x-echoed"]
+    assert [echoed[2 * i + 1] for i in range(len(blocks))] == expected
+    writer.close()
 
 
 @pytest.mark.parametrize(

@@ -56,14 +56,13 @@ class NativeContext(grpc.aio.ServicerContext[Any, Any]):
 
     def __init__(
         self,
-        headers: Headers,
+        metadata: tuple[tuple[str, str | bytes], ...],
         *,
         peer: Callable[[], str],
         deadline: float | None,
         clock: Callable[[], float],
     ) -> None:
-        self._headers = headers
-        self._metadata: tuple[tuple[str, str | bytes], ...] | None = None
+        self._metadata = metadata
         self._peer = peer
         self._deadline = deadline
         self._clock = clock
@@ -78,8 +77,6 @@ class NativeContext(grpc.aio.ServicerContext[Any, Any]):
 
     # ------------------------------------------------------------------ metadata
     def invocation_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
-        if self._metadata is None:
-            self._metadata = decode_metadata(self._headers)
         return self._metadata
 
     async def send_initial_metadata(self, initial_metadata: Metadata) -> None:

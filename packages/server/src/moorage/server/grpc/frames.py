@@ -37,6 +37,7 @@ __all__ = [
     "header_field",
     "rst_stream",
     "settings",
+    "string_literal",
     "window_update",
 ]
 
@@ -152,7 +153,7 @@ def _integer(value: int, prefix_bits: int, first: int) -> bytes:
     return bytes(out)
 
 
-def _string(data: bytes) -> bytes:
+def string_literal(data: bytes) -> bytes:
     """An HPACK string literal without Huffman coding (section 5.2)."""
     return _integer(len(data), 7, 0) + data
 
@@ -162,8 +163,8 @@ def header_field(name: bytes, value: bytes) -> bytes:
     is never touched, so the encoding of a field never depends on what was sent before."""
     index = _STATIC_NAMES.get(name)
     if index is not None:
-        return _integer(index, 4, 0) + _string(value)
-    return b"\x00" + _string(name) + _string(value)
+        return _integer(index, 4, 0) + string_literal(value)
+    return b"\x00" + string_literal(name) + string_literal(value)
 
 
 #: ``:status: 200`` is entry 8 of the static table: one byte, fully indexed.
