@@ -206,15 +206,13 @@ class Connection(asyncio.BufferedProtocol):
         self._partial_size = 0
         self._need = 0
         self._continued: tuple[int, int, list[bytes]] | None = None
-        # output waiting for one write: control frames an input burst calls for, and the
-        # requests of concurrent callers woken together (flushed once, after all of them)
+        # output waiting for one write: the control frames an input burst calls for, and what
+        # must follow them (order matters: a SETTINGS ack, then frames it allows)
         self._out: list[bytes] = []
         self._buffer = bytearray(_READ_SIZE)
         self._view = memoryview(self._buffer)
         self._receiving = False
         self._flush_soon: asyncio.Handle | None = None
-        self._completed = 0  # streams the current input burst completed
-        self._burst = False  # their callers, woken together, are about to send
 
     # ------------------------------------------------------------------------- asyncio
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -243,7 +241,6 @@ class Connection(asyncio.BufferedProtocol):
             data = b"".join(self._partial)
             self._partial.clear()
         self._receiving = True
-        self._completed = 0
         try:
             self._frames(data)
         except _ConnectionError as exc:
@@ -252,8 +249,6 @@ class Connection(asyncio.BufferedProtocol):
             self._protocol_error(COMPRESSION_ERROR, f"invalid header block: {exc}")
         finally:
             self._receiving = False
-        if self._completed > 1:
-            self._burst = True
         if self._out:
             self._flush()
 
@@ -339,7 +334,10 @@ class Connection(asyncio.BufferedProtocol):
             self._send_window -= length
             stream.send_window -= length
             data = _FRAME.pack(length >> 16, length & 0xFFFF, DATA, END_STREAM, stream_id)
-            if self._out or self._burst:  # callers woken together: one write for all
+            # written now, not batched with the other callers an input burst woke: a server
+            # then works on this call while they run (batching saved ~30 us of client CPU
+            # per call at 32 in flight, and halved moorage-server's calls/s by lock-step)
+            if self._out:
                 self._send(b"".join((head, data, prefix, body)))
             else:
                 transport.write(b"".join((head, data, prefix, body)))
@@ -378,7 +376,6 @@ class Connection(asyncio.BufferedProtocol):
 
     def _flush(self) -> None:
         self._flush_soon = None
-        self._burst = False
         out, self._out = self._out, []
         transport = self._transport
         if out and transport is not None and not transport.is_closing():
@@ -514,7 +511,6 @@ class Connection(asyncio.BufferedProtocol):
             self._out.append(frame(RST_STREAM, 0, stream.id, _U32.pack(CANCEL)))
         if not stream.waiter.done():
             stream.waiter.set_result(stream)
-            self._completed += 1
         self._stream_ended()
 
     # ------------------------------------------------------------------------- receiving
