@@ -237,6 +237,37 @@ async def test_http_status_without_grpc_status(
     assert len(h2_peer.requests) == (2 if grpc_status == "UNAVAILABLE" else 1)
 
 
+async def test_plain_http2_server_is_not_grpc(h2c_server: Any) -> None:
+    """hypercorn (h2c prior knowledge) answers 404 for the gRPC path: UNIMPLEMENTED."""
+    async with InferenceGRPCClient(h2c_server.url.removeprefix("http://")) as client:
+        with pytest.raises(ServerError, match="status: 404") as info:
+            await client.is_server_live()
+    assert info.value.details["grpc_status"] == "UNIMPLEMENTED"
+    assert h2c_server.versions[-1] == "2"
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",  # not HTTP/2 at all
+        b"\x00\x00\x00\x01\x0c\x00\x00\x00\x01",  # HEADERS, PADDED, no room for padding
+        b"\x00\x00\x03\x01\x05\x00\x00\x00\x01\xff\xff\xff",  # HPACK index out of range
+    ],
+)
+async def test_a_server_speaking_garbage_is_connection_failed(
+    h2_peer: H2Peer, garbage: bytes
+) -> None:
+    async def garble(call: Call) -> None:
+        call.proto.transport.write(garbage)
+
+    h2_peer.handler = garble
+    async with InferenceGRPCClient(h2_peer.url, timeout=5) as client:
+        with pytest.raises(ConnectionFailed, match="HTTP/2 protocol error"):
+            await client.is_server_live()
+        h2_peer.handler = echo
+        assert await client.is_server_live()  # a new connection
+
+
 async def test_unavailable_is_retried_with_backoff(h2_peer: H2Peer) -> None:
     async def flaky(call: Call) -> None:
         if len(h2_peer.requests) < 3:

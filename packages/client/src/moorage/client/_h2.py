@@ -247,6 +247,8 @@ class Connection(asyncio.BufferedProtocol):
             self._protocol_error(exc.code, str(exc))
         except HPACKError as exc:
             self._protocol_error(COMPRESSION_ERROR, f"invalid header block: {exc}")
+        except (IndexError, ValueError, struct.error) as exc:  # lengths that do not add up
+            self._protocol_error(PROTOCOL_ERROR, f"malformed frame: {exc}")
         finally:
             self._receiving = False
         if self._out:
@@ -508,7 +510,7 @@ class Connection(asyncio.BufferedProtocol):
             stream.pending = None
             if stream in self._blocked:
                 self._blocked.remove(stream)
-            self._out.append(frame(RST_STREAM, 0, stream.id, _U32.pack(CANCEL)))
+            self._send(frame(RST_STREAM, 0, stream.id, _U32.pack(CANCEL)))
         if not stream.waiter.done():
             stream.waiter.set_result(stream)
         self._stream_ended()
@@ -534,6 +536,8 @@ class Connection(asyncio.BufferedProtocol):
             elif ftype == HEADERS:
                 start = pos + 9
                 if flags & PADDED:
+                    if not length:
+                        raise _ConnectionError(PROTOCOL_ERROR, "HEADERS padding too long")
                     start, stop_ = start + 1, stop - data[start]
                 else:
                     stop_ = stop
