@@ -181,6 +181,20 @@ async def test_request_headers_are_indexed_after_the_first_call(h2_peer: H2Peer)
     assert [r.headers["x-team"] for r in h2_peer.requests] == ["a"] * 3
 
 
+async def test_timeouts_that_do_not_repeat_stay_out_of_the_table(h2_peer: H2Peer) -> None:
+    async with InferenceGRPCClient(h2_peer.url) as client:
+        for i in range(5):
+            assert await client.is_server_live(timeout=10 + i / 7)
+        for _ in range(3):
+            assert await client.is_server_live(timeout=20)
+        encoder = client._native._conn._encoder  # type: ignore[union-attr]
+    timeouts = [value for name, value in encoder._where if name == b"grpc-timeout"]
+    assert timeouts == [b"20000m"]
+    sent = [r.headers["grpc-timeout"] for r in h2_peer.requests]
+    assert all(9_990 <= int(t[:-1]) <= 10_572 for t in sent[:5])
+    assert 19_990 <= int(sent[5][:-1]) <= 20_000 and sent[6:] == ["20000m"] * 2
+
+
 # ----------------------------------------------------------------------------- wire
 async def test_request_headers_as_the_spec_writes_them(h2_peer: H2Peer) -> None:
     headers = {"X-Team": "a", "x-blob-bin": "\x00\x01é"}

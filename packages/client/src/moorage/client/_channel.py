@@ -286,6 +286,7 @@ class Channel:
         self._heads: dict[str, tuple[Field, ...]] = {}
         # the request's header fields by (method, timeout): grpc-timeout is the call's timeout
         self._fields: dict[tuple[str, float], tuple[Field, ...]] = {}
+        self._seen: set[tuple[str, float]] = set()
         self._conn: _h2.Connection | None = None
         self._old: list[_h2.Connection] = []  # replaced, finishing their streams
         self._lock: asyncio.Lock | None = None
@@ -307,10 +308,18 @@ class Channel:
         self._heads[method] = head
         return head
 
-    def _head_with_timeout(self, method: str, timeout: float) -> tuple[Field, ...]:
+    def _indexed(self, method: str, timeout: float) -> tuple[Field, ...] | None:
+        """The fields with ``grpc-timeout: timeout`` once that timeout repeats (a timeout seen
+        once goes as a literal: timeouts computed per call must not churn the server's table)."""
+        key = (method, timeout)
+        if key not in self._seen:
+            if len(self._seen) >= 1024:
+                self._seen.clear()
+            self._seen.add(key)
+            return None
         fields = (*(self._heads.get(method) or self._head(method)), _timeout(timeout))
-        if len(self._fields) < 256:
-            self._fields[(method, timeout)] = fields
+        if len(self._fields) < 64:
+            self._fields[key] = fields
         return fields
 
     async def unary(
@@ -340,15 +349,13 @@ class Channel:
                 conn = self._conn
                 if conn is None or not conn.usable:
                     conn = await self._connection(deadline)
+                late = extra
+                fields: tuple[Field, ...] | None = None
                 if timeout is None:
                     fields = self._heads.get(method) or self._head(method)
-                    late = extra
                 elif attempt == 1 and not transparent:
-                    fields = self._fields.get((method, timeout)) or self._head_with_timeout(
-                        method, timeout
-                    )
-                    late = extra
-                else:  # a later attempt: what is left of the deadline, not indexed
+                    fields = self._fields.get((method, timeout)) or self._indexed(method, timeout)
+                if fields is None:  # a once-off timeout or a later attempt: not indexed
                     assert deadline is not None
                     left = deadline - loop.time()
                     if left <= 0:
