@@ -26,13 +26,9 @@ from moorage.core.errors import ConnectionFailed, InvalidInput, ModelNotFound
 from moorage.core.protocol import InferRequest, InferResponse, InferTensor
 from moorage.server import DataPlane, Model, ModelServer, PredictorConfig
 from moorage.server.grpc import create_grpc_server
+from moorage.server.predictor import PredictorClient, close_predictor_clients
 from moorage.server.rest import create_app
-from moorage.server.transformer import (
-    PredictorClient,
-    apply_predictor_settings,
-    close_predictor_clients,
-    predictor_config,
-)
+from moorage.server.transformer import apply_predictor_settings, predictor_config
 
 from .conftest import IRIS_ROWS, make_repository
 

@@ -123,13 +123,19 @@ class Model:
         response_headers: Headers | None = None,
     ) -> Any:
         """Run the model. The default forwards to ``predictor_host`` (transformer mode, see
-        :mod:`moorage.server.transformer`)."""
+        :mod:`moorage.server.predictor`)."""
         if not self.predictor_host:
             raise NotImplementedError("Could not find predictor_host.")
         # Imported here: httpx and the gRPC client stubs cost start-up time most servers skip.
-        from moorage.server.transformer import forward_predict
+        from moorage.server.predictor import pooled_client
 
-        return await forward_predict(self, payload, headers)
+        client = pooled_client(
+            self.predictor_host,
+            protocol=self.protocol,
+            use_ssl=bool(self.use_ssl),
+            timeout=float(self.timeout),
+        )
+        return await client.infer(self.name, payload, headers)
 
     def postprocess(
         self,
@@ -145,9 +151,16 @@ class Model:
         (``http(s)://<explainer_host>/v1/models/<name>:explain``), as KServe's does."""
         if not self.explainer_host:
             raise NotImplementedError("Could not find explainer_host.")
-        from moorage.server.transformer import forward_explain
+        from moorage.server.predictor import pooled_client
 
-        return await forward_explain(self, payload, headers)
+        client = pooled_client(
+            self.explainer_host,
+            protocol="v1",
+            use_ssl=bool(self.use_ssl),
+            timeout=float(self.timeout),
+            role="explainer",
+        )
+        return await client.explain(self.name, payload, headers)
 
     # ------------------------------------------------------------------ metadata
     def get_input_types(self) -> list[dict[str, Any]]:

@@ -91,6 +91,6 @@ class Observability:
         """At shutdown, after the listeners stopped: deliver queued inference-log events."""
         if self.inference_logger is not None:
             await self.inference_logger.aclose()
-        from moorage.server.transformer import close_predictor_clients
+        from moorage.server.predictor import close_predictor_clients
 
         await close_predictor_clients()
