@@ -297,3 +297,43 @@ def test_port_in_use_gets_a_clear_message(model_file: Path) -> None:
     if sys.platform == "linux":
         assert f"(pid {os.getpid()})" in done.stderr  # who holds it
     assert "starting predictor" not in done.stdout
+
+
+def _other_address() -> str | None:
+    """An IPv4 address of this machine that is not loopback (``hostname -I``), if any."""
+    try:
+        listed = subprocess.run(["hostname", "-I"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for address in listed.stdout.split():
+        if "." in address and not address.startswith("127."):
+            return address
+    return None
+
+
+def _listening(port: int) -> set[str]:
+    """Local addresses of the LISTEN sockets on ``port``, from /proc/net/tcp (IPv4)."""
+    found = set()
+    with open("/proc/net/tcp") as f:
+        for row in f.read().splitlines()[1:]:
+            local, state = row.split()[1], row.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:
+                found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return found
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/net/tcp")
+def test_local_mode_listens_on_loopback_only(model_file: Path, tmp_path: Path) -> None:
+    args = ["-f", str(EXAMPLE / "isvc.yaml"), "--cache-dir", str(tmp_path)]
+    with moorage_run(args) as run:
+        for port in (run.http_port, run.grpc_port):
+            assert _listening(port) == {"127.0.0.1"}, port
+            other = _other_address()
+            if other is not None:
+                with pytest.raises(ConnectionRefusedError), socket.socket() as sock:
+                    sock.settimeout(5)
+                    sock.connect((other, port))
+        banner = f"listening on 127.0.0.1:{run.http_port}, 127.0.0.1:{run.grpc_port}"
+        assert f"{banner} (loopback only: this machine alone can connect)" in run.output
+        assert f"REST  http://127.0.0.1:{run.http_port}" in run.output

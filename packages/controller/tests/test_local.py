@@ -128,6 +128,24 @@ def test_moorage_server_command_becomes_this_python(tmp_path: Path) -> None:
     assert workload.isvc.name == "m"
 
 
+def test_plan_binds_loopback_unless_told(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    workload = one_off_workload(model_format="sklearn", storage_uri=str(tmp_path / "m"))
+    [spec] = plan_processes(workload, model_dir=tmp_path / "m", http_port=1, grpc_port=2)
+    assert "--host=127.0.0.1" in spec.argv and spec.rest_url == "http://127.0.0.1:1"
+    [spec] = plan_processes(
+        workload, model_dir=tmp_path / "m", http_port=1, grpc_port=2, host="0.0.0.0"
+    )
+    assert "--host=0.0.0.0" in spec.argv  # a wildcard is reached over loopback
+    assert (spec.rest_url, spec.grpc_address) == ("http://127.0.0.1:1", "127.0.0.1:2")
+    [spec] = plan_processes(workload, model_dir=tmp_path / "m", http_port=1, grpc_port=2, host="::")
+    assert (spec.rest_url, spec.grpc_address) == ("http://[::1]:1", "[::1]:2")
+    [spec] = plan_processes(
+        workload, model_dir=tmp_path / "m", http_port=1, grpc_port=2, host="192.0.2.7"
+    )
+    assert spec.rest_url == "http://192.0.2.7:1"
+
+
 def test_one_off_names(tmp_path: Path) -> None:
     made = one_off_workload(model_format="sklearn", storage_uri="s3://bucket/Iris_Model/")
     assert made.isvc.name == "iris-model"
@@ -147,8 +165,13 @@ def test_transformer_plan_wires_ports(example: Path) -> None:
     )
     assert (predictor.http_port, predictor.grpc_port) == (7001, 7002)
     assert (trans.http_port, trans.grpc_port) == (9001, 9002)
+    assert trans.argv[-1] == "--host=127.0.0.1" and predictor.host == "127.0.0.1"
     assert "127.0.0.1:7001" in trans.argv and "--model_name" in trans.argv
     assert "--http_port" in trans.argv and trans.argv[trans.argv.index("--http_port") + 1] == "9001"
+    predictor, trans = plan_processes(
+        workload, model_dir=example, http_port=1, grpc_port=2, host="0.0.0.0", pick_port=lambda: 7
+    )
+    assert trans.argv[-1] == "--host=0.0.0.0" and predictor.host == "127.0.0.1"  # private
 
 
 def test_image_only_transformer_is_refused(example: Path) -> None:
@@ -228,6 +251,20 @@ def test_banner_curls_are_valid_json() -> None:
     assert "gRPC  127.0.0.1:2" in text and "/v1/models/demo:predict" in text
     body = banner.curl_v1().split(" -d ", 1)[1].strip("'")
     assert json.loads(body) == {"instances": [[0.5, 0.5, 0.5, 0.5]]}
+    assert "listening on" not in text
+
+
+def test_banner_says_who_can_connect() -> None:
+    def render(*listening: str) -> str:
+        return Banner(
+            name="d", model_name="d", rest_url="http://127.0.0.1:1", grpc_address=None,
+            runtime="f", model_dir="/m", metadata=None, seconds=1.0, listening=listening,
+        ).render()  # fmt: skip
+
+    local = render("127.0.0.1:1", "127.0.0.1:2")
+    assert "listening on 127.0.0.1:1, 127.0.0.1:2 (loopback only: this machine alone" in local
+    assert "(every interface: other machines can connect)" in render("0.0.0.0:1", "[::]:2")
+    assert "other machines on that network can connect" in render("192.0.2.7:1")
 
 
 def test_check_ports_free(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 ::
 
-    moorage run -f isvc.yaml [-f runtimes.yaml] [--port 8080] [--grpc-port 8081]
+    moorage run -f isvc.yaml [-f runtimes.yaml] [--host 127.0.0.1] [--port 8080] [--grpc-port 8081]
     moorage run --model-format sklearn --storage-uri ./model [--name iris]
     moorage validate -f isvc.yaml [-f runtimes.yaml]
     moorage render -f isvc.yaml [-f runtimes.yaml] [--namespace default]
@@ -86,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     one_off.add_argument("--runtime", help="name of the (Cluster)ServingRuntime to use")
     one_off.add_argument("--protocol-version", choices=_PROTOCOLS, help="predictor protocol")
+    run.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address the servers listen on (default 127.0.0.1: this machine only; "
+        "0.0.0.0 for every interface)",
+    )
     run.add_argument(
         "--port", type=_port, default=8080, help="REST port (default 8080; 0 picks a free one)"
     )
@@ -175,6 +181,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, out: TextIO)
 
     started = time.monotonic()
     options = RunOptions(
+        host=args.host,
         http_port=args.port,
         grpc_port=args.grpc_port,
         cache_root=_cache_root(args),
@@ -188,6 +195,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, out: TextIO)
         flags = [
             f"name={args.name}",
             f"builtin={args.builtin}",
+            f"host={args.host}",
             f"{args.port}",
             f"{args.grpc_port}",
         ]

@@ -1,6 +1,9 @@
 """What ``moorage run`` prints once everything is ready: where to reach the model and a request
 that works when pasted.
 
+It says where the servers really listen (the addresses the OS reports for their ports, or the
+``--host`` they were given where it does not say), and whether other machines can connect.
+
 The sample request is built from the model's v2 metadata (``GET /v2/models/<name>``): one row of
 each declared input, with ``-1`` dimensions set to 1. A model that declares no inputs gets a
 request with a single FP32 input of four values (the shape of the README's iris example); the
@@ -9,6 +12,7 @@ banner says so, since that is a guess.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import shlex
 import urllib.error
@@ -62,6 +66,23 @@ def sample_inputs(metadata: dict[str, Any] | None) -> tuple[list[dict[str, Any]]
     return tensors, guessed
 
 
+def reach(addresses: list[str]) -> str:
+    """Who can connect to servers listening on ``addresses``, in words."""
+    kinds = set()
+    for address in addresses:
+        try:
+            ip = ipaddress.ip_address(address.strip("[]"))
+        except ValueError:  # a host name
+            kinds.add("named")
+            continue
+        kinds.add("loopback" if ip.is_loopback else "any" if ip.is_unspecified else "address")
+    if kinds == {"loopback"}:
+        return "loopback only: this machine alone can connect"
+    if "any" in kinds:
+        return "every interface: other machines can connect"
+    return "other machines on that network can connect"
+
+
 def _rows(tensor: dict[str, Any]) -> list[Any]:
     shape = tensor["shape"]
     data = tensor["data"]
@@ -84,6 +105,8 @@ class Banner:
     metadata: dict[str, Any] | None
     seconds: float
     transformer: bool = False
+    #: ``host:port`` of every listening socket of the public server
+    listening: tuple[str, ...] = ()
 
     def curl_v2(self) -> str:
         inputs, _ = sample_inputs(self.metadata)
@@ -107,6 +130,9 @@ class Banner:
         ]
         if self.grpc_address:
             lines.append(f"  gRPC  {self.grpc_address}   inference.GRPCInferenceService")
+        if self.listening:
+            hosts = [a.rsplit(":", 1)[0] for a in self.listening]
+            lines.append(f"  listening on {', '.join(self.listening)} ({reach(hosts)})")
         if self.transformer:
             lines.append("  (requests go through the transformer to the predictor)")
         note = "  (the model declares no inputs: the shape below is a guess)" if guessed else ""

@@ -7,12 +7,16 @@ The predictor runs the runtime's ``kserve-container`` command line as the contro
   moorage.server``, so the server comes from the same environment as ``moorage``; other commands
   run from ``PATH`` as given (``python``/``python3`` mean this interpreter);
 * ``/mnt/models`` in args and env values becomes the local model directory;
-* ``--http_port`` / ``--grpc_port`` are set (replaced or appended) to the chosen ports;
+* ``--http_port`` / ``--grpc_port`` are set (replaced or appended) to the chosen ports, and
+  ``--host`` to the address to bind (127.0.0.1 unless ``moorage run --host`` says otherwise)
+  where the command is moorage-server or a transformer (KServe's parser ignores flags it does
+  not know; the server's own default, KServe's 0.0.0.0, is for clusters);
 * env entries with literal values are passed; ``valueFrom`` entries (Secrets, ConfigMaps, the
   downward API) cannot be resolved off-cluster and are skipped with a warning.
 
 With a transformer, the transformer gets the public ports and ``--predictor_host
-127.0.0.1:<predictor port>``, and the predictor listens on private ports. Working directory of
+127.0.0.1:<predictor port>``, and the predictor listens on private ports of 127.0.0.1 whatever
+``--host`` is. Working directory of
 every process is the directory of the InferenceService's YAML, so relative paths in commands work.
 """
 
@@ -142,6 +146,7 @@ def plan_processes(
     model_dir: Path | None,
     http_port: int,
     grpc_port: int,
+    host: str = LOOPBACK,
     python: str = sys.executable,
     pick_port: Callable[[], int] = free_port,
 ) -> list[ProcessSpec]:
@@ -160,6 +165,9 @@ def plan_processes(
     p_grpc = pick_port() if has_transformer else grpc_port
     argv = set_flag(argv, "--http_port", str(p_http))
     argv = set_flag(argv, "--grpc_port", str(p_grpc))
+    p_host = LOOPBACK if has_transformer else host
+    if argv[:3] == [python, "-m", "moorage.server"]:
+        argv = set_flag(argv, "--host", p_host)
     _check_runnable(argv, cwd=cwd, what="predictor", python=python)
     env, warnings = _env(container, model_dir, "predictor")
     model_name = _flag_value(argv, "--model_name") or isvc.name
@@ -173,6 +181,7 @@ def plan_processes(
             grpc_port=p_grpc,
             model_name=model_name,
             warnings=warnings,
+            host=p_host,
         )
     ]
     if has_transformer:
@@ -181,6 +190,7 @@ def plan_processes(
         t_argv = set_flag(t_argv, "--predictor_host", f"{LOOPBACK}:{p_http}")
         t_argv = set_flag(t_argv, "--http_port", str(http_port))
         t_argv = set_flag(t_argv, "--grpc_port", str(grpc_port))
+        t_argv = set_flag(t_argv, "--host", host)
         _check_runnable(t_argv, cwd=cwd, what="transformer", python=python)
         t_env, t_warnings = _env(t_container, None, "transformer")
         specs.append(
@@ -193,6 +203,7 @@ def plan_processes(
                 grpc_port=grpc_port,
                 model_name=_flag_value(t_argv, "--model_name") or isvc.name,
                 warnings=t_warnings,
+                host=host,
             )
         )
     return specs

@@ -7,7 +7,7 @@ plan (the processes' command lines, the model directory) under
 model is fetched (a no-op when complete) as always, but nothing is parsed again.
 
 The key is a SHA-256 over everything the plan depends on: the bytes and paths of the ``-f``
-files, the flags that shape the plan (``--name``, ``--port``, ``--grpc-port``,
+files, the flags that shape the plan (``--name``, ``--host``, ``--port``, ``--grpc-port``,
 ``--no-builtin-runtimes``), the Python interpreter, and a fingerprint (names, sizes, mtimes) of
 the installed moorage-core and moorage-controller sources, so that editing a file or upgrading
 moorage gives a new key. Plans with a transformer (whose private ports are picked per run), with
@@ -30,7 +30,7 @@ from moorage.controller.local.runner import Prepared
 
 __all__ = ["load_plan", "plan_key", "save_plan"]
 
-_FORMAT = 1
+_FORMAT = 2
 
 
 def _fingerprint(hasher: Any, package_dirs: Sequence[str]) -> None:

@@ -1,24 +1,35 @@
-"""Ports on this machine: is one free, and give me a free one."""
+"""Ports on this machine: is one free, give me a free one, who listens where."""
 
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import socket
 from collections.abc import Mapping
 
 from moorage.controller.local.errors import PortInUse
 
-__all__ = ["check_ports_free", "free_port", "port_holder", "port_is_free"]
+__all__ = [
+    "check_ports_free",
+    "free_port",
+    "listening_addresses",
+    "port_holder",
+    "port_is_free",
+]
 
-#: The model server binds every interface (KServe's uvicorn host is 0.0.0.0), so a listener on
-#: any address of the port makes it unusable; binding the wildcard address detects all of them.
+#: Binding the wildcard address fails when anything listens on any address of the port: the
+#: strictest check, used where the caller does not say which address its server will bind.
 _WILDCARD = "0.0.0.0"
 
 
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 def port_is_free(port: int, *, host: str = _WILDCARD) -> bool:
-    """Whether a server could listen on ``port`` now (SO_REUSEADDR, as uvicorn sets it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """Whether a server could listen on ``host:port`` now (SO_REUSEADDR, as uvicorn sets it)."""
+    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
@@ -31,17 +42,18 @@ def port_is_free(port: int, *, host: str = _WILDCARD) -> bool:
 
 def free_port(*, host: str = _WILDCARD) -> int:
     """A port nobody listens on right now (the kernel's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
 
 
-def _listening_inodes(port: int) -> set[str]:
-    inodes: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+def _listening_rows(port: int) -> list[tuple[str, list[str]]]:
+    """``(table, fields)`` of the LISTEN rows of ``/proc/net/tcp{,6}`` for ``port`` (Linux)."""
+    found: list[tuple[str, list[str]]] = []
+    for table in ("tcp", "tcp6"):
         try:
-            with open(table) as f:
+            with open(f"/proc/net/{table}") as f:
                 rows = f.read().splitlines()[1:]
         except OSError:
             continue
@@ -52,8 +64,30 @@ def _listening_inodes(port: int) -> set[str]:
                 and fields[3] == "0A"
                 and int(fields[1].rsplit(":", 1)[1], 16) == port
             ):
-                inodes.add(fields[9])
-    return inodes
+                found.append((table, fields))
+    return found
+
+
+def _proc_address(hex_address: str) -> str:
+    """``/proc/net/tcp``'s address column (host byte order, 32-bit words) as text."""
+    raw = bytes.fromhex(hex_address)
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    if len(words) == 16 and words[:12] == b"\0" * 10 + b"\xff" * 2:
+        words = words[12:]  # an IPv4-mapped IPv6 address
+    return str(ipaddress.ip_address(words))
+
+
+def listening_addresses(port: int) -> list[str] | None:
+    """The addresses something listens on at ``port`` (``0.0.0.0``/``::`` for every interface),
+    sorted; None where this OS does not say (no ``/proc/net``)."""
+    if not os.path.exists("/proc/net/tcp"):
+        return None
+    addresses = {_proc_address(fields[1].rsplit(":", 1)[0]) for _, fields in _listening_rows(port)}
+    return sorted(addresses)
+
+
+def _listening_inodes(port: int) -> set[str]:
+    return {fields[9] for _, fields in _listening_rows(port)}
 
 
 def port_holder(port: int) -> str | None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from moorage.controller.local.banner import Banner, fetch_metadata
 from moorage.controller.local.errors import LocalRunError
 from moorage.controller.local.models import fetch_model
-from moorage.controller.local.ports import check_ports_free, free_port
+from moorage.controller.local.ports import check_ports_free, free_port, listening_addresses
 from moorage.controller.local.process import ManagedProcess
 from moorage.controller.local.spec import LOOPBACK, ProcessSpec
 
@@ -35,8 +35,10 @@ __all__ = ["Prepared", "RunOptions", "prepare", "replay", "run_local", "serve"]
 
 @dataclass(frozen=True)
 class RunOptions:
-    """Knobs of one ``moorage run``; a port of 0 means "pick a free one"."""
+    """Knobs of one ``moorage run``; a port of 0 means "pick a free one"; ``host`` is the address
+    the public server binds (loopback: local mode is local)."""
 
+    host: str = LOOPBACK
     http_port: int = 8080
     grpc_port: int = 8081
     cache_root: Path = field(default_factory=lambda: Path.home() / ".cache" / "moorage")
@@ -113,7 +115,7 @@ def _ports(options: RunOptions) -> tuple[int, int]:
     grpc_port = options.grpc_port or free_port()
     while not options.grpc_port and grpc_port == http_port:
         grpc_port = free_port()
-    check_ports_free({"--port": http_port, "--grpc-port": grpc_port})
+    check_ports_free({"--port": http_port, "--grpc-port": grpc_port}, host=options.host)
     return http_port, grpc_port
 
 
@@ -149,6 +151,7 @@ def prepare(workload: Workload, options: RunOptions, *, out: TextIO = sys.stdout
         model_dir=model_dir,
         http_port=http_port,
         grpc_port=grpc_port,
+        host=options.host,
         python=options.python,
     )
     return Prepared(
@@ -162,10 +165,26 @@ def prepare(workload: Workload, options: RunOptions, *, out: TextIO = sys.stdout
     )
 
 
+def _listening(spec: ProcessSpec) -> tuple[str, ...]:
+    """``host:port`` of each socket the public server listens on, as the OS reports them (the
+    ``--host`` it was given where the OS does not say)."""
+    found: list[str] = []
+    for port in (spec.http_port, spec.grpc_port):
+        if not port:
+            continue
+        addresses = listening_addresses(port) or [spec.host]
+        found += [f"[{a}]:{port}" if ":" in a else f"{a}:{port}" for a in addresses]
+    return tuple(found)
+
+
 def replay(prepared: Prepared, options: RunOptions, *, out: TextIO = sys.stdout) -> Prepared:
     """A saved plan made current: ports checked, a fetched model verified (or fetched again)."""
     public = prepared.specs[-1]
-    _ports(replace(options, http_port=public.http_port, grpc_port=public.grpc_port or 0))
+    _ports(
+        replace(
+            options, host=public.host, http_port=public.http_port, grpc_port=public.grpc_port or 0
+        )
+    )
     if prepared.storage_uri:
         model_dir, _ = _fetch(prepared.storage_uri, prepared.base_dir, options, out)
         if model_dir != prepared.model_dir:
@@ -206,12 +225,13 @@ def serve(
                 name=prepared.name,
                 model_name=public.model_name,
                 rest_url=public.rest_url,
-                grpc_address=f"{LOOPBACK}:{public.grpc_port}" if public.grpc_port else None,
+                grpc_address=public.grpc_address,
                 runtime=prepared.runtime,
                 model_dir=str(prepared.model_dir) if prepared.model_dir else "-",
                 metadata=fetch_metadata(public.rest_url, public.model_name),
                 seconds=time.monotonic() - started,
                 transformer=len(specs) > 1,
+                listening=_listening(public),
             )
             _say(out, banner.render())
             if on_ready is not None:

@@ -6,9 +6,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LOOPBACK", "ProcessSpec"]
+__all__ = ["LOOPBACK", "ProcessSpec", "connect_host"]
 
 LOOPBACK = "127.0.0.1"
+_WILDCARDS = {"0.0.0.0": LOOPBACK, "::": "::1", "": LOOPBACK}
+
+
+def connect_host(host: str) -> str:
+    """The address to reach a server bound to ``host`` from this machine (URL form: IPv6 in
+    brackets). A wildcard bind is reached over loopback."""
+    address = _WILDCARDS.get(host, host)
+    return f"[{address}]" if ":" in address else address
 
 
 @dataclass(frozen=True)
@@ -23,10 +31,16 @@ class ProcessSpec:
     grpc_port: int | None
     model_name: str
     warnings: list[str] = field(default_factory=list)
+    #: the address the process binds (its ``--host``)
+    host: str = LOOPBACK
 
     @property
     def rest_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.http_port}"
+        return f"http://{connect_host(self.host)}:{self.http_port}"
+
+    @property
+    def grpc_address(self) -> str | None:
+        return f"{connect_host(self.host)}:{self.grpc_port}" if self.grpc_port else None
 
     @property
     def ready_url(self) -> str:
