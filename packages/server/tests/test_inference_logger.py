@@ -6,8 +6,7 @@ import asyncio
 import datetime
 import ipaddress
 import socket
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,12 @@ def dropped(reason: str) -> float:
         )
         or 0.0
     )
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
 
 
 def retries() -> float:
@@ -245,18 +250,39 @@ async def test_settings_wire_the_logger(sink: Sink) -> None:
 
 
 # ----------------------------------------------------------------------------- failures
+class HeldTransport(httpx.AsyncHTTPTransport):
+    """httpx's real transport, holding every request until ``release`` is set."""
+
+    def __init__(self, release: asyncio.Event) -> None:
+        super().__init__()
+        self.release = release
+        self.held = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.held += 1
+        await self.release.wait()
+        return await super().handle_async_request(request)
+
+
 async def test_sink_down_never_fails_inference() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    inference_logger = InferenceLogger(f"http://127.0.0.1:{port}/", retries=2, backoff=0.01)
+    release = asyncio.Event()
+    transport = HeldTransport(release)
+    inference_logger = InferenceLogger(
+        f"http://127.0.0.1:{port}/", retries=2, backoff=0.01, transport=transport
+    )
     before, retried = dropped("send_failed"), retries()
     async with app_client(inference_logger) as client:
-        started = time.perf_counter()
-        for _ in range(3):
-            r = await client.post("/v1/models/echo:predict", json={"instances": [1]})
-            assert r.status_code == 200
-        assert time.perf_counter() - started < 2
+        async with asyncio.timeout(60):  # a hang here is the failure, not a slow machine
+            for _ in range(3):
+                r = await client.post("/v1/models/echo:predict", json={"instances": [1]})
+                assert r.status_code == 200
+        # All three answered while every delivery was held: inference never waits for the sink.
+        await wait_for(lambda: transport.held > 0)
+        assert dropped("send_failed") == before and retries() == retried
+        release.set()
         assert await inference_logger.flush(10)
     await inference_logger.aclose()
     assert dropped("send_failed") == before + 6
@@ -284,11 +310,12 @@ async def test_queue_overflow_drops_and_counts(sink: Sink) -> None:
     inference_logger = InferenceLogger(sink.url, mode="request", queue_size=2, workers=1)
     before = dropped("queue_full")
     async with app_client(inference_logger) as client:
-        started = time.perf_counter()
-        for i in range(10):
-            r = await client.post("/v1/models/echo:predict", json={"instances": [i]})
-            assert r.status_code == 200
-        assert time.perf_counter() - started < 2  # the hung sink costs the requests nothing
+        async with asyncio.timeout(60):  # a hang here is the failure, not a slow machine
+            for i in range(10):
+                r = await client.post("/v1/models/echo:predict", json={"instances": [i]})
+                assert r.status_code == 200
+        # All ten answered while the sink had answered none: the hung sink holds no request.
+        assert not sink.gate.is_set() and not sink.events
         # One event is with the worker, two wait in the queue, the other seven are dropped.
         await asyncio.sleep(0.05)
         assert dropped("queue_full") >= before + 7

@@ -9,12 +9,13 @@ in one write, the response is parsed in C, and the call waits on one future.
 
 Behaviour follows httpx's default transport: ``httpx.Timeout``'s connect/read/write/pool
 phases (read = longest silence while waiting for the answer), connection retries with
-httpcore's back-off (0, 0.5, 1, 2 ... s), ``httpx.Limits`` (connections, keep-alive
-connections, keep-alive expiry), TLS with the client's ``SSLContext``, chunked and
-read-until-close bodies, gzip/deflate content encodings. Failures are raised as the httpx
-exceptions that transport would raise (``ConnectError``, ``ReadTimeout``, ...), so the
-client's one mapping (:func:`moorage.client._errors.map_httpx_errors`) turns them into core's
-typed errors. A keep-alive connection that the server closed before answering is retried
+httpcore's back-off (0, 0.5, 1, 2 ... s; jittered here, :mod:`moorage.core.retry`),
+``httpx.Limits`` (connections, keep-alive connections, keep-alive expiry), TLS with the
+client's ``SSLContext``, chunked and read-until-close bodies, gzip/deflate content encodings.
+Failures are raised as the httpx exceptions that transport would raise (``ConnectError``,
+``ReadTimeout``, ...), so the client's one mapping
+(:func:`moorage.client._errors.map_httpx_errors`) turns them into core's typed errors. A
+keep-alive connection that the server closed before answering is retried
 once on a fresh connection, as httpcore does for a connection it finds closed.
 """
 
@@ -29,6 +30,8 @@ from typing import Any, NamedTuple
 
 import httptools
 import httpx
+
+from moorage.core.retry import Backoff, retry_async
 
 __all__ = ["ConnectionPool", "Reply", "Route", "Timeouts", "route_for"]
 
@@ -329,7 +332,8 @@ class ConnectionPool:
         self._max_connections = limits.max_connections
         self._max_idle = limits.max_keepalive_connections
         self._expiry = limits.keepalive_expiry
-        self._retries = retries
+        #: httpcore's connect retries: the first at once, then 0.5, 1, 2 ... s (with jitter).
+        self._connect_backoff = Backoff(attempts=retries + 1, initial=0.5, immediate_first=True)
         self._idle: dict[Origin, list[_Connection]] = {}
         self._open = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -458,30 +462,24 @@ class ConnectionPool:
     ) -> _Connection:
         scheme, host, port = origin
         context = self._ssl_context if scheme == "https" else None
-        retries_left = self._retries
-        delay = 0.0
-        while True:
-            error: httpx.TransportError
-            cause: OSError
-            try:
-                async with asyncio.timeout(timeout):
-                    _, conn = await loop.create_connection(
-                        lambda: _Connection(loop, origin),
-                        host,
-                        port,
-                        ssl=context,
-                        server_hostname=host if context is not None else None,
-                    )
-                return conn
-            except TimeoutError as exc:
-                error, cause = httpx.ConnectTimeout(f"timed out connecting to {host}:{port}"), exc
-            except OSError as exc:  # refused, unreachable, DNS, TLS (ssl.SSLError)
-                error, cause = httpx.ConnectError(str(exc) or type(exc).__name__), exc
-            if retries_left <= 0:
-                raise error from cause
-            retries_left -= 1
-            await asyncio.sleep(delay)
-            delay = 0.5 if delay == 0 else delay * 2
+
+        async def connect() -> _Connection:
+            async with asyncio.timeout(timeout):
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(loop, origin),
+                    host,
+                    port,
+                    ssl=context,
+                    server_hostname=host if context is not None else None,
+                )
+            return conn
+
+        try:
+            return await retry_async(connect, self._connect_backoff, retry_on=OSError)
+        except TimeoutError as exc:
+            raise httpx.ConnectTimeout(f"timed out connecting to {host}:{port}") from exc
+        except OSError as exc:  # refused, unreachable, DNS, TLS (ssl.SSLError)
+            raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
 
 
 def encode_headers(headers: Any) -> bytes:

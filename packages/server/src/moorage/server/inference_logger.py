@@ -22,7 +22,8 @@ It never blocks or fails the inference path: the hooks only put the event on a b
 full queue drops it). Requests are encoded when they arrive (the model's stages may change them
 in place); responses, which nothing changes after ``postprocess``, are encoded by the sender.
 A few worker tasks deliver, retrying a failed delivery (connection error, timeout, 5xx, 408, 429)
-a bounded number of times with exponential backoff; every event given up on counts in
+a bounded number of times with exponential backoff and jitter (:mod:`moorage.core.retry`);
+every event given up on counts in
 ``moorage_server_inference_logger_dropped_total{reason}``.
 
 TLS (``https`` sinks): the CA bundle ``--logger_ca_cert_file`` (a relative name is looked up in
@@ -51,6 +52,7 @@ from moorage.core.config.server import ServerSettings
 from moorage.core.protocol import InferRequest, InferResponse, InferTensor
 from moorage.core.protocol.rest import encode_request, encode_response
 from moorage.core.protocol.v1 import encode_v1_response
+from moorage.core.retry import Backoff, retry_async
 from moorage.server.dataplane import InferenceEvent
 from moorage.server.errors import error_body, to_moorage_error
 from moorage.server.metrics import LOGGER_DROPPED, LOGGER_EVENTS, LOGGER_RETRIES
@@ -75,6 +77,16 @@ Mode = Literal["all", "request", "response"]
 Kind = Literal["request", "response"]
 
 _RETRY_STATUSES = frozenset({408, 429})
+
+
+class _Undelivered(Exception):
+    """A delivery that failed; ``retry``: whether trying again may help (5xx, 408, 429, I/O)."""
+
+    def __init__(self, problem: str, *, retry: bool) -> None:
+        super().__init__(problem)
+        self.retry = retry
+
+
 _BINARY_PARAMETERS = ("binary_data", "binary_data_size")
 
 
@@ -349,22 +361,30 @@ class InferenceLogger:
         headers["content-type"] = content_type
         client = self._client
         assert client is not None
-        problem = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                LOGGER_RETRIES.inc()
-                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+
+        async def send() -> None:
             try:
                 response = await client.post(self.url, content=body, headers=headers)
             except httpx.HTTPError as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-                continue
-            if response.is_success:
-                LOGGER_EVENTS.labels(item.kind).inc()
-                return
-            problem = f"HTTP {response.status_code}"
-            if response.status_code < 500 and response.status_code not in _RETRY_STATUSES:
-                break
+                raise _Undelivered(f"{type(exc).__name__}: {exc}", retry=True) from exc
+            if not response.is_success:
+                status = response.status_code
+                raise _Undelivered(
+                    f"HTTP {status}", retry=status >= 500 or status in _RETRY_STATUSES
+                )
+
+        try:
+            await retry_async(
+                send,
+                Backoff(attempts=self.retries + 1, initial=self.backoff),
+                retry_on=lambda exc: isinstance(exc, _Undelivered) and exc.retry,
+                on_retry=lambda *_: LOGGER_RETRIES.inc(),
+            )
+        except _Undelivered as exc:
+            problem = str(exc)
+        else:
+            LOGGER_EVENTS.labels(item.kind).inc()
+            return
         LOGGER_DROPPED.labels("send_failed").inc()
         logger.warning(
             "inference logger could not deliver the %s event of %s to %s: %s",

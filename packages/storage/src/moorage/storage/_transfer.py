@@ -23,13 +23,13 @@ import json
 import logging
 import os
 import threading
-import time
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from moorage.core.errors import IntegrityError, MoorageError, StorageError, UnsafeArchive
+from moorage.core.retry import Backoff, retry
 from moorage.storage._context import Context
 from moorage.storage._errors import _sdk_status
 from moorage.storage._http import HttpError
@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 PARTIAL_DIR = ".moorage-partial"
 _LEDGER = "done.jsonl"
 _HASH_CHUNK = 4 * 1024 * 1024
+#: The longest wait between two tries of a part (``retry_backoff_s`` doubles up to it).
+_MAX_BACKOFF_S = 8.0
 
 
 @dataclass
@@ -281,9 +283,10 @@ class Transfer:
         want_md5 = (job.inline and job.file.md5 is not None) or bool(job.file.multipart_etag)
         want_sha = job.inline and job.file.sha256 is not None
         want_git = job.inline and job.file.git_sha1 is not None and job.size is not None
-        attempts = s.retries + 1
-        for attempt in range(attempts):
-            if self.ctx.stop.is_set():
+        stop = self.ctx.stop
+
+        def attempt() -> _PartWriter:
+            if stop.is_set():
                 raise StorageError(f"{self.ctx.uri}: download cancelled")
             writer = _PartWriter(
                 job.fd,
@@ -293,43 +296,48 @@ class Transfer:
                 sha=hashlib.sha256() if want_sha else None,
                 git=_git_hasher(job.size or 0) if want_git else None,
             )
-
             try:
                 job.file.source.fetch(
-                    writer.write, start=part.start, end=part.end, should_stop=self.ctx.stop.is_set
+                    writer.write, start=part.start, end=part.end, should_stop=stop.is_set
                 )
-            except BaseException as exc:
+            except BaseException:
                 self.progress.rewind(writer.written)
-                if self.ctx.stop.is_set() or not _retryable(exc) or attempt + 1 >= attempts:
-                    raise
-                delay = min(s.retry_backoff_s * (2**attempt), 8.0)
-                logger.warning(
-                    "%s: %s part %d failed (%s); retrying in %.1fs",
-                    self.ctx.uri,
-                    job.file.path,
-                    part.index,
-                    type(exc).__name__,
-                    delay,
-                )
-                time.sleep(delay)
-                continue
-            written = writer.written
-            md5, sha, git = writer.md5, writer.sha, writer.git
-            with self._fetched_lock:
-                self.fetched_bytes += written
-            if part.end is None:
-                job.size = written
-            elif written != part.end - part.start:
-                raise IntegrityError(
-                    f"{self.ctx.uri}: {job.file.path} part {part.index} delivered {written} bytes,"
-                    f" expected {part.end - part.start}"
-                )
-            if job.inline:
-                job.md5 = md5.hexdigest() if md5 is not None else None
-                job.sha256 = sha.hexdigest() if sha is not None else None
-                job.git_sha1 = git.hexdigest() if git is not None else None
-            return md5.hexdigest() if md5 is not None else ""
-        raise AssertionError("unreachable")
+                raise
+            return writer
+
+        def retrying(_: int, exc: BaseException, delay: float) -> None:
+            logger.warning(
+                "%s: %s part %d failed (%s); retrying in %.1fs",
+                self.ctx.uri,
+                job.file.path,
+                part.index,
+                type(exc).__name__,
+                delay,
+            )
+
+        writer = retry(
+            attempt,
+            Backoff(attempts=s.retries + 1, initial=s.retry_backoff_s, maximum=_MAX_BACKOFF_S),
+            retry_on=lambda exc: not stop.is_set() and _retryable(exc),
+            on_retry=retrying,
+            sleep=stop.wait,  # a cancelled download does not sit out the wait
+        )
+        written = writer.written
+        md5, sha, git = writer.md5, writer.sha, writer.git
+        with self._fetched_lock:
+            self.fetched_bytes += written
+        if part.end is None:
+            job.size = written
+        elif written != part.end - part.start:
+            raise IntegrityError(
+                f"{self.ctx.uri}: {job.file.path} part {part.index} delivered {written} bytes,"
+                f" expected {part.end - part.start}"
+            )
+        if job.inline:
+            job.md5 = md5.hexdigest() if md5 is not None else None
+            job.sha256 = sha.hexdigest() if sha is not None else None
+            job.git_sha1 = git.hexdigest() if git is not None else None
+        return md5.hexdigest() if md5 is not None else ""
 
     def _complete(self, job: _Job, records: list[FileRecord], lock: threading.Lock) -> None:
         try:

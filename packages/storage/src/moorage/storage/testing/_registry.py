@@ -15,13 +15,13 @@ import json
 import subprocess
 import tarfile
 import tempfile
-import time
 import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from moorage.core.retry import Backoff, retry
 from moorage.storage.testing._process import (
     ComponentUnavailable,
     ServerProcess,
@@ -318,17 +318,14 @@ def push_with_skopeo(registry: Registry, repository: str, tag: str, models: Path
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.write_bytes(item.read_bytes())
         run(umoci, "repack", "--image", f"{layout}:{tag}", str(bundle))
-        for attempt in range(3):
-            try:
-                run(
-                    skopeo,
-                    "copy",
-                    "--dest-tls-verify=false",
-                    f"oci:{layout}:{tag}",
-                    f"docker://{registry.host}/{repository}:{tag}",
-                )
-                break
-            except ComponentUnavailable:
-                if attempt == 2:
-                    raise
-                time.sleep(0.5)
+        retry(
+            lambda: run(
+                skopeo,
+                "copy",
+                "--dest-tls-verify=false",
+                f"oci:{layout}:{tag}",
+                f"docker://{registry.host}/{repository}:{tag}",
+            ),
+            Backoff(attempts=3, initial=0.5, multiplier=1),
+            retry_on=ComponentUnavailable,
+        )
