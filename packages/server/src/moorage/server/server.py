@@ -3,7 +3,8 @@
 ``ModelServer().start([model])`` blocks until SIGTERM/SIGINT, then drains: listeners close, the
 in-flight requests finish (up to ``--graceful_shutdown_seconds``), models are stopped. With
 ``--workers N`` the parent binds the HTTP socket, forks N workers that share it (gRPC binds with
-``SO_REUSEPORT`` in each), forwards signals to them and waits.
+``SO_REUSEPORT`` in each), forwards signals to them and replaces a worker that dies
+(:mod:`moorage.server.workers`).
 """
 
 from __future__ import annotations
@@ -11,10 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import socket
-import sys
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -32,6 +31,7 @@ from moorage.server.observability import Observability
 from moorage.server.repository import ModelRepository
 from moorage.server.rest import create_app
 from moorage.server.transformer import apply_predictor_settings
+from moorage.server.workers import BootFailed, Supervisor
 
 __all__ = ["ModelServer"]
 
@@ -340,39 +340,21 @@ class ModelServer:
 
     # ------------------------------------------------------------------ workers
     def _run_workers(self, models: ModelsOrFactory) -> None:
+        """Fork ``--workers`` workers on one HTTP socket; replace the ones that die
+        (:class:`~moorage.server.workers.Supervisor`)."""
         s = self.settings
         self._http_socket = bind_socket(s.host, s.http_port)
-        children: list[int] = []
-        for index in range(s.workers):
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - runs in the child
-                code = 0
-                try:
-                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                    signal.signal(signal.SIGINT, signal.SIG_DFL)
-                    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-                        runner.run(self.serve(models))
-                except BaseException:
-                    logger.exception("worker %d failed", index)
-                    code = 1
-                finally:
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                    os._exit(code)
-            children.append(pid)
-        logger.info("started %d workers: %s", len(children), children)
 
-        def forward(sig: int, frame: Any) -> None:
-            for child in children:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(child, sig)
+        def work() -> None:  # in each worker
+            try:
+                with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                    runner.run(self.serve(models))
+            except Exception as exc:
+                if self._uvicorn is None or not self._uvicorn.started:
+                    raise BootFailed(f"{type(exc).__name__}: {exc}") from exc
+                raise
 
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-            signal.signal(sig, forward)
-        status = 0
-        for child in children:
-            _, code = os.waitpid(child, 0)
-            status = status or os.waitstatus_to_exitcode(code)
+        status = Supervisor(work, s.workers).run()
         self._http_socket.close()
         if status:
             raise SystemExit(status)
