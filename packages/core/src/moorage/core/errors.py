@@ -39,6 +39,7 @@ from http import HTTPStatus
 from typing import Any, ClassVar
 
 __all__ = [
+    "ERROR_CODE_METADATA",
     "GRPC_STATUS_NAMES",
     "HTTP_TO_GRPC",
     "ConnectionFailed",
@@ -70,6 +71,10 @@ __all__ = [
     "error_for_status",
     "grpc_status_for",
 ]
+
+#: gRPC trailing-metadata key in which servers send an error's stable ``code`` (the REST body's
+#: ``"code"``), so that a client raises the same typed error over either transport.
+ERROR_CODE_METADATA = "moorage-error-code"
 
 #: HTTP status -> gRPC status code name (``grpc.StatusCode`` member names, so that core needs no
 #: grpc import). Statuses missing here map to ``UNKNOWN`` for 5xx and ``INVALID_ARGUMENT`` for 4xx.

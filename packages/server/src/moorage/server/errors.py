@@ -8,7 +8,10 @@ translated here by :func:`to_moorage_error`:
 - any other exception -> 500 / INTERNAL with a message naming its type (and the model, where the
   data plane knows it); the server logs it and keeps serving.
 
-REST bodies are ``{"error": "<message>", "code": "<code>"}`` (KServe sends ``{"error": ...}``).
+REST bodies are ``{"error": "<message>", "code": "<code>"}`` (KServe sends ``{"error": ...}``);
+gRPC errors carry the same ``code`` in the trailing metadata ``moorage-error-code``
+(:data:`moorage.core.errors.ERROR_CODE_METADATA`), which moorage's client maps back to the
+typed error (a 503 may be ``overloaded``, ``server_not_ready`` or ``model_not_ready``).
 """
 
 from __future__ import annotations
@@ -25,13 +28,14 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from moorage.core.errors import MoorageError, ServerError, grpc_status_for
+from moorage.core.errors import ERROR_CODE_METADATA, MoorageError, ServerError, grpc_status_for
 
 __all__ = [
     "NotImplementedByModel",
     "error_response",
     "grpc_errors",
     "grpc_errors_blocking",
+    "grpc_trailers",
     "install_exception_handlers",
     "to_moorage_error",
 ]
@@ -100,6 +104,17 @@ def grpc_status(error: MoorageError) -> grpc.StatusCode:
     return grpc.StatusCode[grpc_status_for(error.status)]
 
 
+def grpc_trailers(error: MoorageError, context: Any) -> tuple[tuple[str, Any], ...]:
+    """The trailing metadata of a failed call: what the call set already (a request id) and
+    the error's stable ``code``."""
+    kept = tuple(
+        (key, value)
+        for key, value in context.trailing_metadata() or ()
+        if key != ERROR_CODE_METADATA
+    )
+    return (*kept, (ERROR_CODE_METADATA, error.code))
+
+
 def grpc_errors(
     rpc: Callable[[T, grpc.aio.ServicerContext], Awaitable[R]],
 ) -> Callable[[T, grpc.aio.ServicerContext], Awaitable[R]]:
@@ -110,14 +125,14 @@ def grpc_errors(
         try:
             return await rpc(request, context)
         except MoorageError as exc:
-            await context.abort(grpc_status(exc), exc.message)
+            await context.abort(grpc_status(exc), exc.message, grpc_trailers(exc, context))
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
             if not isinstance(exc, NotImplementedError):
                 logger.exception("unhandled error in gRPC %s", rpc.__name__)
             error = to_moorage_error(exc)
-            await context.abort(grpc_status(error), error.message)
+            await context.abort(grpc_status(error), error.message, grpc_trailers(error, context))
         raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
     return wrapper
@@ -133,6 +148,7 @@ def grpc_errors_blocking(
         try:
             return rpc(request, context)
         except MoorageError as exc:
+            context.set_trailing_metadata(grpc_trailers(exc, context))
             context.abort(grpc_status(exc), exc.message)
         except Exception as exc:
             if context.code() is not None:  # context.abort's own exception
@@ -140,6 +156,7 @@ def grpc_errors_blocking(
             if not isinstance(exc, NotImplementedError):
                 logger.exception("unhandled error in gRPC %s", rpc.__name__)
             error = to_moorage_error(exc)
+            context.set_trailing_metadata(grpc_trailers(error, context))
             context.abort(grpc_status(error), error.message)
         raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import signal
 import socket
+import time
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -24,12 +25,15 @@ from starlette.applications import Starlette
 
 from moorage.core.config.server import ServerSettings
 from moorage.core.errors import ModelNotReady
+from moorage.core.http2.limits import PeerBudget
 from moorage.server.dataplane import DataPlane, LatencyLogger
 from moorage.server.grpc import create_grpc_server
+from moorage.server.http1 import RestTimeouts, TimedHttpProtocol, sweep
 from moorage.server.model import Model
 from moorage.server.observability import Observability
 from moorage.server.repository import ModelRepository
 from moorage.server.rest import create_app
+from moorage.server.sockets import Acceptor, bind_socket
 from moorage.server.transformer import apply_predictor_settings
 from moorage.server.workers import BootFailed, Supervisor
 
@@ -40,71 +44,22 @@ logger = logging.getLogger(__name__)
 ModelsOrFactory = Sequence[Model] | Callable[[], Sequence[Model]]
 
 
-#: Connections taken per readiness of the listening socket; the rest wait for the next round.
-ACCEPT_BATCH = 256
-
-
-class _Acceptor:
-    """Takes every pending connection when the listening socket is readable.
-
-    uvloop's ``create_server`` accepts one connection per loop iteration while the loop is
-    busy, so under load a new connection (a client reconnecting, a second load balancer) waits
-    behind every request of the established ones: measured, 64 connections opened against a
-    loaded server took 1.1 s to be accepted and their first requests set the p99.  Accepting
-    the whole backlog at once makes a new connection's first request wait one round at most.
-    Quacks like the ``asyncio.Server`` uvicorn keeps in ``Server.servers``.
-    """
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        sock: socket.socket,
-        protocol_factory: Callable[[], asyncio.Protocol],
-    ) -> None:
-        self._loop = loop
-        self._sock = sock
-        self._factory = protocol_factory
-        self._pending: set[asyncio.Task[Any]] = set()
-        self._closed = False
-        sock.setblocking(False)
-        loop.add_reader(sock.fileno(), self._accept)
-
-    def _accept(self) -> None:
-        for _ in range(ACCEPT_BATCH):
-            try:
-                conn, _ = self._sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # EMFILE, ECONNABORTED...: keep serving the others
-                logger.warning("accept failed: %s", exc)
-                return
-            conn.setblocking(False)
-            if conn.family in (socket.AF_INET, socket.AF_INET6):
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            task = self._loop.create_task(self._connect(conn))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
-
-    async def _connect(self, conn: socket.socket) -> None:
-        try:
-            await self._loop.connect_accepted_socket(self._factory, sock=conn)
-        except OSError as exc:  # the peer went away before the transport was made
-            logger.debug("connection dropped before it was served: %s", exc)
-            conn.close()
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._loop.remove_reader(self._sock.fileno())
-
-    async def wait_closed(self) -> None:
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
+#: The acceptor's former name here (it lives in :mod:`moorage.server.sockets`).
+_Acceptor = Acceptor
 
 
 class _Uvicorn(uvicorn.Server):
-    """uvicorn without its own signal handling (the ModelServer owns the signals) and with
-    :class:`_Acceptor` in place of ``loop.create_server``."""
+    """uvicorn without its own signal handling (the ModelServer owns the signals), with
+    :class:`~moorage.server.sockets.Acceptor` in place of ``loop.create_server`` (bounded by
+    ``max_connections``) and :class:`~moorage.server.http1.TimedHttpProtocol` (header and body
+    read timeouts, swept on uvicorn's 0.1 s tick)."""
+
+    def __init__(
+        self, config: uvicorn.Config, *, timeouts: RestTimeouts, max_connections: int | None
+    ) -> None:
+        super().__init__(config)
+        self._timeouts = timeouts
+        self._max_connections = max_connections
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -116,25 +71,31 @@ class _Uvicorn(uvicorn.Server):
             raise SystemExit(3)  # uvicorn's STARTUP_FAILURE
         config = self.config
 
+        timeouts = self._timeouts
+        state = self.server_state
+
         def create_protocol() -> asyncio.Protocol:
-            protocol: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
-                config=config, server_state=self.server_state, app_state=self.lifespan.state
-            )
-            return protocol
+            return TimedHttpProtocol(
+                config=config, server_state=state, app_state=self.lifespan.state,
+                timeouts=timeouts,
+            )  # fmt: skip
+
+        def count() -> int:
+            return len(state.connections)
 
         loop = asyncio.get_running_loop()
-        self.servers = [_Acceptor(loop, sock, create_protocol) for sock in sockets or ()]  # type: ignore[misc]
+        limit = self._max_connections
+        acceptors = [
+            Acceptor(loop, sock, create_protocol, max_connections=limit, open_connections=count)
+            for sock in sockets or ()
+        ]
+        self.servers = acceptors  # type: ignore[assignment]
         self.started = True
 
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
+    async def on_tick(self, counter: int) -> bool:
+        if counter % 5 == 0:
+            sweep(self.server_state.connections, time.monotonic())
+        return await super().on_tick(counter)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
@@ -271,8 +232,16 @@ class ModelServer:
             timeout_graceful_shutdown=int(s.graceful_shutdown_seconds),
             server_header=False,
             backlog=2048,
+            timeout_keep_alive=s.http_keep_alive_timeout_seconds,  # type: ignore[arg-type]
         )
-        self._uvicorn = _Uvicorn(config)
+        self._uvicorn = _Uvicorn(
+            config,
+            timeouts=RestTimeouts(
+                header_timeout_s=s.http_header_timeout_seconds,
+                body_timeout_s=s.http_body_timeout_seconds,
+            ),
+            max_connections=s.http_max_connections,
+        )
         if s.enable_grpc:
             self._grpc = create_grpc_server(
                 self.dataplane,
@@ -282,6 +251,9 @@ class ModelServer:
                 interceptors=[*self.observability.grpc_interceptors(), *self.grpc_interceptors],
                 threaded=self._grpc_threaded(),
                 implementation=s.grpc_server,
+                max_concurrent_streams=s.grpc_max_concurrent_streams,
+                max_connections=s.grpc_max_connections,
+                budget=grpc_budget(s),
             )
             self.grpc_port = self._grpc.add_insecure_port(f"{_grpc_host(s.host)}:{s.grpc_port}")
             await self._grpc.start()
@@ -358,6 +330,21 @@ class ModelServer:
         self._http_socket.close()
         if status:
             raise SystemExit(status)
+
+
+def grpc_budget(settings: ServerSettings) -> PeerBudget:
+    """The per-connection budgets of the gRPC port, from the ``grpc_*`` settings."""
+    s = settings
+    return PeerBudget(
+        pings_per_second=s.grpc_max_pings_per_second,
+        settings_per_second=s.grpc_max_settings_per_second,
+        resets_per_second=s.grpc_max_resets_per_second,
+        empty_frames_per_second=s.grpc_max_empty_frames_per_second,
+        max_queued_output_bytes=s.grpc_max_queued_output_bytes,
+        handshake_timeout_s=s.grpc_handshake_timeout_seconds,
+        header_timeout_s=s.grpc_header_timeout_seconds,
+        idle_timeout_s=s.grpc_max_connection_idle_seconds,
+    )
 
 
 def _grpc_host(host: str) -> str:

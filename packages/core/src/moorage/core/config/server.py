@@ -93,7 +93,95 @@ class ServerSettings(BaseSettings):
         "native falls back to grpcio when ModelServer.grpc_interceptors holds interceptors.",
     )
     grpc_max_send_message_length: int = Field(DEFAULT_MAX_GRPC_MESSAGE_LENGTH, ge=1)
-    grpc_max_receive_message_length: int = Field(DEFAULT_MAX_GRPC_MESSAGE_LENGTH, ge=1)
+    grpc_max_receive_message_length: int = Field(
+        DEFAULT_MAX_GRPC_MESSAGE_LENGTH,
+        ge=1,
+        description="Largest request message (grpcio's grpc.max_receive_message_length); a "
+        "request body going on past the message its prefix declares is refused as well "
+        "(RESOURCE_EXHAUSTED).",
+    )
+
+    # ---- budgets: what one client can make the server hold or do (both gRPC servers where
+    # grpcio has the knob; see packages/server/README.md "Limits")
+    grpc_max_concurrent_streams: int | None = Field(
+        None,
+        ge=1,
+        description="Calls in progress per gRPC connection (SETTINGS_MAX_CONCURRENT_STREAMS; "
+        "grpcio's grpc.max_concurrent_streams). Unset: 100 on the native server, grpcio's own "
+        "default (no limit) on grpcio, whose clients may otherwise see REFUSED_STREAM on a "
+        "new connection before its SETTINGS arrive.",
+    )
+    grpc_max_connections: int = Field(
+        10000,
+        ge=1,
+        description="gRPC connections open at once; more are closed when accepted "
+        "(grpcio: grpc.max_allowed_incoming_connections).",
+    )
+    grpc_max_pings_per_second: int = Field(
+        10,
+        ge=0,
+        description="native: PINGs a connection may send per second while no response is sent; "
+        "past it GOAWAY ENHANCE_YOUR_CALM (too_many_pings). grpcio applies its own ping policy.",
+    )
+    grpc_max_settings_per_second: int = Field(
+        10, ge=1, description="native: SETTINGS frames per connection per second (GOAWAY past it)."
+    )
+    grpc_max_resets_per_second: int = Field(
+        200,
+        ge=1,
+        description="native: RST_STREAMs received (and streams refused) per connection per "
+        "second, against rapid reset (CVE-2023-44487); GOAWAY ENHANCE_YOUR_CALM past it.",
+    )
+    grpc_max_empty_frames_per_second: int = Field(
+        100,
+        ge=0,
+        description="native: frames that carry nothing (empty DATA/HEADERS/CONTINUATION, "
+        "PRIORITY, unknown types, stray ACKs) per connection per second.",
+    )
+    grpc_max_queued_output_bytes: int = Field(
+        1024 * 1024,
+        ge=16384,
+        description="native: output queued for a client that does not read; past it the "
+        "server stops reading that connection until the client reads.",
+    )
+    grpc_handshake_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds for a connection's HTTP/2 preface and first SETTINGS "
+        "(grpcio: grpc.server_handshake_timeout_ms).",
+    )
+    grpc_header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="native: seconds a header block (HEADERS + CONTINUATION) may take.",
+    )
+    grpc_max_connection_idle_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds a gRPC connection may stay without a call in progress before "
+        "GOAWAY (grpcio: grpc.max_connection_idle_ms).",
+    )
+    http_max_connections: int = Field(
+        10000, ge=1, description="REST connections open at once; more are closed when accepted."
+    )
+    http_header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a REST client may take to send a request's headers (from the "
+        "connection's start or the request's first byte); then 408 and close.",
+    )
+    http_body_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a REST client may take to send a request's body once its headers "
+        "are in, however slowly it trickles; then 408 and close.",
+    )
+    http_keep_alive_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds an idle keep-alive REST connection is kept (uvicorn's "
+        "timeout_keep_alive).",
+    )
 
     # ---- production behaviour (moorage's own)
     max_request_body_bytes: int = Field(

@@ -10,6 +10,16 @@ PING answered; RST_STREAM both ways; GOAWAY on protocol errors and for a gracefu
 :meth:`~H2Connection.drain`. PRIORITY frames and HEADERS priority fields are parsed and ignored.
 Streams beyond ``max_concurrent_streams`` are refused (RST_STREAM REFUSED_STREAM).
 
+Budgets (:class:`~moorage.core.http2.limits.PeerBudget`): PINGs (while no response is sent),
+SETTINGS, RST_STREAMs received or refused streams, and frames that carry nothing (empty DATA,
+HEADERS or CONTINUATION fragments, PRIORITY, unknown types) per connection and per second, past
+which the connection ends with GOAWAY ENHANCE_YOUR_CALM; output queued for a peer that does not
+read (past ``max_queued_output_bytes`` we stop reading it until it does); and the handshake,
+header-block and idle timeouts, checked by :meth:`H2Connection.check_timeouts`, which the
+server calls a few times a second. A stream we reset or answered before its request ended may
+still receive what its window allowed (ignored, counted); anything more is FLOW_CONTROL_ERROR,
+and frames on other closed streams are STREAM_CLOSED (section 5.1).
+
 Not supported: server push (never sent; a client's PUSH_PROMISE is a protocol error), the
 HTTP/1.1 ``Upgrade: h2c`` dance and TLS (clients connect with prior knowledge, as gRPC clients
 do over plaintext), CONNECT and extended CONNECT.
@@ -25,11 +35,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any, cast
 
 import hpack
 
+from moorage.core.http2.limits import PeerBudget
 from moorage.server.grpc.frames import (
     ACK,
     CONTINUATION,
@@ -73,6 +85,8 @@ Headers = tuple[tuple[bytes, bytes], ...]
 LINGER_S = 1.0
 #: Decoded header blocks remembered per connection (see :meth:`H2Connection._decode`).
 _HEADER_CACHE_SIZE = 64
+#: No credit left on a closed stream: DATA on it is STREAM_CLOSED.
+_NO_CREDIT = -1
 
 
 class ConnectionFailure(Exception):
@@ -126,8 +140,17 @@ class H2Connection(asyncio.Protocol):
         stream_window: int = 4 * 1024 * 1024,
         connection_window: int = 16 * 1024 * 1024,
         max_frame_size: int = 1024 * 1024,
+        budget: PeerBudget = PeerBudget(),
     ) -> None:
         self.max_concurrent_streams = max_concurrent_streams
+        self.budget = budget
+        self._pings, self._settings, self._resets, self._empty = budget.counters()
+        #: Recently closed streams -> how much DATA the peer may still send on them (the
+        #: stream window left when we reset it or answered early) or ``_NO_CREDIT``.
+        self._closed_streams: dict[int, int] = {}
+        self._closed_limit = max(64, 4 * max_concurrent_streams)
+        self._created = self._idle_since = self._block_started = 0.0
+        self._idle_sid = 0
         self.max_header_list_size = max_header_list_size
         self.max_frame_size = max_frame_size
         self._stream_window = stream_window
@@ -167,16 +190,18 @@ class H2Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports quack like asyncio.Transport without subclassing it.
         self.transport = transport = cast(asyncio.Transport, transport)
-        preface = settings(
-            {
-                Setting.MAX_CONCURRENT_STREAMS: self.max_concurrent_streams,
-                Setting.INITIAL_WINDOW_SIZE: self._stream_window,
-                Setting.MAX_FRAME_SIZE: self.max_frame_size,
-                Setting.MAX_HEADER_LIST_SIZE: self.max_header_list_size,
-            }
-        )
+        ours: dict[int, int] = {
+            Setting.MAX_CONCURRENT_STREAMS: self.max_concurrent_streams,
+            Setting.INITIAL_WINDOW_SIZE: self._stream_window,
+            Setting.MAX_FRAME_SIZE: self.max_frame_size,
+            Setting.MAX_HEADER_LIST_SIZE: self.max_header_list_size,
+        }
+        preface = settings(ours)
         if self._connection_window > DEFAULT_WINDOW:
             preface += window_update(0, self._connection_window - DEFAULT_WINDOW)
+        self._created = self._idle_since = time.monotonic()
+        high = self.budget.max_queued_output_bytes
+        transport.set_write_buffer_limits(high=high, low=high // 4)
         transport.write(preface)
 
     def data_received(self, data: bytes) -> None:
@@ -188,6 +213,8 @@ class H2Connection(asyncio.Protocol):
                 data = self._preface(data)
             if data:
                 self._frames(data)
+            if not self.closed:
+                self.on_read_done()
         except ConnectionFailure as exc:
             self._fail(exc.code, str(exc))
         except Exception:
@@ -215,10 +242,16 @@ class H2Connection(asyncio.Protocol):
         self.on_connection_lost()
 
     def pause_writing(self) -> None:
+        """The peer is not reading what we send: stop reading what it sends (PINGs and
+        SETTINGS would otherwise queue answers without bound) until it catches up."""
         self._paused = True
+        if not self.closed and self.transport is not None:
+            self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self._paused = False
+        if not self.closed and self.transport is not None:
+            self.transport.resume_reading()
         self._flush_blocked()
 
     # ------------------------------------------------------------------ application hooks
@@ -230,6 +263,10 @@ class H2Connection(asyncio.Protocol):
 
     def on_request_end(self, stream: Stream) -> None:
         """The client ended the request; ``stream.body`` holds the whole body."""
+
+    def on_read_done(self) -> None:
+        """Every frame of one read was handled (a stream reset in the same read is closed by
+        now: work started here is work for a live stream)."""
 
     def on_stream_reset(self, stream: Stream) -> None:
         """The stream ended before its response: reset by the peer or the connection lost."""
@@ -243,6 +280,7 @@ class H2Connection(asyncio.Protocol):
         HEADERS ``trailers`` with END_STREAM. Header blocks are HPACK-encoded."""
         if stream.closed:
             return
+        self._pings.count = 0  # a PING while responses flow is not a strike (grpcio's policy)
         sid = stream.id
         size = sum(len(piece) for piece in data)
         headers = self._header_frames(sid, head, 0)
@@ -268,6 +306,7 @@ class H2Connection(asyncio.Protocol):
         """One HEADERS frame with END_STREAM (a response without a body)."""
         if stream.closed:
             return
+        self._pings.count = 0
         self._write(self._header_frames(stream.id, block, END_STREAM))
         self._finish(stream)
 
@@ -276,7 +315,7 @@ class H2Connection(asyncio.Protocol):
         if stream.closed:
             return
         self._write(rst_stream(stream.id, code))
-        self._discard(stream)
+        self._discard(stream, stream.recv_window if not stream.remote_closed else _NO_CREDIT)
         self.on_stream_reset(stream)
 
     def drain(self) -> None:
@@ -297,6 +336,36 @@ class H2Connection(asyncio.Protocol):
     @property
     def open_streams(self) -> int:
         return len(self._streams)
+
+    def check_timeouts(self, now: float) -> None:
+        """Apply the handshake, header-block and idle timeouts at ``now`` (``time.monotonic``).
+
+        Idle means no call in progress (no stream whose request is complete) and no new
+        stream since the last check; after ``idle_timeout_s`` of it, streams whose requests
+        are still arriving are reset (CANCEL) and the connection ends with GOAWAY NO_ERROR,
+        as grpcio's ``max_connection_idle_ms`` does.
+        """
+        if self.closed:
+            return
+        budget = self.budget
+        if self._need_settings:
+            if now - self._created > budget.handshake_timeout_s:
+                self._fail(ErrorCode.PROTOCOL_ERROR, "no client preface and SETTINGS in time")
+            return
+        if self._block_stream and now - self._block_started > budget.header_timeout_s:
+            self._fail(ErrorCode.ENHANCE_YOUR_CALM, "header block not completed in time")
+            return
+        if self._last_stream_id != self._idle_sid or any(
+            stream.remote_closed for stream in self._streams.values()
+        ):
+            self._idle_sid = self._last_stream_id
+            self._idle_since = now
+            return
+        if now - self._idle_since > budget.idle_timeout_s:
+            logger.debug("HTTP/2 connection idle for %.1f s: closing", now - self._idle_since)
+            for stream in list(self._streams.values()):
+                self.reset(stream, ErrorCode.CANCEL)
+            self.drain()
 
     # ------------------------------------------------------------------ reading
     def _preface(self, data: bytes) -> bytes:
@@ -373,11 +442,13 @@ class H2Connection(asyncio.Protocol):
                     raise ConnectionFailure(ErrorCode.PROTOCOL_ERROR, "PRIORITY on stream 0")
                 if len(payload) != 5:
                     raise StreamFailure(ErrorCode.FRAME_SIZE_ERROR, "PRIORITY of bad size")
+                self._spend_empty()
             elif kind == GOAWAY:
                 self._on_goaway(sid, payload)
             elif kind == PUSH_PROMISE:
                 raise ConnectionFailure(ErrorCode.PROTOCOL_ERROR, "clients cannot push")
-            # Unknown frame types are ignored (section 4.1).
+            else:  # unknown frame types are ignored (section 4.1), within the budget
+                self._spend_empty()
         except StreamFailure as exc:
             logger.debug("HTTP/2 stream %d reset: %s", sid, exc)
             stream = self._streams.get(sid)
@@ -385,6 +456,10 @@ class H2Connection(asyncio.Protocol):
                 self.reset(stream, exc.code)
             else:
                 self._write(rst_stream(sid, exc.code))
+
+    def _spend_empty(self) -> None:
+        if not self._empty.spend():
+            raise ConnectionFailure(ErrorCode.ENHANCE_YOUR_CALM, "too many empty frames")
 
     def _on_data(self, sid: int, flags: int, payload: memoryview) -> None:
         if sid == 0:
@@ -401,7 +476,10 @@ class H2Connection(asyncio.Protocol):
         if stream is None:
             if sid > self._last_stream_id:
                 raise ConnectionFailure(ErrorCode.PROTOCOL_ERROR, "DATA on an idle stream")
-            return  # a stream we closed or reset: frames in flight are ignored
+            self._on_closed_data(sid, flags, length)
+            return
+        if not length and not flags & END_STREAM:
+            self._spend_empty()
         if stream.remote_closed:
             raise StreamFailure(ErrorCode.STREAM_CLOSED, "DATA after END_STREAM")
         if length > stream.recv_window:
@@ -421,6 +499,21 @@ class H2Connection(asyncio.Protocol):
             self._write(window_update(sid, self._stream_window - stream.recv_window))
             stream.recv_window = self._stream_window
 
+    def _on_closed_data(self, sid: int, flags: int, length: int) -> None:
+        """DATA on a closed stream: what was in flight when we reset it (or answered it early)
+        is ignored; more than its window allowed, or DATA on a stream that ended or that the
+        peer reset, is a connection error."""
+        credit = self._closed_streams.get(sid, _NO_CREDIT)
+        if credit == _NO_CREDIT:
+            raise ConnectionFailure(ErrorCode.STREAM_CLOSED, f"DATA on closed stream {sid}")
+        if length > credit:
+            raise ConnectionFailure(
+                ErrorCode.FLOW_CONTROL_ERROR, f"DATA beyond the window of reset stream {sid}"
+            )
+        self._closed_streams[sid] = _NO_CREDIT if flags & END_STREAM else credit - length
+        if not length and not flags & END_STREAM:
+            self._spend_empty()
+
     def _on_headers(self, sid: int, flags: int, payload: memoryview) -> None:
         if sid == 0 or sid % 2 == 0:
             raise ConnectionFailure(ErrorCode.PROTOCOL_ERROR, f"HEADERS on stream {sid}")
@@ -437,6 +530,9 @@ class H2Connection(asyncio.Protocol):
         if flags & END_HEADERS:
             self._on_header_block(sid, bytes(fragment), bool(flags & END_STREAM))
             return
+        if not fragment:
+            self._spend_empty()
+        self._block_started = time.monotonic()
         self._block_stream = sid
         self._block = bytearray(fragment)
         self._block_end_stream = bool(flags & END_STREAM)
@@ -445,6 +541,8 @@ class H2Connection(asyncio.Protocol):
     def _on_continuation(self, sid: int, flags: int, payload: memoryview) -> None:
         if not self._block_stream or sid != self._block_stream:
             raise ConnectionFailure(ErrorCode.PROTOCOL_ERROR, "unexpected CONTINUATION")
+        if not payload and not flags & END_HEADERS:
+            self._spend_empty()
         self._block += payload
         self._check_block_size()
         if flags & END_HEADERS:
@@ -471,10 +569,20 @@ class H2Connection(asyncio.Protocol):
             self.on_request_end(stream)
             return
         if sid <= self._last_stream_id:
-            return  # on a stream we closed or reset already
+            credit = self._closed_streams.get(sid)
+            if credit is None:  # section 5.1.1: a new stream must have a higher identifier
+                raise ConnectionFailure(ErrorCode.PROTOCOL_ERROR, f"HEADERS on old stream {sid}")
+            if credit == _NO_CREDIT:
+                raise ConnectionFailure(ErrorCode.STREAM_CLOSED, f"HEADERS on closed stream {sid}")
+            if end_stream:  # trailers in flight on a stream we reset: ignored
+                self._closed_streams[sid] = _NO_CREDIT
+            return
         self._last_stream_id = sid
         if self.draining or self._peer_goaway or len(self._streams) >= self.max_concurrent_streams:
+            if not self._resets.spend():
+                raise ConnectionFailure(ErrorCode.ENHANCE_YOUR_CALM, "too many refused streams")
             self._write(rst_stream(sid, ErrorCode.REFUSED_STREAM))
+            self._remember_closed(sid, _NO_CREDIT if end_stream else self._stream_window)
             return
         stream = Stream(sid, self._peer_window, self._stream_window)
         self._streams[sid] = stream
@@ -515,7 +623,10 @@ class H2Connection(asyncio.Protocol):
         if flags & ACK:
             if len(payload):
                 raise ConnectionFailure(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ACK with payload")
+            self._spend_empty()  # we sent one SETTINGS: only the first ACK means anything
             return
+        if not self._settings.spend():
+            raise ConnectionFailure(ErrorCode.ENHANCE_YOUR_CALM, "too many SETTINGS")
         if len(payload) % 6:
             raise ConnectionFailure(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS of bad size")
         grew = False
@@ -550,7 +661,11 @@ class H2Connection(asyncio.Protocol):
             raise ConnectionFailure(ErrorCode.PROTOCOL_ERROR, "PING on a stream")
         if len(payload) != 8:
             raise ConnectionFailure(ErrorCode.FRAME_SIZE_ERROR, "PING of bad size")
-        if not flags & ACK:
+        if flags & ACK:
+            self._spend_empty()  # we send no PINGs
+        elif not self._pings.spend():
+            raise ConnectionFailure(ErrorCode.ENHANCE_YOUR_CALM, "too_many_pings")
+        else:
             self._write(frame(PING, ACK, 0, bytes(payload)))
 
     def _on_window_update(self, sid: int, payload: memoryview) -> None:
@@ -583,9 +698,11 @@ class H2Connection(asyncio.Protocol):
             raise ConnectionFailure(ErrorCode.FRAME_SIZE_ERROR, "RST_STREAM of bad size")
         if sid == 0 or sid > self._last_stream_id:
             raise ConnectionFailure(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on an idle stream")
+        if not self._resets.spend():
+            raise ConnectionFailure(ErrorCode.ENHANCE_YOUR_CALM, "too many RST_STREAM frames")
         stream = self._streams.get(sid)
         if stream is not None:
-            self._discard(stream)
+            self._discard(stream, _NO_CREDIT)
             self.on_stream_reset(stream)
 
     def _on_goaway(self, sid: int, payload: memoryview) -> None:
@@ -667,9 +784,19 @@ class H2Connection(asyncio.Protocol):
         sending its request to stop, section 8.1)."""
         if not stream.remote_closed:
             self._write(rst_stream(stream.id, ErrorCode.NO_ERROR))
-        self._discard(stream)
+            self._discard(stream, stream.recv_window)
+        else:
+            self._discard(stream, _NO_CREDIT)
 
-    def _discard(self, stream: Stream) -> None:
+    def _remember_closed(self, sid: int, credit: int) -> None:
+        closed = self._closed_streams
+        closed[sid] = credit
+        if len(closed) > self._closed_limit:
+            del closed[next(iter(closed))]
+
+    def _discard(self, stream: Stream, credit: int) -> None:
+        """Forget ``stream``; the peer may still send ``credit`` bytes of DATA on it."""
+        self._remember_closed(stream.id, credit)
         stream.closed = True
         stream.out.clear()
         stream.out_len = 0

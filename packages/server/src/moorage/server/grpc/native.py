@@ -14,8 +14,19 @@ grpcio's servers; the context is :class:`~moorage.server.grpc.context.NativeCont
   ``identity``); any other encoding is UNIMPLEMENTED (with ``grpc-accept-encoding``).
   Responses are never compressed.
 - A request message over ``max_receive_message_length`` is refused RESOURCE_EXHAUSTED as soon
-  as its length prefix arrives; a response over ``max_send_message_length`` becomes
-  RESOURCE_EXHAUSTED. Header lists over ``max_header_list_size`` are RESOURCE_EXHAUSTED.
+  as its length prefix arrives; a request body that goes on past the message its prefix
+  declared is INTERNAL ("more than one message", as gRPC servers answer a unary call) as soon
+  as the excess arrives: the stream is answered and reset, its window never reopened, so the
+  body held is bounded by the declared length; a response over ``max_send_message_length`` becomes RESOURCE_EXHAUSTED. Header
+  lists over ``max_header_list_size`` are RESOURCE_EXHAUSTED.
+- A call starts once every frame of the read that completed it was handled, so a request
+  reset in the same read (rapid reset) never reaches the model; a reset call's task is
+  cancelled. The connection's budgets (:class:`~moorage.core.http2.limits.PeerBudget`) and
+  timeouts are :class:`~moorage.server.grpc.http2.H2Connection`'s, checked by the server a few
+  times a second; ``max_connections`` bounds the connections (more are closed at accept).
+- Every error a handler raises carries its stable code in the trailing metadata
+  ``moorage-error-code`` (:data:`moorage.core.errors.ERROR_CODE_METADATA`), as do the
+  transport's own refusals (``payload_too_large``, ``overloaded``).
 - An unknown method is UNIMPLEMENTED; a method other than POST gets HTTP 405, a content-type
   other than gRPC's HTTP 415. Calls beyond ``max_concurrent_rpcs`` (server-wide) are
   RESOURCE_EXHAUSTED; streams beyond ``max_concurrent_streams`` per connection are refused.
@@ -31,6 +42,7 @@ import contextvars
 import logging
 import re
 import socket
+import time
 import zlib
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
 from typing import Any
@@ -38,14 +50,20 @@ from typing import Any
 import grpc
 
 from moorage.core.config.server import DEFAULT_MAX_GRPC_MESSAGE_LENGTH
+from moorage.core.errors import ERROR_CODE_METADATA, Overloaded, PayloadTooLarge
+from moorage.core.http2.limits import PeerBudget
 from moorage.core.protocol.grpc import SERVICE_NAME
 from moorage.server.grpc.context import NativeContext, decode_metadata
 from moorage.server.grpc.frames import STATUS_200, header_field
 from moorage.server.grpc.frames import string_literal as _string
 from moorage.server.grpc.http2 import H2Connection, Headers, Stream
 from moorage.server.grpc.servicer import InferenceServicer
+from moorage.server.sockets import Acceptor, bind_reuseport_socket
 
 __all__ = ["GrpcConnection", "NativeGrpcServer", "bind_grpc_socket"]
+
+#: Kept under its old name (the socket helpers moved to :mod:`moorage.server.sockets`).
+bind_grpc_socket = bind_reuseport_socket
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +82,8 @@ _BAD_VALUE = re.compile(rb"[\x00\r\n]")
 _TOKEN = re.compile(rb"[0-9a-z_.\-]+")
 #: Names the call's own headers use; metadata of the same names is not sent.
 _OWN = frozenset({b"content-type", b"grpc-status", b"grpc-message", b"grpc-encoding", b"te"})
+_TOO_LARGE_CODE = header_field(ERROR_CODE_METADATA.encode(), PayloadTooLarge.code.encode())
+_OVERLOADED_CODE = header_field(ERROR_CODE_METADATA.encode(), Overloaded.code.encode())
 
 
 def _percent(message: str) -> bytes:
@@ -138,13 +158,14 @@ _REQUEST_CACHE_SIZE = 64
 class _Call:
     """The gRPC side of one stream."""
 
-    __slots__ = ("behavior", "context", "encoding", "limit_checked", "task", "timer")
+    __slots__ = ("behavior", "context", "encoding", "expected", "task", "timer")
 
     def __init__(self, behavior: Behavior, context: NativeContext, encoding: bytes | None):
         self.behavior = behavior
         self.context = context
         self.encoding = encoding
-        self.limit_checked = False
+        #: The body's length its message prefix declares (0 until the prefix arrived).
+        self.expected = 0
         self.task: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
 
@@ -187,11 +208,14 @@ class GrpcConnection(H2Connection):
         super().__init__(
             max_concurrent_streams=server.max_concurrent_streams,
             max_header_list_size=server.max_header_list_size,
+            budget=server.budget,
         )
         self.server = server
         self._loop = server.loop
         self._peer: str | None = None
         self._requests: dict[Headers, _Request] = {}
+        #: Calls whose request ended in the read being handled; they start at its end.
+        self._starting: list[tuple[Stream, _Call, bytes | memoryview]] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -227,8 +251,9 @@ class GrpcConnection(H2Connection):
         server = self.server
         if server.max_concurrent_rpcs is not None and server.active >= server.max_concurrent_rpcs:
             self._status(
-                stream, grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!"
-            )
+                stream, grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!",
+                extra=_OVERLOADED_CODE,
+            )  # fmt: skip
             return
         behavior, timeout, encoding, metadata = request
         loop = self._loop
@@ -288,12 +313,19 @@ class GrpcConnection(H2Connection):
 
     def on_data(self, stream: Stream) -> None:
         call = stream.call
-        if call is None or call.limit_checked or len(stream.body) < 5:
+        if call is None:
             return
-        call.limit_checked = True
-        length = int.from_bytes(stream.body[1:5], "big")
-        if length > self.server.max_receive_message_length:
-            self._too_large(stream, length)
+        size = len(stream.body)
+        if not call.expected:
+            if size < 5:
+                return
+            length = int.from_bytes(stream.body[1:5], "big")
+            if length > self.server.max_receive_message_length:
+                self._too_large(stream, length)
+                return
+            call.expected = 5 + length
+        if size > call.expected:  # a unary call takes one message: the rest is not read
+            self._status(stream, grpc.StatusCode.INTERNAL, "unary call sent more than one message")
 
     def on_request_end(self, stream: Stream) -> None:
         call = stream.call
@@ -318,6 +350,18 @@ class GrpcConnection(H2Connection):
             if message is None:
                 return
             payload = message
+        self._starting.append((stream, call, payload))
+
+    def on_read_done(self) -> None:
+        starting = self._starting
+        if not starting:
+            return
+        self._starting = []
+        for stream, call, payload in starting:
+            if not stream.closed:  # not reset later in the same read (rapid reset)
+                self._start(stream, call, payload)
+
+    def _start(self, stream: Stream, call: _Call, payload: bytes | memoryview) -> None:
         # The call starts right here, in a context of its own; a task takes over only if it
         # has to wait (cheap sync models answer without one: ~10 µs a call saved).
         coro = self._run(stream, call, payload)
@@ -358,7 +402,7 @@ class GrpcConnection(H2Connection):
         limit = self.server.max_receive_message_length
         self._status(
             stream, grpc.StatusCode.RESOURCE_EXHAUSTED,
-            f"Received message larger than max ({length} vs. {limit})",
+            f"Received message larger than max ({length} vs. {limit})", extra=_TOO_LARGE_CODE,
         )  # fmt: skip
 
     def _decompress(
@@ -382,6 +426,7 @@ class GrpcConnection(H2Connection):
             self._status(
                 stream, grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"Received message larger than max (over {limit} bytes decompressed)",
+                extra=_TOO_LARGE_CODE,
             )  # fmt: skip
             return None
         if not inflater.eof:
@@ -472,6 +517,8 @@ class NativeGrpcServer:
         max_concurrent_rpcs: int | None = None,
         max_concurrent_streams: int = 100,
         max_header_list_size: int = 16384,
+        max_connections: int | None = None,
+        budget: PeerBudget = PeerBudget(),
         interceptors: Sequence[Any] = (),
     ) -> None:
         def wrap(name: str, behavior: Any) -> Any:
@@ -489,14 +536,17 @@ class NativeGrpcServer:
         self.max_concurrent_rpcs = max_concurrent_rpcs
         self.max_concurrent_streams = max_concurrent_streams
         self.max_header_list_size = max_header_list_size
+        self.max_connections = max_connections
+        self.budget = budget
         self.connections: set[GrpcConnection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.active = 0
         self.stopping = False
         self._sockets: list[socket.socket] = []
-        self._acceptors: list[Any] = []
+        self._acceptors: list[Acceptor] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle: asyncio.Event | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -506,19 +556,36 @@ class NativeGrpcServer:
     def add_insecure_port(self, address: str) -> int:
         """Listen on ``host:port`` (``[::]:port`` for every address); returns the port."""
         host, _, port = address.rpartition(":")
-        sock = bind_grpc_socket(host.strip("[]"), int(port))
+        sock = bind_reuseport_socket(host.strip("[]"), int(port))
         self._sockets.append(sock)
         return int(sock.getsockname()[1])
 
     async def start(self) -> None:
-        # server.py imports this package; by the time a server starts it is loaded.
-        from moorage.server.server import _Acceptor
-
         self._loop = loop = asyncio.get_running_loop()
         self._idle = asyncio.Event()
         self.servicer.loop = loop
         for sock in self._sockets:
-            self._acceptors.append(_Acceptor(loop, sock, lambda: GrpcConnection(self)))
+            self._acceptors.append(
+                Acceptor(
+                    loop, sock, lambda: GrpcConnection(self),
+                    max_connections=self.max_connections, open_connections=self._open_connections,
+                )
+            )  # fmt: skip
+        self._sweeper = loop.create_task(self._sweep())
+
+    def _open_connections(self) -> int:
+        return len(self.connections)
+
+    async def _sweep(self) -> None:
+        """Apply each connection's timeouts a few times a second (one timer for all)."""
+        budget = self.budget
+        shortest = min(budget.handshake_timeout_s, budget.header_timeout_s, budget.idle_timeout_s)
+        tick = min(1.0, max(0.05, shortest / 4))
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            for connection in list(self.connections):
+                connection.check_timeouts(now)
 
     def connection_closed(self, connection: GrpcConnection) -> None:
         self.connections.discard(connection)
@@ -529,6 +596,8 @@ class NativeGrpcServer:
         """Refuse new calls; let the running ones finish for up to ``grace`` seconds (``None``
         or 0: cancel them now); then close every connection."""
         self.stopping = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for acceptor in self._acceptors:
             acceptor.close()
         for sock in self._sockets:
@@ -553,31 +622,3 @@ class NativeGrpcServer:
             connection.abort()
         if self.tasks:
             await asyncio.wait(set(self.tasks), timeout=5)
-
-
-def bind_grpc_socket(host: str, port: int) -> socket.socket:
-    """A listening socket with ``SO_REUSEPORT`` (workers share the port, as with grpcio);
-    ``::`` and ``0.0.0.0`` listen on IPv6 and IPv4 (IPv4 only where IPv6 is off)."""
-    if host in ("", "::", "0.0.0.0"):
-        try:
-            sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            address: tuple[Any, ...] = ("::", port)
-        except OSError:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            address = ("0.0.0.0", port)
-    else:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if hasattr(socket, "SO_REUSEPORT"):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
-        sock.listen(2048)
-    except OSError:
-        sock.close()
-        raise
-    return sock

@@ -29,6 +29,7 @@ from typing import Any, Literal
 import grpc
 
 from moorage.core.config.server import DEFAULT_MAX_GRPC_MESSAGE_LENGTH
+from moorage.core.http2.limits import PeerBudget
 from moorage.core.protocol.grpc import SERVICE_NAME
 from moorage.server.dataplane import DataPlane
 from moorage.server.grpc.native import NativeGrpcServer
@@ -101,13 +102,15 @@ def create_grpc_server(
     options: Sequence[tuple[str, Any]] = (),
     threaded: bool = False,
     implementation: GrpcImplementation = "grpcio",
-    max_concurrent_streams: int = 100,
+    max_concurrent_streams: int | None = None,
+    max_connections: int | None = None,
+    budget: PeerBudget = PeerBudget(),
 ) -> grpc.aio.Server | ThreadedGrpcServer | NativeGrpcServer:
     """An unstarted server with the inference service; add ports, then ``await start()``.
 
     ``implementation="native"`` is moorage's HTTP/2 server (``threaded`` and ``max_threads``
     do not apply; ``options`` must be empty; at most ``max_concurrent_streams`` calls per
-    connection); ``"grpcio"`` is grpc.aio, or grpcio's sync server with ``threaded=True``.
+    connection, 100 when ``None``; grpcio's own default there); ``"grpcio"`` is grpc.aio, or grpcio's sync server with ``threaded=True``.
 
     ``interceptors`` is the hook point for gRPC-level concerns (metrics, tracing, access logs):
     grpc.aio interceptors, or for ``threaded=True`` sync ``grpc.ServerInterceptor`` objects or
@@ -115,6 +118,11 @@ def create_grpc_server(
     per call); the native server takes objects with ``wrap_async(method, behavior) ->
     behavior``, and falls back to grpcio when given any other. Calls beyond
     ``max_concurrent_rpcs`` are refused with RESOURCE_EXHAUSTED.
+
+    ``max_connections`` and ``budget`` bound what one client can make the server hold: the
+    native server applies all of them; grpcio gets the ones it has a channel argument for
+    (concurrent streams, incoming connections, handshake timeout, idle connections), its
+    own ping and reset policies covering the others.
     """
     if implementation == "native":
         foreign = [i for i in interceptors if not hasattr(i, "wrap_async")]
@@ -130,13 +138,27 @@ def create_grpc_server(
                 max_send_message_length=max_send_message_length,
                 max_receive_message_length=max_receive_message_length,
                 max_concurrent_rpcs=max_concurrent_rpcs,
-                max_concurrent_streams=max_concurrent_streams,
+                max_concurrent_streams=max_concurrent_streams or 100,
+                max_connections=max_connections,
+                budget=budget,
                 interceptors=interceptors,
             )
     all_options = [
         ("grpc.max_send_message_length", max_send_message_length),
         ("grpc.max_receive_message_length", max_receive_message_length),
         ("grpc.so_reuseport", 1),
+        ("grpc.server_handshake_timeout_ms", int(budget.handshake_timeout_s * 1000)),
+        ("grpc.max_connection_idle_ms", int(budget.idle_timeout_s * 1000)),
+        *(
+            [("grpc.max_concurrent_streams", max_concurrent_streams)]
+            if max_concurrent_streams
+            else []
+        ),
+        *(
+            [("grpc.max_allowed_incoming_connections", max_connections)]
+            if max_connections is not None
+            else []
+        ),
         *options,
     ]
     servicer = InferenceServicer(dataplane)
