@@ -59,12 +59,16 @@ class Call:
         details: str = "",
         trailers: tuple[tuple[str, str], ...] = (),
         encoding: str | None = None,
+        compressed: bool = False,
         pause: float = 0,
     ) -> None:
+        """Answer ``message`` (gzip-compressed for ``encoding="gzip"``, unless ``compressed``
+        says it already is)."""
         headers = [(":status", "200"), ("content-type", "application/grpc")]
         if encoding:
             headers.append(("grpc-encoding", encoding))
-            message = gzip.compress(message) if encoding == "gzip" else message
+            if encoding == "gzip" and not compressed:
+                message = gzip.compress(message)
         self.proto.conn.send_headers(self.stream_id, headers)
         await self.proto.send_data(self.stream_id, grpc_frame(message, compressed=bool(encoding)))
         if pause:

@@ -15,14 +15,13 @@ import signal
 import subprocess
 import sys
 import time
+import tracemalloc
+import zlib
 from typing import Any
 
 import grpc
-import hpack
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from moorage.client import (
     ConnectionFailed,
@@ -38,7 +37,6 @@ from moorage.client import (
     default_channel_options,
 )
 from moorage.client._channel import RetryPolicy, native_options, parse_target
-from moorage.client._hpack import STATIC_TABLE, HeaderDecoder, HeaderEncoder, literal
 from moorage.core.protocol import InferTensor
 from moorage.core.protocol.grpc import pb
 
@@ -107,70 +105,7 @@ def test_backoff_is_full_jitter_up_to_the_ceiling() -> None:
     assert min(waits[0]) >= 0 and max(waits[3]) > 0.2
 
 
-# ----------------------------------------------------------------------------- HPACK
-def test_static_table_is_rfc7541s() -> None:
-    expected = tuple((n.decode(), v.decode()) for n, v in hpack.table.HeaderTable.STATIC_TABLE)
-    assert expected == STATIC_TABLE
-
-
-@given(st.text(st.sampled_from("abcxyz-_:"), min_size=1), st.text(max_size=300))
-def test_literals_decode_with_hpack(name: str, value: str) -> None:
-    raw = value.encode("latin-1", "replace")
-    decoded = hpack.Decoder().decode(literal(name, raw), raw=True)
-    assert decoded == [(name.encode(), raw)]
-
-
-_names = st.sampled_from(
-    [":status", "content-type", "grpc-status", "grpc-message", "x-a", "x-long-name-here", "date"]
-)
-_values = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=60)
-_header = st.tuples(_names, _values, st.booleans())
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    st.lists(st.lists(_header, max_size=6), min_size=1, max_size=12),
-    st.sampled_from([4096, 256, 64]),
-)
-def test_decoder_follows_hpack_encoder(blocks: list[list[Any]], table_size: int) -> None:
-    """Blocks from hpack's stateful encoder (indexing, Huffman, evictions, a table size
-    update) decode to the same headers, however often a block's bytes repeat."""
-    encoder = hpack.Encoder()
-    encoder.header_table_size = table_size
-    decoder = HeaderDecoder()
-    for block in [*blocks, *blocks]:
-        data = encoder.encode([(n, v, sensitive) for n, v, sensitive in block])
-        assert decoder.decode(data) == tuple((n, v) for n, v, _ in block)
-
-
-_fields = st.tuples(
-    st.sampled_from([b":path", b"user-agent", b"x-a", b"x-b", b"grpc-timeout", b"te"]),
-    st.binary(max_size=40).map(lambda b: bytes(c % 94 + 33 for c in b)),
-)
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    st.lists(st.lists(_fields, max_size=6).map(tuple), min_size=1, max_size=10),
-    st.lists(st.sampled_from([None, None, None, 4096, 300, 100, 0]), min_size=20, max_size=20),
-)
-def test_encoder_is_followed_by_hpack_decoder(
-    blocks: list[tuple[Any, ...]], sizes: list[int | None]
-) -> None:
-    """Our encoder's model of the server's table (insertions, evictions, size updates from
-    SETTINGS_HEADER_TABLE_SIZE) matches hpack's decoder, block after block."""
-    encoder = HeaderEncoder()
-    decoder = hpack.Decoder()
-    for i, fields in enumerate([*blocks, *blocks]):
-        size = sizes[i % len(sizes)]
-        if size is not None:
-            encoder.resize(size)
-            decoder.max_allowed_table_size = min(decoder.max_allowed_table_size, size)
-        block = encoder.encode(fields)
-        assert decoder.decode(block, raw=True) == list(fields)
-        assert HeaderEncoder().encode(fields) == HeaderEncoder().encode(fields)
-
-
+# ----------------------------------------------------------------------------- requests
 async def test_request_headers_are_indexed_after_the_first_call(h2_peer: H2Peer) -> None:
     async with InferenceGRPCClient(h2_peer.url, headers={"x-team": "a"}) as client:
         for _ in range(3):
@@ -413,6 +348,37 @@ async def test_compressed_reply(h2_peer: H2Peer, encoding: str) -> None:
         else:
             with pytest.raises(ServerError, match="snappy"):
                 await client.is_server_live()
+
+
+def _gzip_bomb(size: int) -> bytes:
+    """``size`` zero bytes, gzip-compressed (about a thousandth of that on the wire)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    chunk = bytes(1 << 20)
+    return b"".join([*(packer.compress(chunk) for _ in range(size >> 20)), packer.flush()])
+
+
+async def test_gzip_bomb_from_the_server_is_refused_with_bounded_memory(h2_peer: H2Peer) -> None:
+    """A 256 MiB reply gzip-compressed into ~256 KB: over the receive limit once inflated, it
+    is refused (PayloadTooLarge) after at most limit + 1 bytes of output were made."""
+    bomb = _gzip_bomb(256 << 20)
+
+    async def explode(call: Call) -> None:
+        await call.reply(bomb, encoding="gzip", compressed=True)
+
+    options = [("grpc.max_receive_message_length", 1 << 20)]
+    async with InferenceGRPCClient(h2_peer.url, channel_args=options) as client:
+        assert await client.is_server_live()  # connected before the memory is measured
+        h2_peer.handler = explode
+        tracemalloc.start()
+        try:
+            with pytest.raises(PayloadTooLarge, match="larger than max"):
+                await client.is_server_live()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        h2_peer.handler = echo
+        assert await client.is_server_live()
+    assert peak < 16 << 20
 
 
 async def test_reply_over_the_receive_limit_resets_the_stream(h2_peer: H2Peer) -> None:

@@ -19,55 +19,42 @@ connection per channel, opened on first use and replaced after GOAWAY or a failu
 from __future__ import annotations
 
 import asyncio
-import base64
-import math
 import os
 import random
 import ssl
-import struct
 import tempfile
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
 
 import orjson
 
 from moorage.client import _h2
 from moorage.client._errors import RpcFailure
-from moorage.client._hpack import Field, literal
 from moorage.client._version import __version__
 from moorage.core.errors import InvalidInput
+from moorage.core.http2.grpcwire import (
+    HTTP_STATUS_TO_GRPC,
+    PREFIX,
+    RESET_STATUS,
+    STATUS_NAMES,
+    MessageError,
+    decode_metadata_value,
+    format_timeout,
+    inflate,
+    message_prefix,
+    metadata_key,
+    metadata_value,
+    percent_decode,
+    read_unary,
+    status_name,
+)
+from moorage.core.http2.hpack import Field, Headers, header_field
 
 __all__ = ["Channel", "NativeOptions", "RetryPolicy", "native_options"]
 
-_PREFIX = struct.Struct(">BL")
-#: gRPC status codes by number (``grpc.StatusCode`` member names).
-STATUS_NAMES = (
-    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-    "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
-    "UNAUTHENTICATED",
-)  # fmt: skip
-_STATUS_BY_TEXT = {str(i): name for i, name in enumerate(STATUS_NAMES)}
-#: HTTP status of a response without grpc-status -> gRPC status (gRPC's http-grpc-status-mapping).
-_HTTP_STATUS = {
-    "400": "INTERNAL", "401": "UNAUTHENTICATED", "403": "PERMISSION_DENIED",
-    "404": "UNIMPLEMENTED", "429": "UNAVAILABLE", "502": "UNAVAILABLE", "503": "UNAVAILABLE",
-    "504": "UNAVAILABLE",
-}  # fmt: skip
-#: RST_STREAM error code from the server -> gRPC status (the spec's table; others INTERNAL).
-_RESET_STATUS = {
-    _h2.REFUSED_STREAM: "UNAVAILABLE",
-    _h2.CANCEL: "CANCELLED",
-    0xB: "RESOURCE_EXHAUSTED",  # ENHANCE_YOUR_CALM
-    0xC: "PERMISSION_DENIED",  # INADEQUATE_SECURITY
-}
 _CONNECT_TIMEOUT = 20.0  # grpc's minimum connect timeout, when the deadline allows it
 _TRANSPARENT_RETRIES = 3  # sends of a call the server never saw, beyond the policy's
-_METADATA_NAME = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
-_RESERVED = frozenset({"content-type", "te", "grpc-timeout", "user-agent", "host"})
 
 
 # ----------------------------------------------------------------------------- options
@@ -226,38 +213,27 @@ def ssl_context(
 
 
 # ----------------------------------------------------------------------------- metadata
-def metadata_fields(pairs: Iterable[tuple[str, Any]]) -> tuple[Field, ...]:
+def metadata_fields(pairs: Iterable[tuple[str, Any]]) -> Headers:
     """User metadata as header fields: lower-case keys, ``-bin`` values base64 (no padding)."""
     out = []
     for key, value in pairs:
-        name = str(key).lower()
-        if not name or not _METADATA_NAME.issuperset(name) or name in _RESERVED:
+        name = metadata_key(str(key))
+        if name is None:
             raise InvalidInput(f"invalid gRPC metadata key {key!r}")
-        if name.endswith("-bin"):
-            raw = value if isinstance(value, bytes) else str(value).encode()
-            text = base64.b64encode(raw).rstrip(b"=")
-        else:
-            text = (value.decode() if isinstance(value, bytes) else str(value)).encode("latin-1")
-            if any(c < 0x20 or c > 0x7E for c in text):
-                raise InvalidInput(f"gRPC metadata {name!r} must be printable ASCII")
-        out.append((name.encode(), text))
+        text = metadata_value(name, value if isinstance(value, str | bytes) else str(value))
+        if text is None:
+            raise InvalidInput(f"gRPC metadata {name.decode()!r} must be printable ASCII")
+        out.append((name, text))
     return tuple(out)
 
 
 def _timeout(seconds: float) -> Field:
-    return (b"grpc-timeout", _timeout_value(seconds))
+    return (b"grpc-timeout", format_timeout(seconds))
 
 
 def metadata_block(pairs: Iterable[tuple[str, Any]]) -> bytes:
     """Per-call metadata as HPACK literals without indexing (never in the server's table)."""
-    return b"".join(literal(name, value) for name, value in metadata_fields(pairs))
-
-
-def _timeout_value(seconds: float) -> bytes:
-    # grpc-timeout: at most 8 digits and a unit (ms up to ~27 h, then seconds)
-    millis = max(1, math.ceil(seconds * 1000))
-    value = f"{millis}m" if millis < 100_000_000 else f"{min(math.ceil(seconds), 99_999_999)}S"
-    return value.encode()
+    return b"".join(header_field(name, value) for name, value in metadata_fields(pairs))
 
 
 # ----------------------------------------------------------------------------- channel
@@ -283,9 +259,9 @@ class Channel:
         self._service = service
         self._limit = None if options.max_receive is None else options.max_receive + 5
         self._metadata = metadata_fields(metadata)
-        self._heads: dict[str, tuple[Field, ...]] = {}
+        self._heads: dict[str, Headers] = {}
         # the request's header fields by (method, timeout): grpc-timeout is the call's timeout
-        self._fields: dict[tuple[str, float], tuple[Field, ...]] = {}
+        self._fields: dict[tuple[str, float], Headers] = {}
         self._seen: set[tuple[str, float]] = set()
         self._conn: _h2.Connection | None = None
         self._old: list[_h2.Connection] = []  # replaced, finishing their streams
@@ -293,7 +269,7 @@ class Channel:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
-    def _head(self, method: str) -> tuple[Field, ...]:
+    def _head(self, method: str) -> Headers:
         authority = self._options.authority or self.target
         head = (
             (b":method", b"POST"),
@@ -308,7 +284,7 @@ class Channel:
         self._heads[method] = head
         return head
 
-    def _indexed(self, method: str, timeout: float) -> tuple[Field, ...] | None:
+    def _indexed(self, method: str, timeout: float) -> Headers | None:
         """The fields with ``grpc-timeout: timeout`` once that timeout repeats (a timeout seen
         once goes as a literal: timeouts computed per call must not churn the server's table)."""
         key = (method, timeout)
@@ -341,7 +317,7 @@ class Channel:
                 f"Sent message larger than max ({len(message)} vs. {options.max_send})",
             )
         extra = metadata_block(metadata) if metadata else b""
-        prefix = _PREFIX.pack(0, len(message))
+        prefix = message_prefix(len(message))
         attempt, transparent = 1, 0
         policy = options.retry
         while True:
@@ -350,7 +326,7 @@ class Channel:
                 if conn is None or not conn.usable:
                     conn = await self._connection(deadline)
                 late = extra
-                fields: tuple[Field, ...] | None = None
+                fields: Headers | None = None
                 if timeout is None:
                     fields = self._heads.get(method) or self._head(method)
                 elif attempt == 1 and not transparent:
@@ -361,7 +337,7 @@ class Channel:
                     if left <= 0:
                         raise RpcFailure("DEADLINE_EXCEEDED", "Deadline Exceeded")
                     fields = self._heads.get(method) or self._head(method)
-                    late = literal("grpc-timeout", _timeout_value(left)) + extra
+                    late = header_field(b"grpc-timeout", format_timeout(left)) + extra
                 stream = await conn.request(fields, late, prefix, message, deadline, self._limit)
                 return self._reply(stream)
             except _h2.StreamError as exc:
@@ -455,7 +431,7 @@ class Channel:
         if isinstance(exc, _h2.DeadlineExceeded):
             return RpcFailure("DEADLINE_EXCEEDED", "Deadline Exceeded")
         if isinstance(exc, _h2.BodyTooLarge):
-            size = _PREFIX.unpack(exc.first)[1] if len(exc.first) == 5 else "?"
+            size = PREFIX.unpack(exc.first)[1] if len(exc.first) == PREFIX.size else "?"
             limit = self._options.max_receive
             return RpcFailure(
                 "RESOURCE_EXHAUSTED", f"Received message larger than max ({size} vs. {limit})"
@@ -470,7 +446,7 @@ class Channel:
             )
         if exc.connection:
             return RpcFailure("UNAVAILABLE", str(exc), unreachable=True)
-        status = _RESET_STATUS.get(exc.code, "INTERNAL") if exc.code is not None else "INTERNAL"
+        status = RESET_STATUS.get(exc.code, "INTERNAL") if exc.code is not None else "INTERNAL"
         return RpcFailure(status, str(exc))
 
     def _reply(self, stream: _h2.Stream) -> memoryview:
@@ -480,50 +456,46 @@ class Channel:
             trailers = headers
         status = message = pushback = None
         for name, value in trailers:
-            if name == "grpc-status":
+            if name == b"grpc-status":
                 status = value
-            elif name == "grpc-message":
+            elif name == b"grpc-message":
                 message = value
-            elif name == "grpc-retry-pushback-ms":
+            elif name == b"grpc-retry-pushback-ms":
                 pushback = value
-        if status != "0":
+        if status != b"0":
             raise self._status_failure(headers, trailers, status, message, pushback)
         data = stream.data
         body = data[0] if len(data) == 1 else b"".join(data)
-        if len(body) < 5:
-            raise RpcFailure("INTERNAL", "the server sent no reply message")
-        compressed, length = _PREFIX.unpack_from(body)
-        if len(body) != length + 5:
-            raise RpcFailure("INTERNAL", "the reply is not exactly one gRPC message")
-        view = memoryview(body)[5:]
-        if compressed:
-            view = memoryview(self._decompress(headers, view))
         limit = self._options.max_receive
-        if limit is not None and len(view) > limit:
-            raise RpcFailure(
-                "RESOURCE_EXHAUSTED", f"Received message larger than max ({len(view)} vs. {limit})"
-            )
+        try:
+            compressed, view = read_unary(body, max_length=limit)
+            if compressed:
+                encoding = next((v for k, v in headers if k == b"grpc-encoding"), b"identity")
+                # bounded: a small "gzip bomb" never inflates past the receive limit
+                view = memoryview(inflate(view, encoding, limit=limit))
+        except MessageError as exc:
+            raise RpcFailure(exc.status, exc.message) from None
         return view
 
     def _status_failure(
         self,
-        headers: Sequence[tuple[str, str]],
-        trailers: Sequence[tuple[str, str]],
-        status: str | None,
-        message: str | None,
-        pushback: str | None,
+        headers: Headers,
+        trailers: Headers,
+        status: bytes | None,
+        message: bytes | None,
+        pushback: bytes | None,
     ) -> RpcFailure:
-        http = next((v for k, v in headers if k == ":status"), "")
+        http = next((v for k, v in headers if k == b":status"), b"")
         if status is None:
-            if http != "200":
-                name = _HTTP_STATUS.get(http, "UNKNOWN")
+            if http != b"200":
+                name = HTTP_STATUS_TO_GRPC.get(http, "UNKNOWN")
                 return RpcFailure(
                     name,
-                    f"Received http2 header with status: {http}",
+                    f"Received http2 header with status: {http.decode('latin-1')}",
                     retryable=name in self._options.retry.codes,
                 )
             return RpcFailure("UNKNOWN", "the server sent no grpc-status")
-        name = _STATUS_BY_TEXT.get(status, "UNKNOWN")
+        name = status_name(status)
         delay = None
         if pushback is not None:
             try:
@@ -531,40 +503,20 @@ class Channel:
             except ValueError:
                 delay = -1.0  # malformed pushback: no retry (gRFC A6)
         metadata = tuple(
-            (k, _metadata_value(k, v))
+            (k.decode("latin-1"), decode_metadata_value(k, v).decode("latin-1"))
             for k, v in trailers
-            if not k.startswith(":") and k not in ("grpc-status", "grpc-message", "content-type")
+            if not k.startswith(b":") and k not in _NOT_METADATA
         )
         return RpcFailure(
             name,
-            unquote(message, errors="replace") if message else "",
+            percent_decode(message) if message else "",
             metadata,
             retryable=name in self._options.retry.codes,
             pushback=delay,
         )
 
-    @staticmethod
-    def _decompress(headers: Sequence[tuple[str, str]], view: memoryview) -> bytes:
-        encoding = next((v for k, v in headers if k == "grpc-encoding"), "identity")
-        try:
-            if encoding == "gzip":
-                return zlib.decompress(view, zlib.MAX_WBITS | 16)
-            if encoding == "deflate":
-                return zlib.decompress(view)
-        except zlib.error as exc:
-            raise RpcFailure("INTERNAL", f"cannot decompress the {encoding} reply: {exc}") from exc
-        raise RpcFailure(
-            "INTERNAL", f"compressed reply with grpc-encoding {encoding!r}, which is not supported"
-        )
 
-
-def _metadata_value(key: str, value: str) -> str:
-    if key.endswith("-bin"):
-        try:
-            return base64.b64decode(value + "=" * (-len(value) % 4)).decode("latin-1")
-        except ValueError:
-            return value
-    return value
+_NOT_METADATA = frozenset({b"grpc-status", b"grpc-message", b"content-type"})
 
 
 def parse_target(url: str) -> tuple[str, int] | None:

@@ -49,6 +49,7 @@ from moorage.core.errors import (
     error_for_code,
     error_for_status,
 )
+from moorage.core.http2.grpcwire import ERROR_CODE_METADATA
 
 __all__ = [
     "ERROR_CODE_METADATA",
@@ -61,8 +62,6 @@ __all__ = [
     "raise_for_response",
 ]
 
-#: Trailing-metadata key in which a server may send the stable error ``code`` over gRPC.
-ERROR_CODE_METADATA = "moorage-error-code"
 
 #: Messages grpc core itself writes when the channel never reached a server.
 _CHANNEL_FAILURE = re.compile(

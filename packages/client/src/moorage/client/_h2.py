@@ -1,20 +1,21 @@
-"""An HTTP/2 client connection (RFC 9113) for request/response exchanges, on asyncio.Protocol.
+"""An HTTP/2 client connection (RFC 9113) for request/response exchanges, on asyncio.
 
-Just what unary gRPC calls need, written for a low CPU cost per exchange: one write per
-small request (HEADERS and DATA joined), frames parsed in place from what the socket
-delivered, the control frames an input burst calls for (SETTINGS and PING acks,
-WINDOW_UPDATE) sent in one write, and one future per stream.
+The frame layer, SETTINGS, connection windows, PING, GOAWAY parsing, header blocks (HPACK)
+and every protocol check are :class:`moorage.core.http2.Endpoint`'s, shared with the server;
+this module adds what only a client does, written for a low CPU cost per exchange: the stream
+table, one write per small request (HEADERS and DATA joined), frames parsed in place from
+what the socket delivered, the control frames an input burst calls for (SETTINGS and PING
+acks, WINDOW_UPDATE) sent in one write, one future per stream, deadlines on one timer.
 
-- Connection preface and SETTINGS (and their ACKs); the peer's HEADER_TABLE_SIZE is never
-  needed (:mod:`moorage.client._hpack` encodes without the dynamic table).
-- HEADERS + CONTINUATION, DATA (padding stripped), trailers, 1xx responses skipped.
-- Flow control both ways, connection and stream level: bodies larger than the peer's windows
-  wait for its WINDOW_UPDATEs (and for the socket to drain); what arrives is acknowledged
-  once half of a window has been used.
+- Flow control both ways: bodies larger than the server's windows wait for its WINDOW_UPDATEs
+  (and for the socket to drain); what arrives is acknowledged once half of a window has been
+  used, and DATA beyond a stream's window is a stream error (FLOW_CONTROL_ERROR).
 - SETTINGS_MAX_CONCURRENT_STREAMS: a request above the limit waits for a stream to end.
-- SETTINGS_MAX_FRAME_SIZE both ways; PING answered; RST_STREAM both ways; GOAWAY: streams
-  above the last stream id fail as *refused* (never processed: safe to retry), the
-  connection takes no new streams and closes once the others end.
+- HEADERS, DATA or WINDOW_UPDATE on a stream this side never opened: PROTOCOL_ERROR.
+- 1xx responses skipped; trailers without END_STREAM reset the stream.
+- RST_STREAM both ways; GOAWAY: streams above the last stream id fail as *refused* (never
+  processed: safe to retry), the connection takes no new streams and closes once the others
+  end. A protocol error from the server: GOAWAY with its code, the connection closed.
 - A deadline resets the stream with CANCEL; so does a cancelled caller.
 
 Failures are :class:`StreamError` (with ``refused`` when the server cannot have seen the
@@ -26,11 +27,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import struct
 from collections import deque
 from typing import Any
 
-from moorage.client._hpack import Field, HeaderDecoder, HeaderEncoder, HPACKError
+from moorage.core.http2.connection import Endpoint
+from moorage.core.http2.frames import (
+    DATA,
+    END_STREAM,
+    HEAD,
+    MAX_STREAM_ID,
+    ConnectionFailure,
+    ErrorCode,
+    Setting,
+    StreamFailure,
+    error_name,
+    grow_window,
+    header_block_frames,
+    rst_stream,
+    window_update,
+)
+from moorage.core.http2.hpack import Headers
 
 __all__ = [
     "BodyTooLarge",
@@ -41,61 +57,25 @@ __all__ = [
     "connect",
 ]
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = range(8)
-WINDOW_UPDATE, CONTINUATION = 8, 9
-END_STREAM = ACK = 0x1
-END_HEADERS, PADDED, PRIORITY_FLAG = 0x4, 0x8, 0x20
-NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 0x0, 0x1, 0x2, 0x3
-FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 0x6, 0x7, 0x8, 0x9
-ERROR_NAMES = {
-    0x0: "NO_ERROR", 0x1: "PROTOCOL_ERROR", 0x2: "INTERNAL_ERROR", 0x3: "FLOW_CONTROL_ERROR",
-    0x4: "SETTINGS_TIMEOUT", 0x5: "STREAM_CLOSED", 0x6: "FRAME_SIZE_ERROR",
-    0x7: "REFUSED_STREAM", 0x8: "CANCEL", 0x9: "COMPRESSION_ERROR", 0xA: "CONNECT_ERROR",
-    0xB: "ENHANCE_YOUR_CALM", 0xC: "INADEQUATE_SECURITY", 0xD: "HTTP_1_1_REQUIRED",
-}  # fmt: skip
-_HEADER_TABLE_SIZE, _ENABLE_PUSH, _MAX_CONCURRENT_STREAMS = 0x1, 0x2, 0x3
-_INITIAL_WINDOW_SIZE, _MAX_FRAME_SIZE = 0x4, 0x5
-
-_FRAME = struct.Struct(">BHBBL")  # length (24 bits as 8 + 16), type, flags, stream id
-_SETTING = struct.Struct(">HL")
-_U32 = struct.Struct(">L")
-_GOAWAY = struct.Struct(">LL")
-_MAX_WINDOW = 2**31 - 1
-_MAX_STREAM_ID = 2**31 - 1
-_DEFAULT_WINDOW = 65_535
+CANCEL = ErrorCode.CANCEL
+REFUSED_STREAM = ErrorCode.REFUSED_STREAM
 
 #: What this side asks of the server: no push; 8 MiB per stream and 32 MiB per connection
-#: of unacknowledged DATA (acknowledged at half); DATA frames of up to 1 MiB.
+#: of unacknowledged DATA (acknowledged at half); DATA frames of up to 1 MiB; header blocks
+#: (with their CONTINUATIONs) of up to 1 MiB, decoded header lists of up to 1 MiB.
 STREAM_WINDOW = 8 << 20
 CONNECTION_WINDOW = 32 << 20
 MAX_FRAME_IN = 1 << 20
-MAX_HEADER_BLOCK = 1 << 20  # a header block (with its CONTINUATIONs) above this is refused
+MAX_HEADER_BLOCK = 1 << 20
+MAX_HEADER_LIST = 1 << 20
 _CLIENT_SETTINGS = (
-    (_ENABLE_PUSH, 0),
-    (_INITIAL_WINDOW_SIZE, STREAM_WINDOW),
-    (_MAX_FRAME_SIZE, MAX_FRAME_IN),
+    (Setting.ENABLE_PUSH, 0),
+    (Setting.INITIAL_WINDOW_SIZE, STREAM_WINDOW),
+    (Setting.MAX_FRAME_SIZE, MAX_FRAME_IN),
 )
 _SMALL_BODY = 64 * 1024  # a body up to this, within the windows, goes out with its HEADERS
 _READ_SIZE = 256 * 1024  # the read buffer (asyncio's own read size)
 _DEADLINE_SLACK = 1e-4  # a deadline this close counts as passed (timers may fire early)
-
-
-def frame(ftype: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
-    length = len(payload)
-    return _FRAME.pack(length >> 16, length & 0xFFFF, ftype, flags, stream_id) + payload
-
-
-def _settings_frame(settings: tuple[tuple[int, int], ...]) -> bytes:
-    return frame(SETTINGS, 0, 0, b"".join(_SETTING.pack(k, v) for k, v in settings))
-
-
-_OPENING = (
-    PREFACE
-    + _settings_frame(_CLIENT_SETTINGS)
-    + frame(WINDOW_UPDATE, 0, 0, _U32.pack(CONNECTION_WINDOW - _DEFAULT_WINDOW))
-)
-_SETTINGS_ACK = frame(SETTINGS, ACK, 0)
 
 
 class StreamError(Exception):
@@ -157,8 +137,8 @@ class Stream:
         self.waiter = waiter
         self.send_window = window
         self.limit = limit
-        self.headers: tuple[tuple[str, str], ...] | None = None
-        self.trailers: tuple[tuple[str, str], ...] | None = None
+        self.headers: Headers | None = None
+        self.trailers: Headers | None = None
         self.data: list[bytes | memoryview] = []
         self.received = 0
         self.unacked = 0
@@ -167,33 +147,30 @@ class Stream:
         self.deadline: float | None = None
 
 
-class Connection(asyncio.BufferedProtocol):
+class Connection(Endpoint, asyncio.BufferedProtocol):
     """One HTTP/2 connection to a server; :meth:`request` runs one exchange on a new stream.
 
     A buffered protocol: the socket is read into one buffer of this connection. (A plain
     ``Protocol`` gets a new ``bytes`` from ``sock.recv(256 KiB)`` per read, which allocates
-    and frees 256 KiB each time: ~20 us per read on the bench machine.)
+    and frees 256 KiB each time.)
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(
+            client=True,
+            settings=_CLIENT_SETTINGS,
+            connection_window=CONNECTION_WINDOW,
+            max_header_list_size=MAX_HEADER_LIST,
+            max_header_block=MAX_HEADER_BLOCK,
+            encoder=True,
+        )
         self._loop = loop
         self._transport: asyncio.Transport | None = None
-        self._decoder = HeaderDecoder()
-        self._encoder = HeaderEncoder()
         self._streams: dict[int, Stream] = {}
         self._next_id = 1
         self._closed = False
-        self._goaway: int | None = None  # last stream id of the server's GOAWAY
         self._failure = ""  # why the connection ended, for the streams it takes down
         self.alpn_error: str | None = None
-        # the server's settings (RFC 9113 §6.5.2 defaults until its SETTINGS arrive)
-        self._max_streams = _MAX_STREAM_ID
-        self._initial_window = _DEFAULT_WINDOW
-        self._max_frame_out = 16_384
-        self._send_window = _DEFAULT_WINDOW
-        # what the server may still send us before our next WINDOW_UPDATE
-        self._recv_window = CONNECTION_WINDOW
-        self._recv_unacked = 0
         self._blocked: list[Stream] = []  # streams with body waiting for window or drain
         self._paused = False
         self._slot_waiters: deque[asyncio.Future[None]] = deque()
@@ -201,18 +178,14 @@ class Connection(asyncio.BufferedProtocol):
         # would be made and cancelled on every call)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
-        # input parsing: an incomplete frame waits here; a header block across CONTINUATIONs
-        self._partial: list[bytes] = []
-        self._partial_size = 0
-        self._need = 0
-        self._continued: tuple[int, int, list[bytes]] | None = None
-        # output waiting for one write: the control frames an input burst calls for, and what
-        # must follow them (order matters: a SETTINGS ack, then frames it allows)
-        self._out: list[bytes] = []
         self._buffer = bytearray(_READ_SIZE)
         self._view = memoryview(self._buffer)
+        # self.out (Endpoint's) holds output waiting for one write: the control frames an input
+        # burst calls for, and what must follow them (a SETTINGS ack, then frames it allows)
         self._receiving = False
         self._flush_soon: asyncio.Handle | None = None
+        assert self.encoder is not None
+        self._encoder = self.encoder
 
     # ------------------------------------------------------------------------- asyncio
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -230,28 +203,19 @@ class Connection(asyncio.BufferedProtocol):
                 self.alpn_error = f"the server chose ALPN protocol {alpn!r}, not 'h2'"
                 self._fail_connection(self.alpn_error)
                 return
-        transport.write(_OPENING)  # type: ignore[attr-defined]
+        transport.write(self.opening())  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
-        if self._partial:
-            self._partial.append(data)
-            self._partial_size += len(data)
-            if self._partial_size < self._need:
-                return
-            data = b"".join(self._partial)
-            self._partial.clear()
+        if self._closed:
+            return
         self._receiving = True
         try:
-            self._frames(data)
-        except _ConnectionError as exc:
+            self.receive(data)
+        except ConnectionFailure as exc:
             self._protocol_error(exc.code, str(exc))
-        except HPACKError as exc:
-            self._protocol_error(COMPRESSION_ERROR, f"invalid header block: {exc}")
-        except (IndexError, ValueError, struct.error) as exc:  # lengths that do not add up
-            self._protocol_error(PROTOCOL_ERROR, f"malformed frame: {exc}")
         finally:
             self._receiving = False
-        if self._out:
+        if self.out:
             self._flush()
 
     def eof_received(self) -> bool:
@@ -267,7 +231,7 @@ class Connection(asyncio.BufferedProtocol):
         streams = list(self._streams.values())
         self._streams.clear()
         self._blocked.clear()
-        goaway = self._goaway
+        goaway = self.goaway_last
         for stream in streams:
             refused = goaway is not None and stream.id > goaway
             self._settle(stream, StreamError(self._failure, refused=refused, connection=True))
@@ -284,7 +248,7 @@ class Connection(asyncio.BufferedProtocol):
     @property
     def usable(self) -> bool:
         """Open, not going away, stream ids left: new requests may use it."""
-        return not self._closed and self._goaway is None and self._next_id < _MAX_STREAM_ID
+        return not self._closed and self.goaway_last is None and self._next_id < MAX_STREAM_ID
 
     @property
     def idle(self) -> bool:
@@ -292,7 +256,7 @@ class Connection(asyncio.BufferedProtocol):
 
     async def request(
         self,
-        fields: tuple[Field, ...],
+        fields: Headers,
         extra: bytes,
         prefix: bytes,
         body: bytes,
@@ -304,7 +268,7 @@ class Connection(asyncio.BufferedProtocol):
 
         ``deadline`` is in ``loop.time()``; ``limit`` bounds the response body's size.
         """
-        if len(self._streams) >= self._max_streams:
+        if len(self._streams) >= self.peer_max_streams:
             await self._wait_for_slot(deadline)
         if not self.usable:
             raise StreamError(self._failure or "connection going away", refused=True)
@@ -313,38 +277,34 @@ class Connection(asyncio.BufferedProtocol):
         stream_id = self._next_id
         self._next_id += 2
         waiter: asyncio.Future[Stream] = self._loop.create_future()
-        stream = Stream(stream_id, waiter, self._initial_window, limit)
+        stream = Stream(stream_id, waiter, self.peer_initial_window, limit)
         self._streams[stream_id] = stream
         # encoded here, in the order the blocks go out (the server's table follows it)
         block = self._encoder.encode(fields)
         if extra:
             block += extra
-        size = len(block)
-        max_frame = self._max_frame_out
-        if size <= max_frame:
-            head = _FRAME.pack(size >> 16, size & 0xFFFF, HEADERS, END_HEADERS, stream_id) + block
-        else:
-            head = self._continued_headers(stream_id, block)
+        max_frame = self.peer_max_frame
+        head = header_block_frames(stream_id, block, 0, max_frame)
         length = len(prefix) + len(body)
         if (
             length <= _SMALL_BODY
             and length <= max_frame
-            and length <= self._send_window
+            and length <= self.send_window
             and length <= stream.send_window
             and not self._paused
         ):
-            self._send_window -= length
+            self.send_window -= length
             stream.send_window -= length
-            data = _FRAME.pack(length >> 16, length & 0xFFFF, DATA, END_STREAM, stream_id)
+            data = HEAD.pack(length << 8 | DATA, END_STREAM, stream_id)
             # written now, not batched with the other callers an input burst woke: a server
-            # then works on this call while they run (batching saved ~30 us of client CPU
-            # per call at 32 in flight, and halved moorage-server's calls/s by lock-step)
-            if self._out:
+            # then works on this call while they run (batching saved client CPU but put client
+            # and server in lock-step, see bench/RESULTS.md "Native HTTP/2 gRPC transport")
+            if self.out:
                 self._send(b"".join((head, data, prefix, body)))
             else:
                 transport.write(b"".join((head, data, prefix, body)))
         else:
-            self._out.append(head)
+            self.out.append(head)
             stream.pending = deque((memoryview(prefix), memoryview(body)))
             self._pump(stream)
         if deadline is not None:
@@ -357,7 +317,7 @@ class Connection(asyncio.BufferedProtocol):
             self._reset(stream, CANCEL)
             raise
 
-    def close(self, code: int = NO_ERROR) -> None:
+    def close(self, code: int = ErrorCode.NO_ERROR) -> None:
         """Say GOAWAY and close; streams still open fail as a lost connection."""
         transport = self._transport
         if transport is None or self._closed:
@@ -365,32 +325,23 @@ class Connection(asyncio.BufferedProtocol):
         self._failure = self._failure or "connection closed by the client"
         self._closed = True
         with contextlib.suppress(RuntimeError):  # its event loop is already closed
-            self._out.append(frame(GOAWAY, 0, 0, _GOAWAY.pack(0, code)))
+            self.out.append(self.goaway_frame(code))
             self._flush()
             transport.close()
 
     # ------------------------------------------------------------------------- sending
     def _send(self, data: bytes) -> None:
         """Queue ``data`` behind what is queued; written once, soon (or after the input)."""
-        self._out.append(data)
+        self.out.append(data)
         if not self._receiving and self._flush_soon is None:
             self._flush_soon = self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_soon = None
-        out, self._out = self._out, []
+        out, self.out = self.out, []
         transport = self._transport
         if out and transport is not None and not transport.is_closing():
             transport.write(out[0] if len(out) == 1 else b"".join(out))
-
-    def _continued_headers(self, stream_id: int, block: bytes) -> bytes:
-        step = self._max_frame_out
-        parts = [block[i : i + step] for i in range(0, len(block), step)]
-        frames = [frame(HEADERS, END_HEADERS if len(parts) == 1 else 0, stream_id, parts[0])]
-        for i, part in enumerate(parts[1:], 2):
-            flags = END_HEADERS if i == len(parts) else 0
-            frames.append(frame(CONTINUATION, flags, stream_id, part))
-        return b"".join(frames)
 
     def _pump(self, stream: Stream) -> None:
         """Send as much of ``stream``'s pending body as windows and the socket allow."""
@@ -398,10 +349,10 @@ class Connection(asyncio.BufferedProtocol):
         transport = self._transport
         if pending is None or transport is None or transport.is_closing():
             return
-        if self._out:  # what is queued first: a SETTINGS ack must precede frames it allows
+        if self.out:  # what is queued first: a SETTINGS ack must precede frames it allows
             self._flush()
         while pending:
-            allowed = min(self._send_window, stream.send_window, self._max_frame_out)
+            allowed = min(self.send_window, stream.send_window, self.peer_max_frame)
             if allowed <= 0 or self._paused:
                 if stream not in self._blocked:
                     self._blocked.append(stream)
@@ -417,10 +368,10 @@ class Connection(asyncio.BufferedProtocol):
                     pieces.append(chunk[:take])
                     pending[0] = chunk[take:]
                 size += take
-            self._send_window -= size
+            self.send_window -= size
             stream.send_window -= size
             flags = 0 if pending else END_STREAM
-            header = _FRAME.pack(size >> 16, size & 0xFFFF, DATA, flags, stream.id)
+            header = HEAD.pack(size << 8 | DATA, flags, stream.id)
             transport.writelines([header, *pieces])
         stream.pending = None
         if stream in self._blocked:
@@ -441,7 +392,7 @@ class Connection(asyncio.BufferedProtocol):
         stream.pending = None
         if stream in self._blocked:
             self._blocked.remove(stream)
-        self._send(frame(RST_STREAM, 0, stream.id, _U32.pack(code)))
+        self._send(rst_stream(stream.id, code))
         self._stream_ended()
 
     def _arm(self, when: float) -> None:
@@ -473,7 +424,7 @@ class Connection(asyncio.BufferedProtocol):
 
     # ------------------------------------------------------------------------- streams
     async def _wait_for_slot(self, deadline: float | None) -> None:
-        while len(self._streams) >= self._max_streams and self.usable:
+        while len(self._streams) >= self.peer_max_streams and self.usable:
             waiter: asyncio.Future[None] = self._loop.create_future()
             self._slot_waiters.append(waiter)
             try:
@@ -493,7 +444,7 @@ class Connection(asyncio.BufferedProtocol):
             if not waiter.done():
                 waiter.set_result(None)
                 break
-        if self._goaway is not None and not self._streams:
+        if self.goaway_last is not None and not self._streams:
             self.close()
 
     def _wake_all(self) -> None:
@@ -510,107 +461,30 @@ class Connection(asyncio.BufferedProtocol):
             stream.pending = None
             if stream in self._blocked:
                 self._blocked.remove(stream)
-            self._send(frame(RST_STREAM, 0, stream.id, _U32.pack(CANCEL)))
+            self._send(rst_stream(stream.id, CANCEL))
         if not stream.waiter.done():
             stream.waiter.set_result(stream)
         self._stream_ended()
 
     # ------------------------------------------------------------------------- receiving
-    def _frames(self, data: bytes) -> None:
-        pos, end = 0, len(data)
-        unpack = _FRAME.unpack_from
-        streams = self._streams
-        while end - pos >= 9:
-            high, low, ftype, flags, stream_id = unpack(data, pos)
-            length = (high << 16) | low
-            if length > MAX_FRAME_IN:  # above what we allowed (SETTINGS_MAX_FRAME_SIZE)
-                raise _ConnectionError(FRAME_SIZE_ERROR, f"frame of {length} bytes")
-            stop = pos + 9 + length
-            if stop > end:
-                break
-            stream_id &= _MAX_STREAM_ID
-            if self._continued is not None and ftype != CONTINUATION:
-                raise _ConnectionError(PROTOCOL_ERROR, "header block interrupted")
-            if ftype == DATA:
-                self._on_data(streams.get(stream_id), stream_id, flags, data, pos + 9, stop)
-            elif ftype == HEADERS:
-                start = pos + 9
-                if flags & PADDED:
-                    if not length:
-                        raise _ConnectionError(PROTOCOL_ERROR, "HEADERS padding too long")
-                    start, stop_ = start + 1, stop - data[start]
-                else:
-                    stop_ = stop
-                if flags & PRIORITY_FLAG:
-                    start += 5
-                if start > stop_:
-                    raise _ConnectionError(PROTOCOL_ERROR, "HEADERS padding too long")
-                if flags & END_HEADERS:
-                    self._on_headers(stream_id, flags, data[start:stop_])
-                else:
-                    self._continued = (stream_id, flags, [data[start:stop_]])
-            elif ftype == CONTINUATION:
-                self._on_continuation(stream_id, flags, data[pos + 9 : stop])
-            elif ftype == SETTINGS:
-                if stream_id or (flags & ACK and length) or length % 6:
-                    raise _ConnectionError(FRAME_SIZE_ERROR, "malformed SETTINGS")
-                if not flags & ACK:
-                    self._on_settings(data[pos + 9 : stop])
-            elif ftype == WINDOW_UPDATE:
-                if length != 4:
-                    raise _ConnectionError(FRAME_SIZE_ERROR, "malformed WINDOW_UPDATE")
-                self._on_window_update(stream_id, _U32.unpack_from(data, pos + 9)[0])
-            elif ftype == PING:
-                if length != 8 or stream_id:
-                    raise _ConnectionError(FRAME_SIZE_ERROR, "malformed PING")
-                if not flags & ACK:
-                    self._out.append(frame(PING, ACK, 0, data[pos + 9 : stop]))
-            elif ftype == RST_STREAM:
-                if length != 4:
-                    raise _ConnectionError(FRAME_SIZE_ERROR, "malformed RST_STREAM")
-                self._on_reset(stream_id, _U32.unpack_from(data, pos + 9)[0])
-            elif ftype == GOAWAY:
-                if length < 8:
-                    raise _ConnectionError(FRAME_SIZE_ERROR, "malformed GOAWAY")
-                last, code = _GOAWAY.unpack_from(data, pos + 9)
-                self._on_goaway(last & _MAX_STREAM_ID, code, data[pos + 17 : stop])
-            elif ftype == PUSH_PROMISE:
-                raise _ConnectionError(PROTOCOL_ERROR, "PUSH_PROMISE with push disabled")
-            # PRIORITY and unknown frame types are ignored (RFC 9113 §5.5)
-            pos = stop
-        if pos < end:
-            rest = data[pos:]
-            self._partial = [rest]
-            self._partial_size = len(rest)
-            if len(rest) >= 9:
-                high, low = rest[0], (rest[1] << 8) | rest[2]
-                self._need = 9 + ((high << 16) | low)
-            else:
-                self._need = 9
+    def _opened(self, stream_id: int) -> bool:
+        """Whether ``stream_id`` is one this side opened (it may have ended since)."""
+        return bool(stream_id & 1) and stream_id < self._next_id
 
-    def _on_data(
-        self, stream: Stream | None, stream_id: int, flags: int, data: bytes, start: int, stop: int
+    def on_data(
+        self, stream_id: int, flags: int, data: bytes, start: int, stop: int, size: int
     ) -> None:
-        if not stream_id:
-            raise _ConnectionError(PROTOCOL_ERROR, "DATA on stream 0")
-        size = stop - start  # flow control counts padding too
-        self._recv_window -= size
-        if self._recv_window < 0:
-            raise _ConnectionError(FLOW_CONTROL_ERROR, "DATA beyond the connection window")
-        self._recv_unacked += size
-        if self._recv_unacked >= CONNECTION_WINDOW // 2:
-            self._out.append(frame(WINDOW_UPDATE, 0, 0, _U32.pack(self._recv_unacked)))
-            self._recv_window += self._recv_unacked
-            self._recv_unacked = 0
+        stream = self._streams.get(stream_id)
         if stream is None:
+            if not self._opened(stream_id):
+                raise ConnectionFailure(ErrorCode.PROTOCOL_ERROR, "DATA on an idle stream")
             return  # a stream we reset or gave up on
-        if flags & PADDED:
-            if size == 0 or data[start] >= size:
-                raise _ConnectionError(PROTOCOL_ERROR, "DATA padding too long")
-            start, stop = start + 1, stop - data[start]
+        unacked = stream.unacked + size
+        if unacked > STREAM_WINDOW:
+            raise StreamFailure(ErrorCode.FLOW_CONTROL_ERROR, "DATA beyond the stream window")
         if start < stop:
             if stream.headers is None:
-                raise _ConnectionError(PROTOCOL_ERROR, "DATA before HEADERS")
+                raise ConnectionFailure(ErrorCode.PROTOCOL_ERROR, "DATA before HEADERS")
             chunk = data[start:stop] if stop - start < 4096 else memoryview(data)[start:stop]
             stream.data.append(chunk)
             stream.received += stop - start
@@ -622,108 +496,85 @@ class Connection(asyncio.BufferedProtocol):
         if flags & END_STREAM:
             self._finish(stream)
             return
-        stream.unacked += size
-        if stream.unacked >= STREAM_WINDOW // 2:
-            self._out.append(frame(WINDOW_UPDATE, 0, stream.id, _U32.pack(stream.unacked)))
-            stream.unacked = 0
+        if unacked >= STREAM_WINDOW // 2:
+            self.out.append(window_update(stream.id, unacked))
+            unacked = 0
+        stream.unacked = unacked
 
-    def _on_continuation(self, stream_id: int, flags: int, fragment: bytes) -> None:
-        continued = self._continued
-        if continued is None or continued[0] != stream_id:
-            raise _ConnectionError(PROTOCOL_ERROR, "unexpected CONTINUATION")
-        fragments = continued[2]
-        fragments.append(fragment)
-        if sum(len(f) for f in fragments) > MAX_HEADER_BLOCK:
-            raise _ConnectionError(PROTOCOL_ERROR, "header block too large")
-        if flags & END_HEADERS:
-            self._continued = None
-            self._on_headers(stream_id, continued[1], b"".join(fragments))
-
-    def _on_headers(self, stream_id: int, flags: int, block: bytes) -> None:
-        headers = self._decoder.decode(block)  # always: the table must follow the server's
+    def on_headers(self, stream_id: int, end_stream: bool, headers: Headers) -> None:
         stream = self._streams.get(stream_id)
         if stream is None:
+            if not self._opened(stream_id):
+                raise ConnectionFailure(ErrorCode.PROTOCOL_ERROR, "HEADERS on an idle stream")
             return
         if stream.headers is None:
-            if headers and headers[0][0] == ":status" and headers[0][1][:1] == "1":
+            if headers and headers[0][0] == b":status" and headers[0][1][:1] == b"1":
                 return  # informational (1xx): the real response follows
             stream.headers = headers
         else:
-            if not flags & END_STREAM:
-                self._reset(stream, PROTOCOL_ERROR)
-                self._settle(stream, StreamError("trailers without END_STREAM"))
-                return
+            if not end_stream:
+                raise StreamFailure(ErrorCode.PROTOCOL_ERROR, "trailers without END_STREAM")
             stream.trailers = headers
-        if flags & END_STREAM:
+        if end_stream:
             self._finish(stream)
 
-    def _on_settings(self, payload: bytes) -> None:
-        for offset in range(0, len(payload), 6):
-            key, value = _SETTING.unpack_from(payload, offset)
-            if key == _HEADER_TABLE_SIZE:
-                self._encoder.resize(value)
-            elif key == _MAX_CONCURRENT_STREAMS:
-                self._max_streams = value
-                if len(self._streams) < value:
-                    self._wake_all()
-            elif key == _INITIAL_WINDOW_SIZE:
-                if value > _MAX_WINDOW:
-                    raise _ConnectionError(FLOW_CONTROL_ERROR, "INITIAL_WINDOW_SIZE too large")
-                delta = value - self._initial_window
-                self._initial_window = value
-                for stream in self._streams.values():
-                    stream.send_window += delta
-            elif key == _MAX_FRAME_SIZE:
-                if not 16_384 <= value <= 16_777_215:
-                    raise _ConnectionError(PROTOCOL_ERROR, f"MAX_FRAME_SIZE {value}")
-                self._max_frame_out = value
-            elif key == _ENABLE_PUSH and value > 1:
-                raise _ConnectionError(PROTOCOL_ERROR, f"ENABLE_PUSH {value}")
-        self._out.append(_SETTINGS_ACK)
-        self._unblock()
-
-    def _on_window_update(self, stream_id: int, increment: int) -> None:
-        increment &= _MAX_WINDOW
-        if stream_id == 0:
-            if not increment:
-                raise _ConnectionError(PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
-            self._send_window += increment
-            if self._send_window > _MAX_WINDOW:
-                raise _ConnectionError(FLOW_CONTROL_ERROR, "connection window overflow")
-            self._unblock()
-            return
+    def on_stream_error(self, stream_id: int, exc: StreamFailure) -> None:
         stream = self._streams.get(stream_id)
         if stream is None:
+            super().on_stream_error(stream_id, exc)
             return
-        stream.send_window += increment
-        if not increment or stream.send_window > _MAX_WINDOW:
-            self._reset(stream, PROTOCOL_ERROR if not increment else FLOW_CONTROL_ERROR)
-            self._settle(stream, StreamError("invalid stream WINDOW_UPDATE"))
-        elif stream.pending is not None and not self._paused:
+        self._reset(stream, exc.code)
+        self._settle(stream, StreamError(f"{exc} ({error_name(exc.code)})"))
+
+    def on_max_streams(self, value: int) -> None:
+        if len(self._streams) < value:
+            self._wake_all()
+
+    def on_initial_window(self, delta: int) -> None:
+        for stream in self._streams.values():
+            stream.send_window += delta
+            if stream.send_window > 0x7FFFFFFF:
+                raise ConnectionFailure(ErrorCode.FLOW_CONTROL_ERROR, "stream window overflow")
+
+    def on_window_open(self) -> None:
+        self._unblock()
+
+    def on_stream_window(self, stream_id: int, increment: int) -> None:
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            if not self._opened(stream_id):
+                raise ConnectionFailure(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream")
+            return
+        stream.send_window = grow_window(stream.send_window, increment, stream_id)
+        if stream.pending is not None and not self._paused:
             if stream in self._blocked:
                 self._blocked.remove(stream)
             self._pump(stream)
 
-    def _on_reset(self, stream_id: int, code: int) -> None:
+    def on_reset(self, stream_id: int, code: int) -> None:
         stream = self._streams.pop(stream_id, None)
         if stream is None:
+            if not self._opened(stream_id):
+                raise ConnectionFailure(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on an idle stream")
             return
         stream.pending = None
         if stream in self._blocked:
             self._blocked.remove(stream)
-        name = ERROR_NAMES.get(code, hex(code))
         self._settle(
             stream,
-            StreamError(f"stream reset by the server ({name})", code=code, refused=code == 7),
+            StreamError(
+                f"stream reset by the server ({error_name(code)})",
+                code=code,
+                refused=code == REFUSED_STREAM,
+            ),
         )
         self._stream_ended()
 
-    def _on_goaway(self, last: int, code: int, debug: bytes) -> None:
-        self._goaway = last if self._goaway is None else min(last, self._goaway)
-        reason = ERROR_NAMES.get(code, hex(code))
+    def on_goaway(self, last_stream_id: int, code: int, debug: bytes) -> None:
         text = debug[:200].decode("utf-8", "replace")
+        reason = error_name(code)
         self._failure = f"server sent GOAWAY ({reason}{': ' + text if text else ''})"
-        for stream_id in [s for s in self._streams if s > last]:
+        for stream_id in [s for s in self._streams if s > last_stream_id]:
             stream = self._streams.pop(stream_id)
             stream.pending = None
             if stream in self._blocked:
@@ -735,8 +586,8 @@ class Connection(asyncio.BufferedProtocol):
 
     # ------------------------------------------------------------------------- failures
     def _protocol_error(self, code: int, message: str) -> None:
-        self._failure = f"HTTP/2 protocol error ({ERROR_NAMES.get(code, code)}): {message}"
-        self._out.append(frame(GOAWAY, 0, 0, _GOAWAY.pack(0, code)))
+        self._failure = f"HTTP/2 protocol error ({error_name(code)}): {message}"
+        self.out.append(self.goaway_frame(code, message.encode()))
         self._flush()
         self._fail_connection(self._failure)
 
@@ -745,12 +596,6 @@ class Connection(asyncio.BufferedProtocol):
         self._closed = True
         if self._transport is not None:
             self._transport.close()
-
-
-class _ConnectionError(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 async def connect(
