@@ -29,7 +29,9 @@ def test_validate_ok_names_the_runtime(write) -> None:
     path = write("isvc.yaml", [ISVC])
     code, out = run(["validate", "-f", str(path)])
     assert code == 0
-    assert "InferenceService iris is valid; runtime ClusterServingRuntime/moorage-sklearn" in out
+    assert (
+        "InferenceService iris is valid; runtime ClusterServingRuntime/kserve-sklearnserver" in out
+    )
 
 
 def test_unknown_field_fails_with_path(write, capsys: pytest.CaptureFixture[str]) -> None:
@@ -61,11 +63,11 @@ def test_webhook_rule_is_reported(write, capsys: pytest.CaptureFixture[str]) -> 
 
 def test_no_runtime_names_the_format(write, capsys: pytest.CaptureFixture[str]) -> None:
     bad = yaml.safe_load(yaml.safe_dump(ISVC))
-    bad["spec"]["predictor"]["model"]["modelFormat"]["name"] = "tensorflow"
+    bad["spec"]["predictor"]["model"]["modelFormat"]["name"] = "caffe"
     code, _ = run(["validate", "-f", str(write("bad.yaml", [bad]))])
     err = capsys.readouterr().err
     assert code == 1
-    assert "spec.predictor.model.modelFormat: no runtime found" in err and "tensorflow" in err
+    assert "spec.predictor.model.modelFormat: no runtime found" in err and "caffe" in err
 
 
 def test_broken_yaml_and_missing_file(
@@ -180,3 +182,21 @@ def test_version() -> None:
     with pytest.raises(SystemExit) as info:
         main(["--version"])
     assert info.value.code == 0
+
+
+def test_run_refuses_an_image_runtime_in_one_line(
+    write, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    triton = yaml.safe_load(yaml.safe_dump(ISVC))
+    triton["spec"]["predictor"] = {"triton": {"storageUri": "s3://bucket/never-fetched"}}
+    path = write("triton.yaml", [triton])
+    code, out = run(["run", "-f", str(path), "--port", "0", "--grpc-port", "0",
+                     "--cache-dir", str(tmp_path / "cache")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1 and "fetching" not in out
+    [line] = err.splitlines()
+    assert line.startswith(
+        "moorage: error: runtime kserve-tritonserver runs image "
+        "nvcr.io/nvidia/tritonserver:23.05-py3, which moorage run cannot start"
+    )
+    assert "deploy it to a cluster" in line

@@ -398,3 +398,58 @@ def test_run_one_off_with_a_runtime_file(example: Path) -> None:
     run.stop.set()
     run.thread.join(10)
     assert run.result["code"] == 0
+
+
+@pytest.mark.parametrize(
+    ("predictor", "runtime", "image", "todo"),
+    [
+        (
+            {"tensorflow": {}},
+            "kserve-tensorflow-serving",
+            "tensorflow/serving:2.6.2",
+            "'/usr/bin/tensorflow_model_server' is not found on this machine; moorage run starts "
+            "processes, this server needs a container engine); moorage-server does not serve "
+            "tensorflow with protocol v1: deploy it to a cluster",
+        ),
+        (
+            {"triton": {}},
+            "kserve-tritonserver",
+            "nvcr.io/nvidia/tritonserver:23.05-py3",
+            "deploy it to a cluster (moorage render",
+        ),
+        (
+            {"pytorch": {}},
+            "kserve-torchserve",
+            "pytorch/torchserve-kfs:0.9.0",
+            "deploy it to a cluster",
+        ),
+        (
+            {"sklearn": {"protocolVersion": "v2"}},
+            "kserve-mlserver",
+            "docker.io/seldonio/mlserver:1.5.0",
+            "pin a runtime moorage-server runs (spec.predictor.model.runtime: "
+            "kserve-sklearnserver)",
+        ),
+    ],
+)
+def test_image_runtimes_are_refused_in_one_line(
+    tmp_path: Path, predictor: dict[str, Any], runtime: str, image: str, todo: str
+) -> None:
+    for spec in predictor.values():
+        spec["storageUri"] = "./m"
+    isvc = {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": "demo"},
+        "spec": {"predictor": predictor},
+    }
+    path = tmp_path / "isvc.yaml"
+    path.write_text(yaml.safe_dump(isvc))
+    workload = load_workload([path])
+    with pytest.raises(UnsupportedLocally) as info:
+        plan_processes(workload, model_dir=tmp_path, http_port=1, grpc_port=2)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"runtime {runtime} runs image {image}, which moorage run cannot")
+    assert "container engine" in message and todo in message
+    assert info.value.details["runtime"] == runtime and info.value.details["image"] == image

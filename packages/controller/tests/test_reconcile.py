@@ -81,8 +81,8 @@ def test_storage_initializer(tmp_path: Path) -> None:
         "readOnly": True,
     } in main["volumeMounts"]
     assert {"name": "kserve-provision-location", "emptyDir": {}} in pod["volumes"]
-    assert service["spec"]["ports"] == [
-        {"name": "http1", "port": 80, "targetPort": 8080, "protocol": "TCP"}
+    assert service["spec"]["ports"] == [  # no port in KServe's runtime: 8080, named so
+        {"name": "iris-predictor", "port": 80, "targetPort": 8080, "protocol": "TCP"}
     ]
     assert service["spec"]["selector"] == {"app": "isvc.iris-predictor"}
     assert hpa["spec"]["minReplicas"] == 1 and hpa["spec"]["maxReplicas"] == 1

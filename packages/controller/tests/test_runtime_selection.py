@@ -19,9 +19,70 @@ def test_builtin_runtime_serves_sklearn(make_isvc) -> None:
     chosen = select_runtime(make_isvc(sklearn_model()), builtin_runtimes())
     assert (chosen.kind, chosen.name, chosen.explicit) == (
         "ClusterServingRuntime",
-        "moorage-sklearn",
+        "kserve-sklearnserver",
         False,
     )
+
+
+@pytest.mark.parametrize(
+    ("predictor", "expected"),
+    [
+        ({"sklearn": {}}, "kserve-sklearnserver"),
+        ({"sklearn": {"protocolVersion": "v2"}}, "kserve-mlserver"),  # priority 2 beats 1
+        ({"xgboost": {}}, "kserve-xgbserver"),
+        ({"lightgbm": {}}, "kserve-lgbserver"),
+        ({"model": {"modelFormat": {"name": "lightgbm", "version": "4"}, "protocolVersion": "v2"}},
+         "kserve-mlserver"),
+        ({"model": {"modelFormat": {"name": "mlflow"}, "protocolVersion": "v2"}},
+         "kserve-mlserver"),
+        ({"tensorflow": {}}, "kserve-tensorflow-serving"),
+        ({"tensorflow": {"protocolVersion": "v2"}}, "kserve-tritonserver"),
+        ({"pytorch": {}}, "kserve-torchserve"),
+        ({"pytorch": {"protocolVersion": "grpc-v2"}}, "kserve-torchserve"),  # triton: no autoSelect
+        ({"onnx": {}}, "kserve-tritonserver"),  # onnx defaults to v2
+        ({"triton": {}}, "kserve-tritonserver"),
+        ({"model": {"modelFormat": {"name": "tensorrt"}, "protocolVersion": "v2"}},
+         "kserve-tritonserver"),
+        ({"pmml": {}}, "kserve-pmmlserver"),
+        ({"paddle": {}}, "kserve-paddleserver"),
+        ({"huggingface": {}}, "kserve-huggingfaceserver"),
+        ({"model": {"modelFormat": {"name": "pytorch"}, "runtime": "kserve-tritonserver",
+                    "protocolVersion": "v2"}}, "kserve-tritonserver"),
+        ({"model": {"modelFormat": {"name": "sklearn"}, "runtime": "kserve-sklearnserver"}},
+         "kserve-sklearnserver"),
+        ({"model": {"modelFormat": {"name": "sklearn"}, "runtime": "moorage-sklearn"}},
+         "moorage-sklearn"),
+        ({"model": {"modelFormat": {"name": "xgboost", "version": "2"},
+                    "runtime": "moorage-xgboost"}}, "moorage-xgboost"),
+    ],
+)  # fmt: skip
+def test_builtin_selection_as_on_kserve(make_isvc, predictor, expected) -> None:
+    for spec in predictor.values():
+        spec.setdefault("storageUri", "s3://b/m")
+    service = default(make_isvc(predictor))
+    assert select_runtime(service, builtin_runtimes()).name == expected
+
+
+@pytest.mark.parametrize(
+    ("predictor", "reason"),
+    [
+        ({"model": {"modelFormat": {"name": "xgboost", "version": "2"}}}, "NoSupportingRuntime"),
+        ({"model": {"modelFormat": {"name": "mlflow"}}}, "NoSupportingRuntime"),  # v2 only
+        ({"pmml": {"protocolVersion": "grpc-v2"}}, "NoSupportingRuntime"),
+        ({"model": {"modelFormat": {"name": "sklearn"}, "runtime": "kserve-tensorflow-serving"}},
+         "NoSupportingRuntime"),
+        ({"model": {"modelFormat": {"name": "sklearn"}, "runtime": "kserve-sklearnserver",
+                    "protocolVersion": "grpc-v2"}}, "NoSupportingRuntime"),
+        ({"model": {"modelFormat": {"name": "sklearn"}, "runtime": "sklearn-server"}},
+         "RuntimeNotRecognized"),
+    ],
+)  # fmt: skip
+def test_builtin_refusals_as_on_kserve(make_isvc, predictor, reason) -> None:
+    for spec in predictor.values():
+        spec.setdefault("storageUri", "s3://b/m")
+    with pytest.raises(ValidationError) as info:
+        select_runtime(default(make_isvc(predictor)), builtin_runtimes())
+    assert info.value.details["reason"] == reason
 
 
 def test_framework_shorthand_maps_to_model_format(make_isvc, make_runtime) -> None:
@@ -103,12 +164,15 @@ def test_auto_select_false_only_by_name(make_isvc, make_runtime) -> None:
 
 
 def test_nothing_matches_names_the_format(make_isvc) -> None:
-    service = make_isvc({"model": {"modelFormat": {"name": "onnx"}}})
+    service = make_isvc({"model": {"modelFormat": {"name": "caffe"}}})
     with pytest.raises(ValidationError) as info:
         select_runtime(service, builtin_runtimes())
     message = str(info.value)
     assert message.startswith("spec.predictor.model.modelFormat: no runtime found")
-    assert "onnx" in message and "sklearn" in message  # what the runtimes do serve
+    assert "caffe" in message and "sklearn" in message  # what the runtimes do serve
+    service = make_isvc({"model": {"modelFormat": {"name": "onnx"}}})  # v1: not triton's
+    with pytest.raises(ValidationError, match="kserve-tritonserver speaks v2, grpc-v2"):
+        select_runtime(service, builtin_runtimes())
 
 
 def test_explicit_runtime_errors(make_isvc, make_runtime) -> None:

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[3]
 CRD_DIR = ROOT / "charts/moorage/crds"
 GENERATED = crds()
 EXAMPLES = sorted((ROOT / "examples/resources").glob("*.yaml")) + sorted(
-    (ROOT / "examples/runtimes").glob("*.yaml")
+    (ROOT / "charts/moorage/runtimes").glob("*.yaml")
 )
 K8S_VERSION = "1.30.0"
 

@@ -16,7 +16,7 @@ from moorage.core.resources._loader import _Loader
 
 ROOT = Path(__file__).resolve().parents[3]
 VALID = sorted((ROOT / "examples/resources").glob("*.yaml")) + sorted(
-    (ROOT / "examples/runtimes").glob("*.yaml")
+    (ROOT / "charts/moorage/runtimes").glob("*.yaml")
 )
 INVALID = sorted((ROOT / "examples/invalid").glob("*.yaml"))
 
@@ -64,25 +64,6 @@ def test_invalid_example(path: Path) -> None:
     assert errors, f"{path.name} was accepted"
     matching = [e for e in errors if e.field == field and message in e.reason]
     assert matching, [str(e) for e in errors]
-
-
-def test_builtin_runtimes_match_examples() -> None:
-    for name, text in builtin_runtime_files().items():
-        assert (ROOT / "examples/runtimes" / name).read_text() == text
-    runtimes = {r.name: r for r in builtin_runtimes()}
-    assert set(runtimes) == {"moorage-sklearn", "moorage-xgboost", "moorage-lightgbm"}
-    for runtime in runtimes.values():
-        container = runtime.spec.container()
-        assert container is not None
-        assert container.image == "moorage/server:latest"
-        assert container.command == ["moorage-server"]
-        assert container.args == [
-            "--model_name={{.Name}}",
-            "--model_dir=/mnt/models",
-            "--http_port=8080",
-        ]
-    formats = {f.name for r in runtimes.values() for f in r.spec.supported_model_formats or ()}
-    assert formats == {"sklearn", "xgboost", "lightgbm"}
 
 
 def test_builtin_runtimes_are_fresh_copies() -> None:

@@ -45,6 +45,7 @@ __all__ = [
     "predictor_model",
     "select_runtime",
     "supporting_runtimes",
+    "supports",
 ]
 
 AnyRuntime = ServingRuntime | ClusterServingRuntime
@@ -148,6 +149,11 @@ def _supports_format(spec: ServingRuntimeSpec, model: PredictorModel, *, explici
 
 def _supports_protocol(spec: ServingRuntimeSpec, protocol: str) -> bool:
     return not spec.protocol_versions or protocol in spec.protocol_versions
+
+
+def supports(spec: ServingRuntimeSpec, model: PredictorModel) -> bool:
+    """Whether a runtime could serve ``model`` when named explicitly (format and protocol)."""
+    return _supports_format(spec, model, explicit=True) and _supports_protocol(spec, model.protocol)
 
 
 def _protocol_rank(spec: ServingRuntimeSpec) -> int:

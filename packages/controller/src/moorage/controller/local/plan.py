@@ -38,6 +38,12 @@ from moorage.controller.arguments import (
 from moorage.controller.local.errors import UnsupportedLocally
 from moorage.controller.local.ports import free_port
 from moorage.controller.local.spec import LOOPBACK, ProcessSpec
+from moorage.controller.runtime_selection import (
+    AnyRuntime,
+    PredictorModel,
+    predictor_model,
+    supports,
+)
 from moorage.controller.workload import Workload
 
 __all__ = ["LOOPBACK", "ProcessSpec", "plan_processes", "set_flag"]
@@ -105,6 +111,62 @@ def _command(container: Mapping[str, Any], *, what: str, python: str) -> list[st
     return command
 
 
+def _is_moorage(container: Mapping[str, Any]) -> bool:
+    """Whether a runtime container runs moorage-server (which ``moorage run`` starts itself)."""
+    command = [*container.get("command", []), *container.get("args", [])][:1]
+    image = str(container.get("image") or "")
+    return bool(command and os.path.basename(command[0]) in _SERVER_COMMANDS) or (
+        "moorage" in image and "server" in image
+    )
+
+
+def _local_alternatives(model: PredictorModel, runtimes: list[AnyRuntime]) -> list[str]:
+    """Names of the runtimes given that moorage-server runs and that serve ``model``."""
+    names: list[str] = []
+    for runtime in runtimes:
+        container = runtime.spec.container()
+        if (
+            container is not None
+            and _is_moorage(container.model_dump(by_alias=True, exclude_none=True))
+            and not runtime.spec.disabled
+            and supports(runtime.spec, model)
+            and runtime.name not in names
+        ):
+            names.append(runtime.name)
+    return names
+
+
+def _not_local(
+    workload: Workload, container: Mapping[str, Any], missing: str | None
+) -> UnsupportedLocally:
+    """The one-line refusal for a runtime whose server is an image: which runtime, which image,
+    what to do instead."""
+    runtime = workload.runtime
+    assert runtime is not None
+    image = container.get("image") or "(no image)"
+    model = predictor_model(workload.isvc)
+    assert model is not None
+    alternatives = _local_alternatives(model, workload.runtimes)
+    if alternatives:
+        todo = (
+            f"to serve it here, pin a runtime moorage-server runs ({model.field}.runtime: "
+            f"{alternatives[0]}); or deploy it to a cluster (moorage render -f ... | kubectl "
+            "apply -f -)"
+        )
+    else:
+        todo = (
+            f"moorage-server does not serve {model.describe()} with protocol {model.protocol}: "
+            "deploy it to a cluster (moorage render -f ... | kubectl apply -f -)"
+        )
+    why = f"its command {missing!r} is not found on this machine" if missing else "no command"
+    return UnsupportedLocally(
+        f"runtime {runtime.name} runs image {image}, which moorage run cannot start ({why}; "
+        f"moorage run starts processes, this server needs a container engine); {todo}",
+        runtime=runtime.name,
+        image=image,
+    )
+
+
 def _check_runnable(argv: list[str], *, cwd: Path, what: str, python: str) -> None:
     head = argv[0]
     if head == python:
@@ -160,7 +222,13 @@ def plan_processes(
             "use a ServingRuntime: set spec.predictor.model",
         )
     container = predictor_container(isvc, workload.runtime)
-    argv = [_mount(a, model_dir) for a in _command(container, what="predictor", python=python)]
+    try:
+        command = _command(container, what="predictor", python=python)
+        if not _is_moorage(container):
+            _check_runnable(command, cwd=cwd, what="predictor", python=python)
+    except UnsupportedLocally as exc:
+        raise _not_local(workload, container, exc.details.get("command")) from None
+    argv = [_mount(a, model_dir) for a in command]
     p_http = pick_port() if has_transformer else http_port
     p_grpc = pick_port() if has_transformer else grpc_port
     argv = set_flag(argv, "--http_port", str(p_http))

@@ -140,6 +140,16 @@ def prepare(workload: Workload, options: RunOptions, *, out: TextIO = sys.stdout
     from moorage.controller.runtime_selection import predictor_model
 
     http_port, grpc_port = _ports(options)
+    # A dry plan first: what cannot run here (an image-only runtime) is refused before a download.
+    plan_processes(
+        workload,
+        model_dir=None,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        host=options.host,
+        python=options.python,
+        pick_port=lambda: 0,
+    )
     model = predictor_model(workload.isvc)
     storage_uri = model.spec.storage_uri if model is not None else None
     model_dir: Path | None = None

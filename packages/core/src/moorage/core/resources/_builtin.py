@@ -22,10 +22,15 @@ def builtin_runtime_files() -> dict[str, str]:
 
 
 def builtin_runtimes() -> list[ClusterServingRuntime]:
-    """Fresh copies of moorage's built-in runtimes (sklearn, xgboost, lightgbm).
+    """Fresh copies of moorage's built-in runtimes, in file-name order.
 
-    Each runs ``moorage-server --model_name={{.Name}} --model_dir=/mnt/models --http_port=8080``
-    in image ``moorage/server:latest``; the local runner and the chart use the same objects.
+    KServe v0.14.1's ten ClusterServingRuntimes under KServe's names: ``kserve-sklearnserver``,
+    ``kserve-xgbserver``, ``kserve-lgbserver`` and ``kserve-huggingfaceserver`` run
+    ``moorage-server`` in image ``moorage/server:latest``; ``kserve-mlserver``,
+    ``kserve-tritonserver``, ``kserve-torchserve``, ``kserve-tensorflow-serving``,
+    ``kserve-paddleserver`` and ``kserve-pmmlserver`` the upstream images KServe installs. Plus
+    ``moorage-sklearn``/``-xgboost``/``-lightgbm``, moorage 0.1's names, selectable only by
+    name. The local runner and the chart (``charts/moorage/runtimes/``) use the same files.
     """
     from moorage.core.resources._loader import load_resources
 
