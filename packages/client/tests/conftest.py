@@ -1,4 +1,5 @@
-"""Shared fixtures: an in-memory OIP server for httpx.MockTransport, a real gRPC server on
+"""Shared fixtures: a scripted OIP server behind real HTTP/1.1 on loopback (hypercorn; the
+REST tests reach it through the client's default transport), a real gRPC server on
 loopback (threads, so both async and sync tests can use it), a test CA, and a real
 HTTP/1.1 + HTTP/2 ASGI server (hypercorn) that records the HTTP version it saw.
 
@@ -59,7 +60,7 @@ def echo(request: InferRequest) -> InferResponse:
     return InferResponse(model_name=request.model_name, outputs=outputs, id=request.id)
 
 
-# ----------------------------------------------------------------------------- REST (mock)
+# ----------------------------------------------------------------------------- REST (real)
 def _json(status: int, doc: Any, headers: dict[str, str] | None = None) -> httpx.Response:
     return httpx.Response(
         status,
@@ -70,8 +71,10 @@ def _json(status: int, doc: Any, headers: dict[str, str] | None = None) -> httpx
 
 @dataclass
 class FakeOIPServer:
-    """An httpx.MockTransport handler speaking OIP v1 and v2 for model ``echo``."""
+    """OIP v1 and v2 for model ``echo``: a handler from an ``httpx.Request`` (what arrived on
+    the wire) to an ``httpx.Response`` (what goes back), served at ``url`` by hypercorn."""
 
+    url: str = ""
     requests: list[httpx.Request] = field(default_factory=list)
     ready: bool = True
     overrides: dict[tuple[str, str], Callable[[httpx.Request], httpx.Response]] = field(
@@ -152,9 +155,53 @@ class FakeOIPServer:
         return httpx.Response(200, content=body, headers=headers)
 
 
+def handler_app(handler: Callable[[httpx.Request], httpx.Response]) -> Any:
+    """An ASGI app that rebuilds each request as an ``httpx.Request`` (raw target, headers and
+    body as received) and sends back what ``handler`` answers."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        host, port = scope["server"]
+        target = scope["raw_path"]
+        if scope["query_string"]:
+            target += b"?" + scope["query_string"]
+        url = httpx.URL(scheme="http", host=host, port=port, raw_path=target)
+        request = httpx.Request(scope["method"], url, headers=scope["headers"], content=body)
+        response = handler(request)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status_code,
+                "headers": response.headers.raw,
+            }
+        )
+        await send({"type": "http.response.body", "body": response.content})
+
+    return app
+
+
+@pytest.fixture(scope="session")
+def _fake_server_http() -> Iterator[tuple[str, list[FakeOIPServer]]]:
+    """One hypercorn for the session; each test installs its own :class:`FakeOIPServer`."""
+    current = [FakeOIPServer()]
+    server, stop = serve_hypercorn(app=handler_app(lambda request: current[0](request)))
+    yield server.url, current
+    stop()
+
+
 @pytest.fixture
-def fake_server() -> FakeOIPServer:
-    return FakeOIPServer()
+def fake_server(_fake_server_http: tuple[str, list[FakeOIPServer]]) -> FakeOIPServer:
+    url, current = _fake_server_http
+    current[0] = FakeOIPServer(url=url)
+    return current[0]
 
 
 # ----------------------------------------------------------------------------- gRPC (real)
@@ -446,18 +493,23 @@ class ASGIServer:
     versions: list[str]
 
 
+async def _lifespan(receive: Any, send: Any) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 def oip_asgi_app(versions: list[str], delay: dict[str, float]) -> Any:
     """A minimal ASGI OIP v2 server (health, infer, slow) recording ``scope["http_version"]``."""
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await _lifespan(receive, send)
+            return
         body = b""
         while True:
             message = await receive()
@@ -498,8 +550,11 @@ def oip_asgi_app(versions: list[str], delay: dict[str, float]) -> Any:
     return app
 
 
-def serve_hypercorn(*, tls: TestCA | None = None) -> tuple[ASGIServer, Callable[[], None]]:
-    """Start hypercorn in a thread on a free loopback port; returns the server and a stopper."""
+def serve_hypercorn(
+    *, tls: TestCA | None = None, app: Any = None
+) -> tuple[ASGIServer, Callable[[], None]]:
+    """Start hypercorn in a thread on a free loopback port, serving ``app`` (default: the
+    recording :func:`oip_asgi_app`); returns the server and a stopper."""
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
@@ -521,7 +576,8 @@ def serve_hypercorn(*, tls: TestCA | None = None) -> tuple[ASGIServer, Callable[
 
     async def main() -> None:
         started.set()
-        await serve(oip_asgi_app(versions, {}), config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+        served = app if app is not None else oip_asgi_app(versions, {})
+        await serve(served, config, shutdown_trigger=stop.wait)
 
     thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
     thread.start()
