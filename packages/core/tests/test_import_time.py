@@ -1,4 +1,9 @@
-"""``import moorage.core`` stays cheap: resources, protocol and config load on first use."""
+"""``import moorage.core`` stays light: resources, protocol and config load on first use.
+
+How long the import takes is measured by ``bench/import_time.py`` (figures in bench/RESULTS.md),
+not asserted here: a time bound fails on a busy machine and passes a regression on a fast one.
+What is asserted is the cause of a slow import: a heavy module loaded eagerly.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +11,24 @@ import subprocess
 import sys
 
 CODE = """
-import sys, time
-t = time.perf_counter()
+import sys
 import moorage.core
-elapsed = time.perf_counter() - t
-heavy = [m for m in ("moorage.core.resources", "moorage.core._generated.k8s", "pydantic", "yaml")
-         if m in sys.modules]
-print(elapsed, ",".join(heavy))
+heavy = [m for m in ("moorage.core.resources", "moorage.core._generated.k8s", "pydantic", "yaml",
+                     "numpy", "grpc", "google.protobuf") if m in sys.modules]
+print(",".join(heavy))
 """
 
 
-def test_import_moorage_core_is_fast_and_light() -> None:
-    best = float("inf")
-    heavy = ""
-    for _ in range(3):  # the best of three, so a busy shared CI core does not fail it
-        out = subprocess.run(
-            [sys.executable, "-c", CODE], capture_output=True, text=True, check=True
-        ).stdout.split()
-        best = min(best, float(out[0]))
-        heavy = out[1] if len(out) > 1 else ""
-    assert heavy == "", f"import moorage.core pulled in {heavy}"
-    assert best < 0.3, f"import moorage.core took {best:.3f} s"
+def test_import_moorage_core_loads_nothing_heavy() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", CODE], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == "", f"import moorage.core pulled in {out}"
+
+
+def test_submodules_load_on_first_use() -> None:
+    code = "import sys, moorage.core.protocol; print('moorage.core.resources' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == "False"  # the protocol does not drag in the Kubernetes resources
