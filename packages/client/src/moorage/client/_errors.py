@@ -39,6 +39,7 @@ import httpx
 import orjson
 
 from moorage.core.errors import (
+    ERROR_CODE_METADATA,
     GRPC_STATUS_NAMES,
     ConnectionFailed,
     InvalidInput,
@@ -49,7 +50,6 @@ from moorage.core.errors import (
     error_for_code,
     error_for_status,
 )
-from moorage.core.http2.grpcwire import ERROR_CODE_METADATA
 
 __all__ = [
     "ERROR_CODE_METADATA",

@@ -47,6 +47,7 @@ from moorage.core.http2.frames import (
     window_update,
 )
 from moorage.core.http2.hpack import Headers
+from moorage.core.http2.limits import PeerBudget
 
 __all__ = [
     "BodyTooLarge",
@@ -68,6 +69,10 @@ CONNECTION_WINDOW = 32 << 20
 MAX_FRAME_IN = 1 << 20
 MAX_HEADER_BLOCK = 1 << 20
 MAX_HEADER_LIST = 1 << 20
+#: What a server may make the client do per second before the connection is ended (GOAWAY
+#: ENHANCE_YOUR_CALM): core's defaults, but RST_STREAMs answer our own requests (a server
+#: refusing streams under load resets as many as it is sent), so their rate is the server's.
+_BUDGET = PeerBudget(resets_per_second=1_000_000)
 _CLIENT_SETTINGS = (
     (Setting.ENABLE_PUSH, 0),
     (Setting.INITIAL_WINDOW_SIZE, STREAM_WINDOW),
@@ -163,6 +168,7 @@ class Connection(Endpoint, asyncio.BufferedProtocol):
             max_header_list_size=MAX_HEADER_LIST,
             max_header_block=MAX_HEADER_BLOCK,
             encoder=True,
+            budget=_BUDGET,
         )
         self._loop = loop
         self._transport: asyncio.Transport | None = None
@@ -276,6 +282,7 @@ class Connection(Endpoint, asyncio.BufferedProtocol):
         assert transport is not None
         stream_id = self._next_id
         self._next_id += 2
+        self.pings.reset()  # a PING while calls are made is not a strike (grpcio's policy)
         waiter: asyncio.Future[Stream] = self._loop.create_future()
         stream = Stream(stream_id, waiter, self.peer_initial_window, limit)
         self._streams[stream_id] = stream

@@ -9,9 +9,11 @@ connection receive window, reopened once half of it is used; DATA padding; heade
 across HEADERS + CONTINUATION (interleaving refused, size bounded before decoding) decoded with
 the connection's :class:`~moorage.core.http2.hpack.HeaderDecoder`; RST_STREAM, GOAWAY and
 PRIORITY parsed and checked; PUSH_PROMISE refused (neither side here accepts push); unknown
-frame types ignored. Every violation raises the :class:`ConnectionFailure` RFC 9113 names; a
-:class:`StreamFailure` from a frame becomes :meth:`Endpoint.on_stream_error` (RST_STREAM) and
-the connection goes on.
+frame types ignored. What a peer may legally send to make us work is counted against a
+:class:`~moorage.core.http2.limits.PeerBudget` (PINGs, SETTINGS, RST_STREAMs and frames that
+carry nothing, per second): past it, GOAWAY ENHANCE_YOUR_CALM. Every violation raises the
+:class:`ConnectionFailure` RFC 9113 names; a :class:`StreamFailure` from a frame becomes
+:meth:`Endpoint.on_stream_error` (RST_STREAM) and the connection goes on.
 
 What is left to a subclass is its stream table, through hooks: :meth:`~Endpoint.on_headers`,
 :meth:`~Endpoint.on_data`, :meth:`~Endpoint.on_reset`, :meth:`~Endpoint.on_stream_window`,
@@ -65,6 +67,7 @@ from moorage.core.http2.frames import (
     window_update,
 )
 from moorage.core.http2.hpack import HeaderDecoder, HeaderEncoder, HeaderListTooLarge, Headers
+from moorage.core.http2.limits import PeerBudget
 
 __all__ = ["Endpoint"]
 
@@ -80,7 +83,8 @@ class Endpoint:
     connection (opened by a WINDOW_UPDATE after the SETTINGS). ``max_header_list_size`` and
     ``max_header_block`` bound a decoded header list and an encoded block (the HPACK
     decoder's hard limits). ``encoder``: keep a :class:`HeaderEncoder` that follows the peer's
-    SETTINGS_HEADER_TABLE_SIZE (for a side that indexes what it sends).
+    SETTINGS_HEADER_TABLE_SIZE (for a side that indexes what it sends). ``budget``: the rate
+    limits of :meth:`receive` (the defaults of :class:`PeerBudget` when not given).
     """
 
     def __init__(
@@ -92,8 +96,13 @@ class Endpoint:
         max_header_list_size: int = 1 << 20,
         max_header_block: int | None = None,
         encoder: bool = False,
+        budget: PeerBudget | None = None,
     ) -> None:
         self.client = client
+        self.budget = budget = budget or PeerBudget()
+        #: Per-second counters of PINGs, SETTINGS, RST_STREAMs and empty frames received
+        #: (a subclass may ``reset()`` the PING count while it sends responses).
+        self.pings, self.settings_frames, self.resets, self.empty_frames = budget.counters()
         self.local_settings = tuple(settings)
         local = dict(self.local_settings)
         self.stream_window = local.get(Setting.INITIAL_WINDOW_SIZE, DEFAULT_WINDOW)
@@ -202,10 +211,14 @@ class Endpoint:
         self.recv_window = window
         if flags & PADDED:
             start, stop = strip_padding(data, start, stop)
+        elif not size and not flags & END_STREAM:
+            self.spend_empty()
         self.on_data(stream_id, flags, data, start, stop, size)
 
     def _fragment(self, stream_id: int, flags: int, fragment: bytes, *, first: bool) -> None:
         """One piece of a header block (HEADERS or CONTINUATION)."""
+        if not fragment and not flags & END_HEADERS:
+            self.spend_empty()
         if first:
             if flags & END_HEADERS:
                 self._header_block(stream_id, flags, fragment)
@@ -247,15 +260,23 @@ class Endpoint:
                 self.on_window_open()
         elif kind == SETTINGS:
             if flags & ACK:
+                self.spend_empty()  # this side sends one SETTINGS: one ACK means something
                 self.on_settings_ack()
+            elif not self.settings_frames.spend():
+                raise ConnectionFailure(ErrorCode.ENHANCE_YOUR_CALM, "too many SETTINGS")
             else:
                 self._settings(data[start:stop])
         elif kind == PING:
             if flags & ACK:
+                self.spend_empty()
                 self.on_ping_ack(data[start:stop])
+            elif not self.pings.spend():
+                raise ConnectionFailure(ErrorCode.ENHANCE_YOUR_CALM, "too_many_pings")
             else:
                 self.out.append(ping(data[start:stop], ack=True))
         elif kind == RST_STREAM:
+            if not self.resets.spend():
+                raise ConnectionFailure(ErrorCode.ENHANCE_YOUR_CALM, "too many RST_STREAM frames")
             self.on_reset(stream_id, _U32.unpack_from(data, start)[0])
         elif kind == GOAWAY:
             last, code, debug = parse_goaway(memoryview(data)[start:stop])
@@ -263,7 +284,13 @@ class Endpoint:
             self.on_goaway(last, code, debug)
         elif kind == PUSH_PROMISE:
             raise ConnectionFailure(ErrorCode.PROTOCOL_ERROR, "PUSH_PROMISE: push is disabled")
-        # PRIORITY (checked by check_frame) and unknown types are ignored (section 5.5)
+        else:  # PRIORITY (checked by check_frame) and unknown types: ignored (section 5.5)
+            self.spend_empty()
+
+    def spend_empty(self) -> None:
+        """Count a frame that carries nothing to act on (ENHANCE_YOUR_CALM past the budget)."""
+        if not self.empty_frames.spend():
+            raise ConnectionFailure(ErrorCode.ENHANCE_YOUR_CALM, "too many empty frames")
 
     def _settings(self, payload: bytes) -> None:
         for key, value in parse_settings(payload):

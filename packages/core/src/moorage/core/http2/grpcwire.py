@@ -1,7 +1,8 @@
 """gRPC over HTTP/2 (gRPC's PROTOCOL-HTTP2 spec), the parts both ends share: the 5-byte
 message prefix and a bounded reader of messages, bounded inflate of compressed messages,
 ``grpc-timeout``, ``grpc-message`` percent-encoding, status names, custom metadata and the
-``moorage-error-code`` trailer. Sans-IO; status codes are ``grpc.StatusCode`` member names
+``moorage-error-code`` trailer (:data:`ERROR_CODE_METADATA`, from :mod:`moorage.core.errors`).
+Sans-IO; status codes are ``grpc.StatusCode`` member names
 (``"RESOURCE_EXHAUSTED"``), so this module needs no grpcio.
 """
 
@@ -14,6 +15,8 @@ import re
 import struct
 import zlib
 from urllib.parse import unquote_to_bytes
+
+from moorage.core.errors import ERROR_CODE_METADATA
 
 __all__ = [
     "ACCEPT_ENCODING",
@@ -67,10 +70,6 @@ RESET_STATUS = {
     0xB: "RESOURCE_EXHAUSTED",  # ENHANCE_YOUR_CALM
     0xC: "PERMISSION_DENIED",  # INADEQUATE_SECURITY
 }
-
-#: Trailing-metadata key in which a moorage server sends the stable error ``code`` of
-#: :mod:`moorage.core.errors`, so that a client raises the same class over gRPC as over REST.
-ERROR_CODE_METADATA = "moorage-error-code"
 
 #: ``grpc-accept-encoding`` of an endpoint that inflates what :func:`inflate` does.
 ACCEPT_ENCODING = b"identity,gzip,deflate"
@@ -283,6 +282,6 @@ def decode_metadata_value(key: bytes, value: bytes) -> bytes:
     if not key.endswith(b"-bin"):
         return value
     try:
-        return base64.b64decode(value + b"=" * (-len(value) % 4))
+        return base64.b64decode(value + b"=" * (-len(value) % 4), validate=True)
     except (binascii.Error, ValueError):
         return value
