@@ -80,10 +80,13 @@ class TimedHttpProtocol(HttpToolsProtocol):
         cycle = self.cycle
         logger.debug("REST request from %s not received in time: closing", self.client)
         if cycle is None or not cycle.response_started:
-            if cycle is not None:
-                cycle.response_started = cycle.response_complete = True
-                cycle.keep_alive = False
             transport.write(_TIMEOUT_RESPONSE)
+        if cycle is not None and not cycle.response_complete:
+            # The application sees the client gone: receive() says http.disconnect, what it
+            # sends is dropped.
+            cycle.disconnected = True
+            cycle.keep_alive = False
+            cycle.message_event.set()
         transport.close()
 
 

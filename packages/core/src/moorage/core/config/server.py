@@ -107,9 +107,10 @@ class ServerSettings(BaseSettings):
         None,
         ge=1,
         description="Calls in progress per gRPC connection (SETTINGS_MAX_CONCURRENT_STREAMS; "
-        "grpcio's grpc.max_concurrent_streams). Unset: 100 on the native server, grpcio's own "
-        "default (no limit) on grpcio, whose clients may otherwise see REFUSED_STREAM on a "
-        "new connection before its SETTINGS arrive.",
+        "grpcio's grpc.max_concurrent_streams). Unset: 100 on the native server, 1000 on "
+        "grpcio (which sends its SETTINGS late: a client opening more streams than the limit "
+        "on a new connection sees REFUSED_STREAM; with no limit, grpcio runs every call of a "
+        "rapid reset).",
     )
     grpc_max_connections: int = Field(
         10000,

@@ -35,11 +35,22 @@ from moorage.server.dataplane import DataPlane
 from moorage.server.grpc.native import NativeGrpcServer
 from moorage.server.grpc.servicer import InferenceServicer
 
-__all__ = ["GrpcImplementation", "ThreadedGrpcServer", "create_grpc_server"]
+__all__ = [
+    "GRPCIO_MAX_CONCURRENT_STREAMS",
+    "GrpcImplementation",
+    "ThreadedGrpcServer",
+    "create_grpc_server",
+]
 
 logger = logging.getLogger(__name__)
 
 GrpcImplementation = Literal["native", "grpcio"]
+
+#: grpcio's streams per connection when none is given: grpcio sends its SETTINGS late, so a
+#: client opening more streams than the limit on a new connection sees REFUSED_STREAM (100 is
+#: too few for 200 concurrent calls on one channel); without any limit, grpcio runs every call
+#: of a rapid reset (CVE-2023-44487) and starves others.
+GRPCIO_MAX_CONCURRENT_STREAMS = 1000
 
 
 class ThreadedGrpcServer:
@@ -110,7 +121,8 @@ def create_grpc_server(
 
     ``implementation="native"`` is moorage's HTTP/2 server (``threaded`` and ``max_threads``
     do not apply; ``options`` must be empty; at most ``max_concurrent_streams`` calls per
-    connection, 100 when ``None``; grpcio's own default there); ``"grpcio"`` is grpc.aio, or grpcio's sync server with ``threaded=True``.
+    connection, 100 when ``None``); ``"grpcio"`` is grpc.aio, or grpcio's sync server with
+    ``threaded=True`` (:data:`GRPCIO_MAX_CONCURRENT_STREAMS` streams when ``None``).
 
     ``interceptors`` is the hook point for gRPC-level concerns (metrics, tracing, access logs):
     grpc.aio interceptors, or for ``threaded=True`` sync ``grpc.ServerInterceptor`` objects or
@@ -149,11 +161,7 @@ def create_grpc_server(
         ("grpc.so_reuseport", 1),
         ("grpc.server_handshake_timeout_ms", int(budget.handshake_timeout_s * 1000)),
         ("grpc.max_connection_idle_ms", int(budget.idle_timeout_s * 1000)),
-        *(
-            [("grpc.max_concurrent_streams", max_concurrent_streams)]
-            if max_concurrent_streams
-            else []
-        ),
+        ("grpc.max_concurrent_streams", max_concurrent_streams or GRPCIO_MAX_CONCURRENT_STREAMS),
         *(
             [("grpc.max_allowed_incoming_connections", max_connections)]
             if max_connections is not None
