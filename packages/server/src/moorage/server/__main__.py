@@ -16,8 +16,6 @@ __all__ = ["main"]
 
 logger = logging.getLogger("moorage.server")
 
-LOG_FORMAT = "%(asctime)s.%(msecs)03d %(process)d %(levelname)s %(name)s: %(message)s"
-
 
 def configure_logging(settings: ServerSettings) -> None:
     """Logging for the entry point: uvicorn's config file when given, else text or JSON lines

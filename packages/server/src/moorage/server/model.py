@@ -32,8 +32,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from moorage.core.protocol import InferRequest, InferResponse
-
 __all__ = ["BoundModel", "Model", "PredictorConfig", "Stage", "SyncMode"]
 
 logger = logging.getLogger(__name__)
@@ -324,8 +322,3 @@ def _positional_count(fn: Callable[..., Any]) -> int:
     if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
         return 2
     return 2 if sum(p.kind in kinds for p in params) >= 2 else 1
-
-
-def is_v2(payload: Any) -> bool:
-    """Whether ``payload`` is a v2 request (as opposed to a v1 dict)."""
-    return isinstance(payload, InferRequest | InferResponse)
