@@ -29,8 +29,9 @@ def test_validate_ok_names_the_runtime(write) -> None:
     path = write("isvc.yaml", [ISVC])
     code, out = run(["validate", "-f", str(path)])
     assert code == 0
-    assert (
-        "InferenceService iris is valid; runtime ClusterServingRuntime/kserve-sklearnserver" in out
+    assert out == (
+        f"{path}, document 0: InferenceService/iris: valid "
+        "(runtime ClusterServingRuntime/kserve-sklearnserver)\n"
     )
 
 
@@ -42,7 +43,8 @@ def test_unknown_field_fails_with_path(write, capsys: pytest.CaptureFixture[str]
         code, _ = run([command, "-f", str(path)])
         err = capsys.readouterr().err
         assert code == 1
-        assert f"{path}: spec.predictor.model.storageURI: unknown field" in err
+        where = f"{path}, document 0: InferenceService/iris" if command == "validate" else path
+        assert f"{where}: spec.predictor.model.storageURI: unknown field" in err
 
 
 def test_missing_required_field(write, capsys: pytest.CaptureFixture[str]) -> None:
@@ -82,10 +84,14 @@ def test_broken_yaml_and_missing_file(
 def test_two_services_need_a_name(write, capsys: pytest.CaptureFixture[str]) -> None:
     other = {**ISVC, "metadata": {"name": "other"}}
     path = write("two.yaml", [ISVC, other])
-    code, _ = run(["validate", "-f", str(path)])
+    code, _ = run(["render", "-f", str(path)])
     assert code == 1 and "pick one with --name" in capsys.readouterr().err
+    code, out = run(["render", "-f", str(path), "--name", "other"])
+    assert code == 0 and "name: other-predictor" in out
+    code, out = run(["validate", "-f", str(path)])  # validate checks them all
+    assert code == 0 and "InferenceService/iris: valid" in out and "document 1: Inference" in out
     code, out = run(["validate", "-f", str(path), "--name", "other"])
-    assert code == 0 and "other is valid" in out
+    assert code == 0 and "InferenceService/other: valid" in out and "iris" not in out
 
 
 def test_runtime_file_is_used(write) -> None:

@@ -11,7 +11,6 @@ import yaml
 from moorage.core.config.configmap import InferenceServiceConfig
 from moorage.core.errors import ValidationError
 from moorage.core.resources import builtin_runtimes, load_resources, validate
-from moorage.core.resources._builtin import builtin_runtime_files
 from moorage.core.resources._loader import _Loader
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -157,9 +157,9 @@ def test_all_errors_are_reported() -> None:
     ("text", "field"),
     [
         ("kind: InferenceService\nmetadata: {name: x}\n", "apiVersion"),
-        ("apiVersion: v1\nkind: Pod\n", "kind"),
+        ("apiVersion: apps/v1\nkind: Deployment\n", "kind"),
         ("[1, 2]", ""),
-        ("a: [unclosed", ""),
+        ("a: [unclosed", "a"),  # the field whose value is not YAML
     ],
 )
 def test_structural_errors(text: str, field: str) -> None:

@@ -26,16 +26,17 @@ KSERVE = {
     "kserve-mlserver": (
         "docker.io/seldonio/mlserver:1.5.0",
         [
-            *[
-                (f, v, True, 2)
-                for f, vs in (("sklearn", "01"), ("xgboost", "12"), ("lightgbm", "34"))
-                for v in vs
-            ],
+            ("sklearn", "0", True, 2),
+            ("sklearn", "1", True, 2),
+            ("xgboost", "1", True, 2),
+            ("xgboost", "2", True, 2),
+            ("lightgbm", "3", True, 2),
+            ("lightgbm", "4", True, 2),
             ("mlflow", "1", True, 1),
             ("mlflow", "2", True, 1),
         ],
         ["v2"],
-    ),  # fmt: skip
+    ),
     "kserve-paddleserver": (
         "kserve/paddleserver:v0.14.1",
         [("paddle", "2", True, 1)],

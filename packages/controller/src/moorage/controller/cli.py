@@ -4,7 +4,7 @@
 
     moorage run -f isvc.yaml [-f runtimes.yaml] [--host 127.0.0.1] [--port 8080] [--grpc-port 8081]
     moorage run --model-format sklearn --storage-uri ./model [--name iris]
-    moorage validate -f isvc.yaml [-f runtimes.yaml]
+    moorage validate -f isvc.yaml [-f runtimes.yaml] [-o json]
     moorage render -f isvc.yaml [-f runtimes.yaml] [--namespace default]
 
 Exit codes: 0 success (``run``: stopped with Ctrl-C), 1 the input or the run failed (the message
@@ -114,11 +114,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser(
         "validate",
-        help="check InferenceService/runtime YAML as the cluster would",
-        description="Apply KServe's defaulting and validation and select the runtime; print "
-        "the first error with its field path.",
+        help="check KServe YAML (every kind, every document) as the cluster would",
+        description="Check every document of every file: its kind and schema, KServe's "
+        "defaulting and validating webhooks, and (InferenceServices) the runtime selected. "
+        "Each error names the file, document, kind/name and field path; exit 1 if any.",
     )
     _files(validate, required=True, help="YAML/JSON files to check (repeat)")
+    validate.add_argument(
+        "-o",
+        "--output",
+        choices=("text", "json"),
+        default="text",
+        help="json: one object per document (file, document, kind, name, valid, errors)",
+    )
 
     render = sub.add_parser(
         "render",
@@ -223,15 +231,24 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, out: TextIO)
     return serve(prepared, options, out=out, log=log, on_ready=remember, started=started)
 
 
-def _validate(workload: object, out: TextIO) -> int:
-    from moorage.controller.workload import Workload
+def _validate(args: argparse.Namespace, out: TextIO) -> int:
+    from moorage.controller.validation import validate_files
 
-    assert isinstance(workload, Workload)
-    runtime = workload.runtime
-    chosen = f"; runtime {runtime.kind}/{runtime.name}" if runtime else ""
-    where = f"{workload.source}: " if workload.source else ""
-    out.write(f"{where}InferenceService {workload.isvc.name} is valid{chosen}\n")
-    return 0
+    findings = validate_files(args.files, include_builtin=args.builtin, name=args.name)
+    failed = any(not f.ok for f in findings)
+    if args.output == "json":
+        import json
+
+        report = {"valid": not failed, "documents": [f.to_json() for f in findings]}
+        out.write(json.dumps(report, indent=2) + "\n")
+        return 1 if failed else 0
+    for finding in findings:
+        for line in finding.lines():
+            if finding.ok:
+                out.write(line + "\n")
+            else:
+                sys.stderr.write(f"moorage: error: {line}\n")
+    return 1 if failed else 0
 
 
 def _render(args: argparse.Namespace, workload: object, out: TextIO) -> int:
@@ -286,10 +303,9 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     try:
         if args.command == "run":
             return _run(args, parser, out)
-        workload = _workload(args, parser)
         if args.command == "validate":
-            return _validate(workload, out)
-        return _render(args, workload, out)
+            return _validate(args, out)
+        return _render(args, _workload(args, parser), out)
     except MoorageError as exc:
         sys.stderr.write(f"moorage: error: {format_error(exc)}\n")
         return 1

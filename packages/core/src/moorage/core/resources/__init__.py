@@ -15,6 +15,18 @@ Unknown fields are rejected in specs and pruned in status; see ``_meta.py`` for 
 """
 
 from moorage.core.resources._builtin import builtin_runtimes
+from moorage.core.resources._corekinds import (
+    CORE_KINDS,
+    ConfigMap,
+    CoreObject,
+    Namespace,
+    PersistentVolume,
+    PersistentVolumeClaim,
+    Pod,
+    Secret,
+    Service,
+    ServiceAccount,
+)
 from moorage.core.resources._defaults import default
 from moorage.core.resources._inferencegraph import (
     InferenceGraph,
@@ -58,7 +70,14 @@ from moorage.core.resources._inferenceservice import (
     WorkerSpec,
     XGBoostSpec,
 )
-from moorage.core.resources._loader import KINDS, load_resources, parse_resource, resource_class
+from moorage.core.resources._loader import (
+    KINDS,
+    Document,
+    load_resources,
+    parse_documents,
+    parse_resource,
+    resource_class,
+)
 from moorage.core.resources._localmodel import (
     LocalModelCache,
     LocalModelCacheSpec,
@@ -108,6 +127,7 @@ from moorage.core.resources._trainedmodel import (
 from moorage.core.resources._validation import ensure_valid, validate, validate_update
 
 __all__ = [
+    "CORE_KINDS",
     "KINDS",
     "ARTExplainerSpec",
     "Addressable",
@@ -118,6 +138,9 @@ __all__ = [
     "ComponentExtensionSpec",
     "ComponentStatusSpec",
     "Condition",
+    "ConfigMap",
+    "CoreObject",
+    "Document",
     "ExplainerExtensionSpec",
     "ExplainerSpec",
     "FailureInfo",
@@ -149,11 +172,15 @@ __all__ = [
     "ModelRevisionStates",
     "ModelSpec",
     "ModelStatus",
+    "Namespace",
     "NodeStatus",
     "ONNXRuntimeSpec",
     "ObjectMeta",
     "PMMLSpec",
     "PaddleServerSpec",
+    "PersistentVolume",
+    "PersistentVolumeClaim",
+    "Pod",
     "PodSpec",
     "PredictorExtensionSpec",
     "PredictorSpec",
@@ -161,6 +188,9 @@ __all__ = [
     "Quantity",
     "Resource",
     "SKLearnSpec",
+    "Secret",
+    "Service",
+    "ServiceAccount",
     "ServingRuntime",
     "ServingRuntimePodSpec",
     "ServingRuntimeSpec",
@@ -187,6 +217,7 @@ __all__ = [
     "default",
     "ensure_valid",
     "load_resources",
+    "parse_documents",
     "parse_resource",
     "resource_class",
     "validate",

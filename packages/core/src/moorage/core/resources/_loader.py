@@ -1,9 +1,19 @@
-"""Parse YAML/JSON documents into typed resources, with field paths in every error."""
+"""Parse YAML/JSON documents into typed resources, with field paths in every error.
+
+A file is split into its documents (``---``) before decoding, so that one broken document (a
+Go-template placeholder such as ``{{ .Values.uri }}`` is not YAML) does not hide the others,
+and a ``kind: List`` is unpacked into its items. :func:`parse_documents` returns every document
+with its resource or its errors; :func:`load_resources` returns the resources or raises the
+first error. Accepted kinds: KServe's (:data:`KINDS`) and the Kubernetes core objects that
+travel with them (:data:`CORE_KINDS`: ServiceAccount, Secret, ConfigMap, ...).
+"""
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +21,18 @@ import pydantic
 import yaml
 
 from moorage.core.errors import ValidationError
-from moorage.core.resources._meta import Resource
+from moorage.core.resources._corekinds import CORE_KINDS
+from moorage.core.resources._meta import GROUP, Resource
 
-__all__ = ["KINDS", "field_path", "load_resources", "parse_resource", "resource_class"]
+__all__ = [
+    "KINDS",
+    "Document",
+    "field_path",
+    "load_resources",
+    "parse_documents",
+    "parse_resource",
+    "resource_class",
+]
 
 
 def _kinds() -> dict[tuple[str, str], type[Resource]]:
@@ -52,14 +71,40 @@ _Loader.yaml_implicit_resolvers = {
 }
 
 
+def _unknown_kind(api_version: str, kind: str) -> tuple[str, str]:
+    """``(field, hint)``: which field is wrong and what is served instead (hint may be empty)."""
+    known = {k: v for (v, k) in KINDS} | {k: v for (v, k) in CORE_KINDS}
+    if kind == "ClusterLocalModel":
+        return "kind", (
+            "ClusterLocalModel is KServe v0.14.0's kind; v0.14.1 (which moorage follows) renamed "
+            f"it LocalModelCache ({GROUP}/v1alpha1), with spec.nodeGroups: [<group>] in place "
+            "of spec.nodeGroup"
+        )
+    group = api_version.rpartition("/")[0]
+    if group == "serving.kubeflow.org":
+        where = f" ({known[kind]})" if kind in known else ""
+        return (
+            "apiVersion",
+            f"serving.kubeflow.org is KFServing's group; KServe's is {GROUP}{where}",
+        )
+    if kind in known:
+        return "apiVersion", f"KServe v0.14 serves {kind} in {known[kind]}"
+    if group == GROUP:
+        return "kind", f"{GROUP} has the kinds {', '.join(sorted(k for (_, k) in KINDS))}"
+    core = ", ".join(sorted(k for (_, k) in CORE_KINDS))
+    return "kind", f"moorage reads KServe's kinds and, beside them, the core kinds {core}"
+
+
 def resource_class(api_version: str, kind: str) -> type[Resource]:
-    """The model class for an apiVersion/kind; ValidationError (field ``kind``) if unknown."""
-    try:
-        return KINDS[(api_version, kind)]
-    except KeyError:
-        raise ValidationError(
-            f'no matches for kind "{kind}" in version "{api_version}"', field="kind"
-        ) from None
+    """The model class for an apiVersion/kind; ValidationError (field ``kind`` or
+    ``apiVersion``, with what is served instead) if unknown."""
+    cls = KINDS.get((api_version, kind)) or CORE_KINDS.get((api_version, kind))
+    if cls is not None:
+        return cls
+    where, hint = _unknown_kind(api_version, kind)
+    raise ValidationError(
+        f'no matches for kind "{kind}" in version "{api_version}": {hint}', field=where
+    )
 
 
 def _segment(path: str, seg: str | int) -> str:
@@ -140,7 +185,10 @@ def parse_resource(data: Mapping[str, Any], **details: Any) -> Resource:
     for key in ("apiVersion", "kind"):
         if not isinstance(data.get(key), str) or not data.get(key):
             raise ValidationError("Required value", field=key, **details)
-    cls = resource_class(data["apiVersion"], data["kind"])
+    try:
+        cls = resource_class(data["apiVersion"], data["kind"])
+    except ValidationError as exc:
+        raise ValidationError(exc.reason, field=exc.field, **details) from None
     try:
         return cls.model_validate(data)
     except pydantic.ValidationError as exc:
@@ -157,21 +205,167 @@ def _read(source: str | os.PathLike[str]) -> tuple[str, str | None]:
     return source, None
 
 
+@dataclass
+class Document:
+    """One document of a file (one item, for a ``kind: List``), parsed or not.
+
+    ``index`` counts the file's documents from 0; ``item`` is the position inside a
+    ``kind: List``. ``errors`` hold every problem found while parsing (a schema error per
+    field); ``resource`` is set when there is none.
+    """
+
+    index: int
+    item: int | None = None
+    data: Any = None
+    resource: Resource | None = None
+    errors: list[ValidationError] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        return str(self.data.get("kind") or "") if isinstance(self.data, Mapping) else ""
+
+    @property
+    def name(self) -> str:
+        if isinstance(self.data, Mapping) and isinstance(self.data.get("metadata"), Mapping):
+            return str(self.data["metadata"].get("name") or "")
+        return ""
+
+    @property
+    def where(self) -> str:
+        """``document 2`` or ``document 2, items[0]``."""
+        return f"document {self.index}" + (f", items[{self.item}]" if self.item is not None else "")
+
+
+#: A line that ends one YAML document and starts the next.
+_SEPARATOR = re.compile(r"^---(?=\s|$)")
+_SENTINEL = "__moorage_not_yaml__"
+
+
+def _chunks(text: str) -> list[tuple[int, str]]:
+    """``(first line, text)`` of each document, split at ``---`` lines (as ``load_all`` would,
+    but so that each can fail alone). Text before the first separator counts only when it holds
+    more than comments."""
+    chunks: list[tuple[int, list[str]]] = [(0, [])]
+    for number, line in enumerate(text.splitlines()):
+        if _SEPARATOR.match(line):
+            rest = line[3:].strip()
+            if rest and not rest.startswith("#"):  # "--- {...}": the document starts here
+                chunks.append((number, [" " * 3 + rest]))
+            else:
+                chunks.append((number + 1, []))
+        else:
+            chunks[-1][1].append(line)
+    out = [(start, "\n".join(lines) + "\n") for start, lines in chunks]
+    first = out[0][1]
+    if len(out) > 1 and all(
+        not ln.strip() or ln.lstrip().startswith("#") for ln in first.split("\n")
+    ):
+        out = out[1:]
+    return out
+
+
+def _find(node: Any, path: str = "") -> str | None:
+    """The field path of the sentinel string inside decoded YAML."""
+    if node == _SENTINEL:
+        return path
+    items: Iterable[tuple[str | int, Any]] = ()
+    if isinstance(node, Mapping):
+        items = node.items()
+    elif isinstance(node, list):
+        items = enumerate(node)
+    for key, child in items:
+        found = _find(child, _segment(path, key if isinstance(key, int) else str(key)))
+        if found is not None:
+            return found
+    return None
+
+
+def _yaml_error_field(text: str, exc: yaml.YAMLError) -> tuple[str, Any]:
+    """``(field, data)``: the field whose value is not YAML, and the document with that value
+    replaced by a sentinel string (from the column where the parser gave up) — or ``("",
+    None)`` when the replacement does not make the document YAML."""
+    lines = text.split("\n")
+    marks = [getattr(exc, "context_mark", None), getattr(exc, "problem_mark", None)]
+    for mark in marks:
+        if mark is None or not 0 <= mark.line < len(lines):
+            continue
+        line = lines[mark.line]
+        patched = [*lines]
+        patched[mark.line] = f"{line[: mark.column]}{_SENTINEL}"
+        try:
+            data = yaml.load("\n".join(patched), Loader=_Loader)
+        except yaml.YAMLError:
+            continue
+        found = _find(data)
+        if found:
+            return found, data
+    return "", None
+
+
+def _yaml_problem(exc: yaml.YAMLError, first_line: int) -> str:
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[-1]
+    mark = getattr(exc, "problem_mark", None)
+    where = f" (line {first_line + mark.line + 1}, column {mark.column + 1})" if mark else ""
+    return f"invalid YAML{where}: {problem}"
+
+
+def parse_documents(source: str | os.PathLike[str]) -> list[Document]:
+    """Every document of a YAML/JSON text or file, each parsed on its own (see the module
+    docstring). Empty documents are left out; nothing is raised for their content."""
+    text, path = _read(source)
+    details: dict[str, Any] = {"path": path} if path else {}
+    out: list[Document] = []
+    for index, (first_line, chunk) in enumerate(_chunks(text)):
+        try:
+            data = yaml.load(chunk, Loader=_Loader)
+        except yaml.YAMLError as exc:
+            where, patched = _yaml_error_field(chunk, exc)
+            error = ValidationError(
+                _yaml_problem(exc, first_line), field=where, document=index, **details
+            )
+            out.append(Document(index=index, data=patched, errors=[error]))
+            continue
+        if data is None:
+            continue
+        if isinstance(data, Mapping) and data.get("kind") == "List" and "items" in data:
+            items = data.get("items")
+            if not isinstance(items, list):
+                error = ValidationError("must be a list", field="items", document=index, **details)
+                out.append(Document(index=index, data=data, errors=[error]))
+                continue
+            for position, item in enumerate(items):
+                out.append(_parse(item, index, position, details))
+            continue
+        out.append(_parse(data, index, None, details))
+    return out
+
+
+def _parse(data: Any, index: int, item: int | None, details: dict[str, Any]) -> Document:
+    where = {"document": index, **({"item": item} if item is not None else {}), **details}
+    document = Document(index=index, item=item, data=data)
+    try:
+        document.resource = parse_resource(data, **where)
+    except ValidationError as exc:
+        document.errors = list(exc.details.get("errors") or [exc])
+    return document
+
+
 def load_resources(source: str | os.PathLike[str]) -> list[Resource]:
     """Every resource in a multi-document YAML text or file, in document order.
 
-    Empty documents are skipped. Errors are :class:`~moorage.core.errors.ValidationError` with
-    ``field`` set and ``details`` naming the ``document`` index (and ``path`` for files).
+    Empty documents are skipped and ``kind: List`` is unpacked. Errors are
+    :class:`~moorage.core.errors.ValidationError` with ``field`` set and ``details`` naming the
+    ``document`` index (and ``path`` for files); the first one is raised, with all of that
+    document's in ``details["errors"]``.
     """
-    text, path = _read(source)
-    details: dict[str, Any] = {"path": path} if path else {}
-    try:
-        documents = list(yaml.load_all(text, Loader=_Loader))
-    except yaml.YAMLError as exc:
-        raise ValidationError(f"invalid YAML: {exc}", **details) from None
     out: list[Resource] = []
-    for index, doc in enumerate(documents):
-        if doc is None:
-            continue
-        out.append(parse_resource(doc, document=index, **details))
+    for document in parse_documents(source):
+        if document.errors:
+            first = document.errors[0]
+            if len(document.errors) == 1:
+                raise first
+            extra = {k: v for k, v in first.details.items() if k not in ("field", "errors")}
+            raise ValidationError(first.reason, field=first.field, errors=document.errors, **extra)
+        assert document.resource is not None
+        out.append(document.resource)
     return out
