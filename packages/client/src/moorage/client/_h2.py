@@ -174,7 +174,6 @@ class Connection(Endpoint, asyncio.BufferedProtocol):
         self._transport: asyncio.Transport | None = None
         self._streams: dict[int, Stream] = {}
         self._next_id = 1
-        self._closed = False
         self._failure = ""  # why the connection ended, for the streams it takes down
         self.alpn_error: str | None = None
         self._blocked: list[Stream] = []  # streams with body waiting for window or drain
@@ -212,7 +211,7 @@ class Connection(Endpoint, asyncio.BufferedProtocol):
         transport.write(self.opening())  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
-        if self._closed:
+        if self.closed:
             return
         self._receiving = True
         try:
@@ -228,7 +227,7 @@ class Connection(Endpoint, asyncio.BufferedProtocol):
         return False  # close the transport; connection_lost fails what is left
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._closed = True
+        self.closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -254,7 +253,7 @@ class Connection(Endpoint, asyncio.BufferedProtocol):
     @property
     def usable(self) -> bool:
         """Open, not going away, stream ids left: new requests may use it."""
-        return not self._closed and self.goaway_last is None and self._next_id < MAX_STREAM_ID
+        return not self.closed and self.goaway_last is None and self._next_id < MAX_STREAM_ID
 
     @property
     def idle(self) -> bool:
@@ -327,10 +326,10 @@ class Connection(Endpoint, asyncio.BufferedProtocol):
     def close(self, code: int = ErrorCode.NO_ERROR) -> None:
         """Say GOAWAY and close; streams still open fail as a lost connection."""
         transport = self._transport
-        if transport is None or self._closed:
+        if transport is None or self.closed:
             return
         self._failure = self._failure or "connection closed by the client"
-        self._closed = True
+        self.closed = True
         with contextlib.suppress(RuntimeError):  # its event loop is already closed
             self.out.append(self.goaway_frame(code))
             self._flush()
@@ -422,7 +421,7 @@ class Connection(Endpoint, asyncio.BufferedProtocol):
                 self._settle(stream, DeadlineExceeded("Deadline Exceeded"))
             elif deadline < nearest:
                 nearest = deadline
-        if nearest < math.inf and not self._closed:
+        if nearest < math.inf and not self.closed:
             self._arm(nearest)
 
     def _settle(self, stream: Stream, error: StreamError) -> None:
@@ -600,7 +599,7 @@ class Connection(Endpoint, asyncio.BufferedProtocol):
 
     def _fail_connection(self, message: str) -> None:
         self._failure = self._failure or message
-        self._closed = True
+        self.closed = True
         if self._transport is not None:
             self._transport.close()
 

@@ -131,6 +131,9 @@ class Endpoint:
         self.goaway_last: int | None = None
         #: The highest stream id the peer opened (named by a GOAWAY of ours).
         self.last_peer_stream = 0
+        #: Set by the subclass once the connection is closed (or closing): the frames left in
+        #: a read are not handled.
+        self.closed = False
         self._need_preface = not client
         self._preface_seen = b""
         self._need_settings = True
@@ -139,6 +142,16 @@ class Endpoint:
         self._block_flags = 0
         self._block_parts: list[bytes] = []
         self._block_size = 0
+
+    @property
+    def handshake_done(self) -> bool:
+        """The peer's preface (for a server) and first SETTINGS arrived."""
+        return not self._need_settings
+
+    @property
+    def header_block_stream(self) -> int:
+        """The stream of a header block still waiting for its CONTINUATIONs, or 0."""
+        return self._block_stream
 
     # ------------------------------------------------------------------ output
     def opening(self) -> bytes:
@@ -163,6 +176,8 @@ class Endpoint:
                 return
         buffer, frames = self.reader.feed(data)
         for kind, flags, stream_id, start, stop in frames:
+            if self.closed:
+                return
             if self._block_stream and kind != CONTINUATION:
                 raise ConnectionFailure(ErrorCode.PROTOCOL_ERROR, "header block interrupted")
             if self._need_settings:
