@@ -7,6 +7,13 @@ bash scripts/bootstrap.sh
 VENV=${MOORAGE_VENV:-.venv}
 export PATH="$PWD/$VENV/bin:$PATH"
 
+echo "== peers"
+# KServe 0.14.1 and MLServer 1.7.1 for the client's interoperability tests, each in its own
+# venv outside the checkout, cached by stamp (scripts/peers.sh). In CI (CI=true) a peer the
+# tests cannot find fails them instead of skipping.
+export MOORAGE_PEERS="${MOORAGE_PEERS:-${PEERS_DIR:-$HOME/.cache/moorage-peers}}"
+bash scripts/peers.sh kserve mlserver
+
 echo "== lint"
 ruff check packages tests bench
 ruff format --check packages tests bench

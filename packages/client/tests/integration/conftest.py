@@ -1,15 +1,20 @@
 """Real peer servers on loopback for the client's integration tests.
 
 - **MLServer 1.7.1** (an independent OIP v2 implementation) in its own venv outside the repo,
-  ``${MOORAGE_PEERS:-$HOME/.cache/moorage-peers}/mlserver``, built by
-  ``scripts/peers-mlserver.sh`` on first use (set ``MOORAGE_BUILD_PEERS=0`` to only use an
-  existing one). It serves an sklearn iris model and ``echo``, a tiny custom runtime that
-  returns its inputs (BYTES, FP16, every dtype) and can be told to sleep.
+  ``${MOORAGE_PEERS:-$HOME/.cache/moorage-peers}/mlserver``. It serves an sklearn iris model
+  and ``echo``, a tiny custom runtime that returns its inputs (BYTES, FP16, every dtype) and
+  can be told to sleep.
+- **KServe 0.14.1**'s own model server (``bench/peers/kserve_sklearn.py``) in the ``kserve``
+  venv beside it, serving iris.
 - **moorage-server** (packages/server) started with KServe's flags, serving an sklearn iris
   model and an sklearn text pipeline (BYTES in).
 
-Each server is a process started and stopped by PID; a server that cannot be started here is
-skipped with the reason, one that starts and then misbehaves fails the tests.
+``scripts/test.sh`` builds the peer venvs before the tests (``scripts/peers.sh``, cached); a
+fixture that still finds one missing builds it with the same script (``MOORAGE_BUILD_PEERS=0``
+forbids that). Each server is a process started and stopped by PID. A peer that cannot be
+built or started here is skipped with the reason, except in CI (``CI=true``), where it fails
+the tests: there the interoperability tests must run. One that starts and then misbehaves
+fails the tests everywhere.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import pytest
@@ -157,18 +162,24 @@ def spawn(name: str, cmd: list[str], *, cwd: Path, http_port: int, grpc_port: in
     return Peer(name, process, http_port, grpc_port, log)
 
 
-# ----------------------------------------------------------------------------- MLServer
-def mlserver_venv() -> Path:
-    """The MLServer venv, built by scripts/peers-mlserver.sh if missing (or skip)."""
-    venv = PEERS / "mlserver"
-    if (venv / "bin" / "mlserver").exists() and (venv / ".moorage-peer-ok").exists():
+def unavailable(reason: str) -> NoReturn:
+    """Skip for a peer that cannot run here; in CI, fail: the interoperability tests must run."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{reason}\n(CI is set: a missing peer fails instead of skipping)")
+    pytest.skip(reason)
+
+
+def peer_venv(name: str, program: str) -> Path:
+    """The ``name`` peer venv holding ``bin/<program>``, built by scripts/peers.sh if missing."""
+    venv = PEERS / name
+    if (venv / "bin" / program).exists() and (venv / ".moorage-peer-ok").exists():
         return venv
     if os.environ.get("MOORAGE_BUILD_PEERS", "1") == "0":
-        pytest.skip(f"no MLServer venv at {venv} and MOORAGE_BUILD_PEERS=0")
-    script = REPO / "scripts" / "peers-mlserver.sh"
+        unavailable(f"no {name} peer venv at {venv} and MOORAGE_BUILD_PEERS=0")
+    script = REPO / "scripts" / "peers.sh"
     try:
         result = subprocess.run(
-            ["bash", str(script)],
+            ["bash", str(script), name],
             env={**os.environ, "MOORAGE_PEERS": str(PEERS)},
             capture_output=True,
             text=True,
@@ -176,15 +187,18 @@ def mlserver_venv() -> Path:
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        pytest.skip(f"cannot build the MLServer peer venv with {script}: {exc}")
-    if result.returncode != 0 or not (venv / "bin" / "mlserver").exists():
+        unavailable(f"cannot build the {name} peer venv with {script}: {exc}")
+    if result.returncode != 0 or not (venv / "bin" / program).exists():
         tail = (result.stderr or result.stdout)[-1500:]
-        pytest.skip(f"cannot build the MLServer peer venv with {script}:\n{tail}")
+        unavailable(f"cannot build the {name} peer venv with {script}:\n{tail}")
     return venv
 
 
+# ----------------------------------------------------------------------------- MLServer
+
+
 def launch_mlserver(root: Path, started: list[Peer]) -> Peer:
-    venv = mlserver_venv()
+    venv = peer_venv("mlserver", "mlserver")
     models = root / "models"
     (models / "iris").mkdir(parents=True)
     (models / "echo").mkdir()
@@ -239,10 +253,10 @@ def moorage_server_command() -> list[str]:
     except ModuleNotFoundError:
         found = None
     if found is None:
-        pytest.skip("moorage-server (packages/server) is not installed in this environment")
+        unavailable("moorage-server (packages/server) is not installed in this environment")
     for module in ("sklearn", "joblib"):
         if importlib.util.find_spec(module) is None:
-            pytest.skip(f"moorage-server needs its sklearn extra here ({module} is missing)")
+            unavailable(f"moorage-server needs its sklearn extra here ({module} is missing)")
     return [sys.executable, "-m", "moorage.server"]
 
 
@@ -283,10 +297,8 @@ def launch_moorage_servers(root: Path, started: list[Peer]) -> dict[str, Peer]:
 # ----------------------------------------------------------------------------- KServe 0.14
 def launch_kserve(root: Path, started: list[Peer]) -> Peer:
     """KServe 0.14.1's own model server (bench/peers/kserve_sklearn.py) serving iris."""
-    python = PEERS / "kserve" / "bin" / "python"
+    python = peer_venv("kserve", "python") / "bin" / "python"
     script = REPO / "bench" / "peers" / "kserve_sklearn.py"
-    if not python.exists() or not script.exists():
-        pytest.skip(f"no KServe peer ({python}; build it with: bash bench/setup-peers.sh kserve)")
     (root / "iris").mkdir()
     subprocess.run(
         [str(python), "-c", TRAIN, str(root / "iris" / "model.joblib")], check=True, timeout=120

@@ -20,7 +20,8 @@ from moorage.client import (
 from moorage.core.protocol import InferTensor
 from moorage.core.protocol.rest import HEADER_LENGTH
 
-pytestmark = pytest.mark.integration
+# the first test may build KServe's venv (scripts/peers.sh): allow it the time
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
 
 IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [7.0, 3.2, 4.7, 1.4], [6.3, 3.3, 6.0, 2.5]]
 IRIS_CLASSES = [0, 1, 2]

@@ -25,7 +25,7 @@ from moorage.client import (
 )
 from moorage.core.protocol import InferTensor
 
-# the first test may build MLServer's venv (scripts/peers-mlserver.sh): allow it the time
+# the first test may build MLServer's venv (scripts/peers.sh): allow it the time
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
 
 IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [7.0, 3.2, 4.7, 1.4], [6.3, 3.3, 6.0, 2.5]]
