@@ -2,7 +2,8 @@
 
 Submodules: ``errors`` (typed errors with HTTP/gRPC status), ``protocol`` (Open Inference Protocol
 data model and codecs), ``resources`` (KServe custom resources), ``config`` (settings and the
-``inferenceservice-config`` ConfigMap), ``storage_uri`` (storage URI grammar).
+``inferenceservice-config`` ConfigMap), ``storage_uri`` (storage URI grammar), ``retry``
+(backoff with jitter for every retry loop).
 
 Importing ``moorage.core`` is cheap: submodules load on first use.
 """
