@@ -21,6 +21,7 @@ import hpack
 import numpy as np
 import pytest
 
+from moorage.core.http2.limits import PeerBudget
 from moorage.core.protocol import InferRequest, InferResponse, InferTensor
 from moorage.core.protocol.grpc import (
     SERVICE_NAME,
@@ -513,3 +514,296 @@ async def test_h2load_many_connections(native: NativeGrpcServer, tmp_path: Any) 
     text = out.decode()
     assert "2000 succeeded, 0 failed, 0 errored" in text, text
     await still_serves(native)
+
+
+# ----------------------------------------------------------------------------- RFC 9113 cases
+# Modelled on h2spec's cases (h2spec itself is not installable here): raw frames, the answer
+# the RFC asks for, and the server still serving others.
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+GOAWAY_, RST_ = 7, 3
+NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR, STREAM_CLOSED, ENHANCE_YOUR_CALM = 0, 1, 3, 5, 11
+
+
+def raw_frame(kind: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
+    return (
+        struct.pack(">I", len(payload))[1:]
+        + bytes((kind, flags))
+        + struct.pack(">I", sid)
+        + payload
+    )
+
+
+def block(
+    fields: tuple[tuple[bytes, bytes], ...] | None = None, path: bytes = LIVE.encode()
+) -> bytes:
+    """A request header block of literals (no HPACK state)."""
+    if fields is None:
+        fields = ((b":method", b"POST"), (b":scheme", b"http"), (b":path", path),
+                  (b":authority", b"x"), (b"content-type", b"application/grpc"),
+                  (b"te", b"trailers"))  # fmt: skip
+    return b"".join(header_field(name, value) for name, value in fields)
+
+
+def call_frames(sid: int, fields: tuple[tuple[bytes, bytes], ...] | None = None) -> bytes:
+    """HEADERS + DATA(END_STREAM): a whole ServerLive call on ``sid``."""
+    return raw_frame(1, 4, sid, block(fields)) + raw_frame(0, 1, sid, framed(b""))
+
+
+async def exchange(
+    port: int,
+    payload: bytes | tuple[bytes, ...],
+    *,
+    until_closed: bool = True,
+    timeout: float = 2.0,
+) -> list[tuple[int, int, bytes]]:
+    """Send the preface, SETTINGS and ``payload``, then a PING; read until the server closes
+    (or, with ``until_closed=False``, until the PING's ACK: the connection went on).
+    ``payload`` may be a tuple: each part after the first is sent once the server ended a
+    stream (its answer to the previous part arrived)."""
+    parts = payload if isinstance(payload, tuple) else (payload,)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(PREFACE + raw_frame(4, 0, 0) + parts[0])
+    received = b""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    for part in parts[1:]:
+        while not any(kind == 1 and flags & 1 for kind, flags, _ in _frames(received)):
+            received += await asyncio.wait_for(reader.read(65536), deadline - loop.time())
+        writer.write(part)
+    writer.write(raw_frame(6, 0, 0, b"pingpong"))
+    with contextlib.suppress(TimeoutError, ConnectionError):
+        while loop.time() < deadline:
+            chunk = await asyncio.wait_for(reader.read(65536), deadline - loop.time())
+            if not chunk:
+                break
+            received += chunk
+            if not until_closed and any(
+                kind == 6 and flags & 1 and body == b"pingpong"
+                for kind, flags, body in _frames(received)
+            ):
+                break
+    writer.close()
+    return _frames(received)
+
+
+def goaway_of(frames: list[tuple[int, int, bytes]]) -> int | None:
+    codes = [struct.unpack(">II", p[:8])[1] for kind, _, p in frames if kind == GOAWAY_]
+    return codes[0] if codes else None
+
+
+def resets_of(frames: list[tuple[int, int, bytes]]) -> list[int]:
+    return [struct.unpack(">I", p)[0] for kind, _, p in frames if kind == RST_]
+
+
+@pytest.mark.parametrize(
+    ("frames", "code"),
+    [
+        (raw_frame(0, 0, 1, b"x"), PROTOCOL_ERROR),  # DATA on an idle stream (5.1)
+        (raw_frame(8, 0, 1, b"\x00\x00\x00\x01"), PROTOCOL_ERROR),  # WINDOW_UPDATE, idle
+        (raw_frame(3, 0, 1, b"\x00\x00\x00\x08"), PROTOCOL_ERROR),  # RST_STREAM, idle
+        (raw_frame(9, 4, 1, b""), PROTOCOL_ERROR),  # CONTINUATION without HEADERS (6.10)
+        ((call_frames(1), raw_frame(0, 0, 1, b"x")), STREAM_CLOSED),  # DATA, closed stream
+        ((call_frames(1), raw_frame(1, 5, 1, block())), STREAM_CLOSED),  # HEADERS, closed
+        (call_frames(5) + call_frames(3), PROTOCOL_ERROR),  # a lower new stream id (5.1.1)
+        (call_frames(1) + raw_frame(3, 0, 1, b"\x00\x00\x00\x08")
+         + raw_frame(0, 0, 1, b"x"), STREAM_CLOSED),  # DATA after the client's RST_STREAM
+        (raw_frame(8, 0, 0, b"\x7f\xff\xff\xff"), FLOW_CONTROL_ERROR),  # window past 2^31-1
+        (raw_frame(4, 0, 0, struct.pack(">HI", 4, 1 << 31)), FLOW_CONTROL_ERROR),  # 6.5.2
+        (raw_frame(4, 0, 0, struct.pack(">HI", 5, 16383)), PROTOCOL_ERROR),  # MAX_FRAME_SIZE
+        (raw_frame(4, 0, 0, struct.pack(">HI", 5, 1 << 24)), PROTOCOL_ERROR),
+        (raw_frame(4, 0, 0, struct.pack(">HI", 2, 2)), PROTOCOL_ERROR),  # ENABLE_PUSH 2
+        (raw_frame(4, 1, 0, b"\x00" * 6), 6),  # SETTINGS ACK with payload: FRAME_SIZE_ERROR
+        (raw_frame(6, 0, 0, b"1234567"), 6),  # PING of 7 bytes: FRAME_SIZE_ERROR
+        (raw_frame(6, 0, 1, b"12345678"), PROTOCOL_ERROR),  # PING on a stream
+        (raw_frame(5, 4, 1, b"\x00\x00\x00\x02"), PROTOCOL_ERROR),  # PUSH_PROMISE from a client
+    ],
+    ids=[
+        "data-idle", "window-update-idle", "rst-idle", "continuation-alone", "data-closed",
+        "headers-closed", "lower-stream-id", "data-after-client-reset", "window-overflow",
+        "initial-window-too-large", "max-frame-too-small", "max-frame-too-large",
+        "enable-push-2", "settings-ack-payload", "ping-size", "ping-on-stream", "push-promise",
+    ],
+)  # fmt: skip
+async def test_connection_errors(
+    native: NativeGrpcServer, frames: bytes | tuple[bytes, ...], code: int
+) -> None:
+    assert goaway_of(await exchange(port_of(native), frames)) == code
+    await still_serves(native)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        ((b":method", b"POST"), (b":scheme", b"http"), (b":path", LIVE.encode()),
+         (b"content-type", b"application/grpc"), (b"connection", b"keep-alive")),
+        ((b":method", b"POST"), (b":scheme", b"http"), (b":path", LIVE.encode()),
+         (b"content-type", b"application/grpc"), (b"te", b"gzip")),
+        ((b":method", b"POST"), (b":scheme", b"http"), (b":path", LIVE.encode()),
+         (b"content-type", b"application/grpc"), (b"X-Upper", b"1")),
+        ((b":method", b"POST"), (b":scheme", b"http"), (b":path", LIVE.encode()),
+         (b":status", b"200"), (b"content-type", b"application/grpc")),
+        ((b":method", b"POST"), (b"content-type", b"application/grpc"),
+         (b":scheme", b"http"), (b":path", LIVE.encode())),
+        ((b":method", b"POST"), (b":scheme", b"http"), (b"content-type", b"application/grpc")),
+        ((b":method", b"POST"), (b":method", b"POST"), (b":scheme", b"http"),
+         (b":path", LIVE.encode()), (b"content-type", b"application/grpc")),
+        ((b":method", b"POST"), (b":scheme", b"http"), (b":path", b""),
+         (b"content-type", b"application/grpc")),
+    ],
+    ids=["connection-header", "te-gzip", "uppercase-name", "response-pseudo-header",
+         "pseudo-after-regular", "missing-path", "repeated-method", "empty-path"],
+)  # fmt: skip
+async def test_malformed_requests_are_reset(
+    native: NativeGrpcServer, fields: tuple[tuple[bytes, bytes], ...]
+) -> None:
+    """RFC 9113 section 8.1.1: a malformed request is a stream error PROTOCOL_ERROR; the
+    connection goes on (a well-formed call on it is answered)."""
+    frames = await exchange(port_of(native), call_frames(1, fields) + call_frames(3),
+                            until_closed=False)  # fmt: skip
+    assert goaway_of(frames) is None
+    assert [sid_reset for sid_reset in resets_of(frames)][:1] == [PROTOCOL_ERROR]
+    answered = [p for kind, flags, p in frames if kind == 1 and flags & 1]  # trailers
+    assert answered, "the well-formed call on stream 3 was not answered"
+
+
+async def test_stream_window_update_overflow_is_a_stream_error(native: NativeGrpcServer) -> None:
+    frames = await exchange(
+        port_of(native),
+        raw_frame(1, 4, 1, block()) + raw_frame(8, 0, 1, b"\x7f\xff\xff\xff")
+        + call_frames(3),
+        until_closed=False,
+    )  # fmt: skip
+    assert goaway_of(frames) is None
+    assert resets_of(frames) == [FLOW_CONTROL_ERROR]
+
+
+async def test_data_in_flight_on_a_reset_stream_is_bounded(native: NativeGrpcServer) -> None:
+    """A stream answered before its body ended (here: a prefix over the limit) may still get
+    what its window allowed, which is ignored; more is FLOW_CONTROL_ERROR."""
+    head = raw_frame(1, 4, 1, block(path=INFER.encode()))
+    over = raw_frame(0, 0, 1, struct.pack(">BI", 0, LIMIT + 1))
+    chunk = raw_frame(0, 0, 1, b"x" * 16384)
+    within = await exchange(port_of(native), head + over + chunk * 8, until_closed=False)
+    assert goaway_of(within) is None
+    window = 4 * 1024 * 1024  # the server's stream window
+    beyond = await exchange(port_of(native), head + over + chunk * (window // 16384 + 1))
+    assert goaway_of(beyond) == FLOW_CONTROL_ERROR
+
+
+async def test_body_past_its_declared_message_is_refused_at_once(native: NativeGrpcServer) -> None:
+    """The body may not go on past the message its prefix declares: the stream is answered
+    (INTERNAL) without waiting for END_STREAM, and its window is not reopened."""
+    client = await Client.open(port_of(native))
+    message = echo_message(np.ones(4, np.float32))
+    sid = client.request(INFER, framed(message) + b"\xab" * 100_000, end=False)
+    await client.flush()
+    _, _, trailers = await client.response(sid)
+    assert trailers["grpc-status"] == "13"
+    assert "more than one message" in trailers["grpc-message"]
+    await client.close()
+    await still_serves(native)
+
+
+async def test_error_code_trailer(native: NativeGrpcServer) -> None:
+    client = await Client.open(port_of(native))
+    bad = request_to_bytes(InferRequest("nope", [InferTensor.from_numpy("x", np.ones(1))]))
+    _, _, trailers = await client.response(client.request(INFER, framed(bad)))
+    assert trailers["grpc-status"] == "5"
+    assert trailers["moorage-error-code"] == "model_not_found"
+    sid = client.request(INFER, struct.pack(">BI", 0, LIMIT + 1), end=False)
+    _, _, trailers = await client.response(sid)
+    assert trailers["moorage-error-code"] == "payload_too_large"
+    await client.close()
+
+
+# ----------------------------------------------------------------------------- budgets
+@pytest.fixture
+async def strict() -> AsyncIterator[NativeGrpcServer]:
+    """A native server with small budgets and short timeouts."""
+    server = create_grpc_server(
+        DataPlane(make_repository(), max_inflight=64),
+        implementation="native",
+        budget=PeerBudget(
+            pings_per_second=5, settings_per_second=5, resets_per_second=20,
+            empty_frames_per_second=20, handshake_timeout_s=0.3, header_timeout_s=0.3,
+            idle_timeout_s=0.5,
+        ),
+    )  # fmt: skip
+    assert isinstance(server, NativeGrpcServer)
+    server.port = server.add_insecure_port("127.0.0.1:0")  # type: ignore[attr-defined]
+    await server.start()
+    yield server
+    await server.stop(0)
+
+
+@pytest.mark.parametrize(
+    "unit",
+    [
+        raw_frame(6, 0, 0, b"12345678"),  # PING
+        raw_frame(4, 0, 0),  # SETTINGS
+        raw_frame(4, 1, 0),  # SETTINGS ACK (we sent one SETTINGS)
+        raw_frame(2, 0, 1, b"\x00\x00\x00\x00\x10"),  # PRIORITY
+        raw_frame(0xFA, 0, 0, b"?"),  # an unknown type
+        raw_frame(1, 4, 1, block()) + raw_frame(0, 0, 1) * 50,  # empty DATA
+        b"".join(raw_frame(1, 4, sid, block()) + raw_frame(3, 0, sid, b"\x00\x00\x00\x08")
+                 for sid in range(1, 100, 2)),  # rapid reset
+    ],
+    ids=["ping", "settings", "settings-ack", "priority", "unknown", "empty-data", "rapid-reset"],
+)  # fmt: skip
+async def test_floods_end_with_enhance_your_calm(strict: NativeGrpcServer, unit: bytes) -> None:
+    frames = await exchange(port_of(strict), unit * 50)
+    assert goaway_of(frames) == ENHANCE_YOUR_CALM
+    await still_serves(strict)
+
+
+async def test_pings_while_responses_flow_are_not_a_flood(strict: NativeGrpcServer) -> None:
+    calls = b"".join(call_frames(sid) + raw_frame(6, 0, 0, b"12345678") for sid in range(1, 40, 2))
+    frames = await exchange(port_of(strict), calls, until_closed=False)
+    assert goaway_of(frames) is None
+
+
+async def test_rapid_reset_calls_never_run(strict: NativeGrpcServer) -> None:
+    strict.servicer.dataplane.repository.update(_Sleeper())
+    message = framed(
+        request_to_bytes(InferRequest("sleeper", [InferTensor.from_numpy("x", np.ones(1))]))
+    )
+    pairs = b"".join(
+        raw_frame(1, 4, sid, block(path=INFER.encode())) + raw_frame(0, 1, sid, message)
+        + raw_frame(3, 0, sid, b"\x00\x00\x00\x08")
+        for sid in range(1, 30, 2)
+    )  # fmt: skip
+    await exchange(port_of(strict), pairs, until_closed=False)
+    assert strict.active == 0 and not strict.tasks
+
+
+@pytest.mark.parametrize(
+    ("opening", "code"),
+    [
+        (b"", None),  # silent: closed, nothing said
+        (PREFACE, PROTOCOL_ERROR),  # preface without SETTINGS
+        (PREFACE + raw_frame(4, 0, 0) + raw_frame(1, 0, 1, block()[:10]), ENHANCE_YOUR_CALM),
+        (PREFACE + raw_frame(4, 0, 0), NO_ERROR),  # idle
+    ],
+    ids=["silent", "preface-only", "header-block-unfinished", "idle"],
+)
+async def test_timeouts_close_the_connection(
+    strict: NativeGrpcServer, opening: bytes, code: int | None
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(strict))
+    writer.write(opening)
+    received = await asyncio.wait_for(reader.read(), 5)  # until the server closes
+    writer.close()
+    frames = _frames(received)
+    if code is not None:
+        assert goaway_of(frames) == code
+    assert not strict.connections or all(c.closed for c in strict.connections)
+
+
+async def test_data_after_end_stream_is_a_stream_error(native: NativeGrpcServer) -> None:
+    """Section 5.1, half-closed (remote): DATA is a stream error STREAM_CLOSED."""
+    frames = await exchange(
+        port_of(native), call_frames(1) + raw_frame(0, 0, 1, b"x") + call_frames(3),
+        until_closed=False,
+    )  # fmt: skip
+    assert goaway_of(frames) is None
+    assert STREAM_CLOSED in resets_of(frames)

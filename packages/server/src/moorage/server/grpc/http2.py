@@ -578,6 +578,7 @@ class H2Connection(asyncio.Protocol):
                 self._closed_streams[sid] = _NO_CREDIT
             return
         self._last_stream_id = sid
+        self._pings.count = 0  # PINGs beside calls are not a flood (grpcio: pings with data)
         if self.draining or self._peer_goaway or len(self._streams) >= self.max_concurrent_streams:
             if not self._resets.spend():
                 raise ConnectionFailure(ErrorCode.ENHANCE_YOUR_CALM, "too many refused streams")

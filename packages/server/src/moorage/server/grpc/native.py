@@ -17,8 +17,11 @@ grpcio's servers; the context is :class:`~moorage.server.grpc.context.NativeCont
   as its length prefix arrives; a request body that goes on past the message its prefix
   declared is INTERNAL ("more than one message", as gRPC servers answer a unary call) as soon
   as the excess arrives: the stream is answered and reset, its window never reopened, so the
-  body held is bounded by the declared length; a response over ``max_send_message_length`` becomes RESOURCE_EXHAUSTED. Header
-  lists over ``max_header_list_size`` are RESOURCE_EXHAUSTED.
+  body held is bounded by the declared length; a response over ``max_send_message_length``
+  becomes RESOURCE_EXHAUSTED. Header lists over ``max_header_list_size`` are
+  RESOURCE_EXHAUSTED; malformed requests (RFC 9113 section 8.2-8.3: unknown, repeated, late or
+  missing pseudo-headers, connection-specific fields, uppercase names) are reset with
+  PROTOCOL_ERROR.
 - A call starts once every frame of the read that completed it was handled, so a request
   reset in the same read (rapid reset) never reaches the model; a reset call's task is
   cancelled. The connection's budgets (:class:`~moorage.core.http2.limits.PeerBudget`) and
@@ -54,7 +57,7 @@ from moorage.core.errors import ERROR_CODE_METADATA, Overloaded, PayloadTooLarge
 from moorage.core.http2.limits import PeerBudget
 from moorage.core.protocol.grpc import SERVICE_NAME
 from moorage.server.grpc.context import NativeContext, decode_metadata
-from moorage.server.grpc.frames import STATUS_200, header_field
+from moorage.server.grpc.frames import STATUS_200, ErrorCode, header_field
 from moorage.server.grpc.frames import string_literal as _string
 from moorage.server.grpc.http2 import H2Connection, Headers, Stream
 from moorage.server.grpc.servicer import InferenceServicer
@@ -82,6 +85,41 @@ _BAD_VALUE = re.compile(rb"[\x00\r\n]")
 _TOKEN = re.compile(rb"[0-9a-z_.\-]+")
 #: Names the call's own headers use; metadata of the same names is not sent.
 _OWN = frozenset({b"content-type", b"grpc-status", b"grpc-message", b"grpc-encoding", b"te"})
+#: RFC 9113 section 8.3.1: the request pseudo-headers, and those a request must have.
+_PSEUDO = frozenset({b":method", b":scheme", b":path", b":authority"})
+_REQUIRED = frozenset({b":method", b":scheme", b":path"})
+#: Section 8.2.2: connection-specific fields make a request malformed.
+_CONNECTION_SPECIFIC = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+)
+
+
+def _malformed(headers: Headers) -> str | None:
+    """Why a request header list is malformed (RFC 9113 sections 8.2 and 8.3), or ``None``."""
+    seen: set[bytes] = set()
+    regular = False
+    for name, value in headers:
+        if name[:1] == b":":
+            if regular:
+                return f"pseudo-header {name!r} after a regular field"
+            if name not in _PSEUDO or name in seen:
+                return f"unknown or repeated pseudo-header {name!r}"
+            if not value and name == b":path":
+                return "empty :path"
+            seen.add(name)
+            continue
+        regular = True
+        if name in _CONNECTION_SPECIFIC:
+            return f"connection-specific field {name!r}"
+        if name == b"te" and value != b"trailers":
+            return "te other than trailers"
+        if name.lower() != name:
+            return f"uppercase field name {name!r}"
+    if _REQUIRED - seen:
+        return f"missing {b', '.join(sorted(_REQUIRED - seen))!r}"
+    return None
+
+
 _TOO_LARGE_CODE = header_field(ERROR_CODE_METADATA.encode(), PayloadTooLarge.code.encode())
 _OVERLOADED_CODE = header_field(ERROR_CODE_METADATA.encode(), Overloaded.code.encode())
 
@@ -265,7 +303,12 @@ class GrpcConnection(H2Connection):
 
     def _interpret(self, stream: Stream, headers: Headers) -> _Request | None:
         """What a request's headers ask for, or ``None`` once they were answered with an
-        error."""
+        error (a malformed request is reset: RST_STREAM PROTOCOL_ERROR, section 8.1.1)."""
+        why = _malformed(headers)
+        if why is not None:
+            logger.debug("malformed request on stream %d: %s", stream.id, why)
+            self.reset(stream, ErrorCode.PROTOCOL_ERROR)
+            return None
         method = path = content_type = timeout = encoding = None
         size = 0
         for name, value in headers:
