@@ -29,6 +29,7 @@ import grpc
 import orjson
 
 from moorage.core.errors import (
+    ERROR_CODE_METADATA,
     GRPC_STATUS_NAMES,
     ConnectionFailed,
     InferenceError,
@@ -236,6 +237,18 @@ class PredictorClient:
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
             details = exc.details() or code.name
+            # A moorage predictor names the error (an UNAVAILABLE may be overloaded or not
+            # ready rather than unreachable): the same table as REST's body "code".
+            server_code = next(
+                (str(value) for key, value in exc.trailing_metadata() or ()
+                 if key == ERROR_CODE_METADATA),
+                None,
+            )  # fmt: skip
+            typed = error_for_code(server_code) if server_code else None
+            if typed is not None:
+                raise typed(
+                    f"predictor {self.host} answered {code.name}: {details}", host=self.host
+                ) from exc
             if code is grpc.StatusCode.UNAVAILABLE:
                 raise ConnectionFailed(
                     f"cannot reach predictor {self.host}: {details}", host=self.host
