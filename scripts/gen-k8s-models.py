@@ -15,6 +15,7 @@ fresh (by hashes, without running the generator).
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import subprocess
@@ -36,10 +37,26 @@ ROOTS = [
     "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
 ]
 
+#: The text form of a resource.Quantity, as the API server's CRD schemas check it (``2Gi``,
+#: ``500m``, ``1e3``; not ``2GB``).
+QUANTITY = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
+    r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+
+#: Where KServe's CRDs depart from the Kubernetes schemas, applied to the definitions before
+#: generating: ``(definition, key, values to remove from that list)``. KServe's InferenceService
+#: CRD drops ``required: [port]`` from probes' httpGet/tcpSocket (the port defaults to the
+#: container's), so its probe samples apply; the models follow the more permissive schema.
+RELAXED: list[tuple[str, str, set[str]]] = [
+    ("io.k8s.api.core.v1.HTTPGetAction", "required", {"port"}),
+    ("io.k8s.api.core.v1.TCPSocketAction", "required", {"port"}),
+]
+
 #: Scalars the API server accepts as JSON scalars; kept as such so values round-trip unchanged.
 SCALARS: dict[str, dict[str, Any]] = {
     "io.k8s.apimachinery.pkg.api.resource.Quantity": {
-        "anyOf": [{"type": "integer"}, {"type": "number"}, {"type": "string"}],
+        "anyOf": [{"type": "integer"}, {"type": "number"}, {"type": "string", "pattern": QUANTITY}],
         "x-kubernetes-int-or-string": True,
     },
     "io.k8s.apimachinery.pkg.util.intstr.IntOrString": {
@@ -136,8 +153,14 @@ def build_schema() -> dict[str, Any]:
     names = _closure(defs)
     short = _short_names(names)
     out: dict[str, Any] = {}
+    relaxed = {(d, k): v for d, k, v in RELAXED}
     for name in names:
-        body = SCALARS.get(name) or defs[name]
+        body = copy.deepcopy(SCALARS.get(name) or defs[name])
+        for (definition, key), drop in relaxed.items():
+            if definition == name:
+                body[key] = [v for v in body.get(key, []) if v not in drop]
+                if not body[key]:
+                    del body[key]
         out[short[name]] = _clean(body, short)
     # No top-level type: the generator then emits only the definitions.
     return {"$schema": "http://json-schema.org/draft-07/schema#", "$defs": out}

@@ -194,3 +194,92 @@ def test_check_reports_stale_files(tmp_path: Path) -> None:
     assert write(tmp_path, check=True) == []
     (tmp_path / "serving.kserve.io_localmodelnodes.yaml").write_text("---\n{}\n")
     assert write(tmp_path, check=True) == ["serving.kserve.io_localmodelnodes.yaml"]
+
+
+# --- fidelity to KServe's CRDs ------------------------------------------------------------------
+
+PROBE_ISVC = """\
+apiVersion: serving.kserve.io/v1beta1
+kind: InferenceService
+metadata:
+  name: probes
+spec:
+  predictor:
+    model:
+      modelFormat: {name: sklearn}
+      storageUri: gs://b/m
+      readinessProbe:
+        httpGet: {path: /v2/health/ready}
+      livenessProbe:
+        tcpSocket: {}
+      resources:
+        limits: {memory: 2Gi, cpu: 500m}
+      ports:
+        - containerPort: 8080
+"""
+
+
+def _isvc_schema() -> dict[str, Any]:
+    crd = GENERATED["serving.kserve.io_inferenceservices.yaml"]
+    schema: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def test_probes_need_no_port_in_model_and_crd() -> None:
+    from moorage.core.resources import load_resources
+
+    doc = yaml.safe_load(PROBE_ISVC)
+    _validator("InferenceService").validate(doc)
+    [isvc] = load_resources(PROBE_ISVC)
+    assert isvc.to_dict() == doc
+    model = _isvc_schema()["properties"]["spec"]["properties"]["predictor"]["properties"]["model"]
+    assert "required" not in model["properties"]["readinessProbe"]["properties"]["httpGet"]
+
+
+def test_quantities_have_kubernetes_pattern() -> None:
+    from moorage.core.errors import ValidationError
+    from moorage.core.resources import load_resources
+
+    bad = PROBE_ISVC.replace("memory: 2Gi", "memory: 2GB")
+    with pytest.raises(jsonschema.ValidationError):
+        _validator("InferenceService").validate(yaml.safe_load(bad))
+    with pytest.raises(ValidationError) as info:
+        load_resources(bad)
+    errors = info.value.details.get("errors") or [info.value]
+    assert [e.field for e in errors] == ["spec.predictor.model.resources.limits.memory"]
+    assert "quantities must match the regular expression" in errors[0].reason
+    for good in ("2Gi", "500m", "1e3", "0.5", "+1", "1.5E2"):
+        load_resources(PROBE_ISVC.replace("memory: 2Gi", f"memory: {good!r}"))
+
+
+def test_custom_containers_need_a_name() -> None:
+    from moorage.core.errors import ValidationError
+    from moorage.core.resources import load_resources
+
+    doc = yaml.safe_load(PROBE_ISVC)
+    doc["spec"]["predictor"] = {"containers": [{"image": "me/server:1"}]}
+    with pytest.raises(jsonschema.ValidationError):
+        _validator("InferenceService").validate(doc)
+    with pytest.raises(ValidationError) as info:
+        load_resources(yaml.safe_dump(doc))
+    assert info.value.field == "spec.predictor.containers[0].name"
+    doc["spec"]["predictor"]["containers"][0]["name"] = "kserve-container"
+    _validator("InferenceService").validate(doc)
+
+
+def test_ports_are_a_map_keyed_by_port_and_protocol() -> None:
+    containers = _isvc_schema()["properties"]["spec"]["properties"]["predictor"]["properties"][
+        "containers"
+    ]
+    ports = containers["items"]["properties"]["ports"]
+    assert ports["x-kubernetes-list-type"] == "map"
+    assert ports["x-kubernetes-list-map-keys"] == ["containerPort", "protocol"]
+    assert ports["items"]["properties"]["protocol"]["default"] == "TCP"
+
+
+def test_status_keeps_unknown_fields_and_no_ephemeral_containers() -> None:
+    for crd in GENERATED.values():
+        schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        if "status" in schema["properties"]:
+            assert schema["properties"]["status"]["x-kubernetes-preserve-unknown-fields"] is True
+        assert "ephemeralContainers" not in yaml.safe_dump(crd)

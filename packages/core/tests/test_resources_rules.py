@@ -143,7 +143,10 @@ def test_custom_container_and_logger_and_art_defaults() -> None:
         "kind": "InferenceService",
         "metadata": {"name": "m"},
         "spec": {
-            "predictor": {"containers": [{"image": "x"}], "logger": {"url": "http://sink"}},
+            "predictor": {
+                "containers": [{"name": "kserve-container", "image": "x"}],
+                "logger": {"url": "http://sink"},
+            },
             "explainer": {"art": {"type": "SquareAttack"}},
         },
     }

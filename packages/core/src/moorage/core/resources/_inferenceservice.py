@@ -93,12 +93,12 @@ class InlineContainer(k8s.Container):
 
 
 class PodSpec(k8s.PodSpec):
-    """KServe's copy of corev1.PodSpec, inlined into components: ``containers`` is optional and
-    its containers need no name."""
+    """KServe's copy of corev1.PodSpec, inlined into components: ``containers`` is optional; each
+    container has a ``name`` (KServe's CRD requires it, as corev1 does)."""
 
     model_config = _INLINE_CONFIG
 
-    containers: list[InlineContainer] | None = None  # type: ignore[assignment]
+    containers: list[k8s.Container] | None = None  # type: ignore[assignment]
 
 
 class StorageSpec(KubeModel):

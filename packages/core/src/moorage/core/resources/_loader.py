@@ -159,20 +159,32 @@ def _message(error: Any) -> str:
     if kind == "greater_than_equal":
         value = error.get("input")
         return f"Invalid value: {value!r}: should be greater than or equal to {ctx.get('ge')}"
+    if kind == "string_pattern_mismatch":
+        pattern = ctx.get("pattern", "")
+        what = "quantities" if "[KMGTPE]i" in str(pattern) else "values"
+        return (
+            f"Invalid value: {error.get('input')!r}: {what} must match the regular expression "
+            f"'{pattern}'"
+        )
     if kind == "literal_error":
         expected = error.get("ctx", {}).get("expected", "")
         return f"Unsupported value: {error.get('input')!r}: supported values: {expected}"
     return str(error["msg"])
 
 
+#: Errors of the number branches of a quantity (int | float | pattern-checked str): when the
+#: string branch failed on its pattern too, that one alone says what is wrong.
+_NUMBER_BRANCHES = {"int_parsing", "float_parsing", "int_type", "float_type", "int_from_float"}
+
+
 def _translate(exc: pydantic.ValidationError, data: Any, **details: Any) -> ValidationError:
+    raw = exc.errors()
+    located = [(field_path(e["loc"], data, missing=e["type"] == "missing"), e) for e in raw]
+    patterned = {where for where, e in located if e["type"] == "string_pattern_mismatch"}
     errors = [
-        ValidationError(
-            _message(e),
-            field=field_path(e["loc"], data, missing=e["type"] == "missing"),
-            **details,
-        )
-        for e in exc.errors()
+        ValidationError(_message(e), field=where, **details)
+        for where, e in located
+        if not (where in patterned and e["type"] in _NUMBER_BRANCHES)
     ]
     first = errors[0]
     return ValidationError(first.reason, field=first.field, errors=errors, **details)

@@ -7,8 +7,12 @@ Each schema is the model's pydantic JSON schema made *structural* the way the AP
 it: references inlined, ``null`` branches of optional fields dropped, ``const``/``Literal`` as
 ``enum``, quantities and int-or-string fields as ``x-kubernetes-int-or-string``, free-form
 objects as ``x-kubernetes-preserve-unknown-fields``, ``metadata`` as a bare object (the API server
-validates it itself). Lists of type ``map`` whose keys are not all required lose the list type:
-apiextensions rejects such map keys without defaults, and the native schemas carry no defaults.
+validates it itself). Lists of type ``map`` whose keys are not all required lose the list type
+(apiextensions rejects map keys without defaults, and the native schemas carry no defaults),
+except ports, whose ``protocol`` key gets the API server's default ``TCP``. As KServe's CRDs:
+quantities carry their pattern, ``status`` preserves unknown fields, there are no
+``ephemeralContainers``, and probes' ``httpGet``/``tcpSocket`` do not require ``port`` (that one
+is in the generated core models, ``scripts/gen-k8s-models.py``).
 """
 
 from __future__ import annotations
@@ -66,6 +70,10 @@ def _structural(node: Any) -> Any:
                     values += b.get("enum", [b.get("const")])
                 node = {**node, "type": branches[0].get("type", "string"), "enum": values}
             elif node.get("x-kubernetes-int-or-string"):
+                # A quantity's string form has a pattern; the API server checks it on strings.
+                patterns = [b["pattern"] for b in branches if "pattern" in b]
+                if patterns:
+                    node["pattern"] = patterns[0]
                 node["anyOf"] = [{"type": "integer"}, {"type": "string"}]
             else:
                 node[key] = branches
@@ -100,9 +108,27 @@ def _structural(node: Any) -> Any:
     if out.get("x-kubernetes-list-type") == "map":
         item = out.get("items", {})
         required = set(item.get("required", ()))
-        if not set(out.get("x-kubernetes-list-map-keys", ())) <= required:
+        missing = set(out.get("x-kubernetes-list-map-keys", ())) - required
+        protocol = item.get("properties", {}).get("protocol")
+        if missing == {"protocol"} and protocol is not None:
+            # Container and Service ports: keyed by (port, protocol), protocol defaulting to TCP
+            # as the API server's own schema does, so that server-side apply merges them alike.
+            protocol["default"] = "TCP"
+        elif missing:
             out.pop("x-kubernetes-list-type")
             out.pop("x-kubernetes-list-map-keys", None)
+    return out
+
+
+def _without(node: Any, key: str) -> Any:
+    """``node`` with every property named ``key`` removed, at any depth."""
+    if isinstance(node, list):
+        return [_without(v, key) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _without(v, key) for k, v in node.items()}
+    if isinstance(out.get("properties"), dict):
+        out["properties"].pop(key, None)
     return out
 
 
@@ -110,8 +136,11 @@ def openapi_schema(cls: type[Resource]) -> dict[str, Any]:
     """The structural ``openAPIV3Schema`` of one kind."""
     raw = cls.model_json_schema(by_alias=True, mode="validation")
     resolved = _resolve(raw, raw.get("$defs", {}))
-    schema = _structural(resolved)
+    schema = _without(_structural(resolved), "ephemeralContainers")  # none in KServe's CRDs
     props = schema["properties"]
+    if "status" in props:
+        # A newer controller may write status fields this schema does not know: keep them.
+        props["status"]["x-kubernetes-preserve-unknown-fields"] = True
     props["apiVersion"] = {"type": "string"}
     props["kind"] = {"type": "string"}
     props["metadata"] = {"type": "object"}
