@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gzip
 import shutil
+import socket
 import struct
 from collections.abc import AsyncIterator
 from typing import Any
@@ -807,3 +808,36 @@ async def test_data_after_end_stream_is_a_stream_error(native: NativeGrpcServer)
     )  # fmt: skip
     assert goaway_of(frames) is None
     assert STREAM_CLOSED in resets_of(frames)
+
+
+async def test_output_for_a_client_that_does_not_read_is_bounded() -> None:
+    """PINGs within their budget from a client that never reads: once the answers queued
+    pass ``max_queued_output_bytes`` the server stops reading, so its buffer stays bounded."""
+    server = create_grpc_server(
+        DataPlane(make_repository()),
+        implementation="native",
+        budget=PeerBudget(pings_per_second=10**9, max_queued_output_bytes=64 * 1024),
+    )
+    assert isinstance(server, NativeGrpcServer)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    pings = raw_frame(6, 0, 0, b"12345678") * 4000  # 68 kB a write
+    await loop.sock_sendall(sock, PREFACE + raw_frame(4, 0, 0))
+    sent = 0
+    with contextlib.suppress(TimeoutError):
+        while sent < 20 * 1024 * 1024:
+            await asyncio.wait_for(loop.sock_sendall(sock, pings), 0.5)
+            sent += len(pings)
+    (connection,) = server.connections
+    assert connection.transport is not None
+    buffered = connection.transport.get_write_buffer_size()
+    assert sent < 20 * 1024 * 1024, "the server kept reading"
+    assert not connection.closed and connection.transport.is_reading() is False
+    assert buffered < 1024 * 1024, buffered
+    sock.close()
+    await server.stop(0)
