@@ -95,7 +95,7 @@ def test_readonly_false_and_replicas(tmp_path: Path) -> None:
         metadata={"annotations": {"storage.kserve.io/readonly": "false"}},
     )
     deployment, _, hpa = objects
-    assert deployment["spec"]["replicas"] == 2
+    assert "replicas" not in deployment["spec"]  # the HPA owns them
     mount = pod_of(objects)["containers"][0]["volumeMounts"][0]
     assert mount["readOnly"] is False
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 5)
@@ -222,3 +222,37 @@ def test_runtime_pod_fields_and_isvc_overrides(tmp_path: Path) -> None:
     assert pod["containers"][0]["args"] == ["--a", "--b"]
     assert {v["name"] for v in pod["volumes"]} == {"shm", "kserve-provision-location"}
     assert objects[0]["metadata"]["namespace"] == "default"
+
+
+def test_kserve_pod_defaults(tmp_path: Path) -> None:
+    objects = render(tmp_path, {**model("gs://b/m"), "minReplicas": 0})
+    deployment, _, hpa = objects
+    assert "replicas" not in deployment["spec"]
+    assert hpa["spec"]["minReplicas"] == 1  # RawDeployment: never below 1
+    pod = pod_of(objects)
+    main = pod["containers"][0]
+    assert main["readinessProbe"] == {
+        "tcpSocket": {"port": 8080},
+        "timeoutSeconds": 1,
+        "periodSeconds": 10,
+        "successThreshold": 1,
+        "failureThreshold": 3,
+    }
+    assert main["imagePullPolicy"] == "IfNotPresent"
+    assert main["terminationMessagePolicy"] == "File"
+    [init] = pod["initContainers"]  # the webhook's container: no probe added
+    assert "readinessProbe" not in init
+
+
+def test_probes_without_port_get_the_container_port(tmp_path: Path) -> None:
+    predictor = model(
+        "gs://b/m",
+        ports=[{"containerPort": 9000, "protocol": "TCP"}],
+        readinessProbe={"httpGet": {"path": "/v2/health/ready"}},
+        livenessProbe={"tcpSocket": {}},
+        imagePullPolicy="Always",
+    )
+    main = pod_of(render(tmp_path, predictor))["containers"][0]
+    assert main["readinessProbe"] == {"httpGet": {"path": "/v2/health/ready", "port": 9000}}
+    assert main["livenessProbe"] == {"tcpSocket": {"port": 9000}}
+    assert main["imagePullPolicy"] == "Always"

@@ -16,7 +16,10 @@ no webhook between us and the API server when moorage applies these):
   ``enableDirectPvcVolumeMount``), or, for ``oci://`` with ``enableModelcar``, the modelcar
   sidecar and ``modelcar-init`` init container with ``shareProcessNamespace``;
 * the transformer pod: the transformer container with ``--model_name``, ``--predictor_host
-  <isvc>-predictor.<namespace>`` and ``--http_port 8080``.
+  <isvc>-predictor.<namespace>`` and ``--http_port 8080``;
+* KServe's pod defaults (before the webhook's containers are added): a TCP readiness probe on
+  the first port where none is given, ``imagePullPolicy: IfNotPresent``; no Deployment
+  ``replicas`` (the HPA, whose ``minReplicas`` is at least 1, owns them).
 
 Not rendered (they need cluster state, not just the InferenceService): credentials from the
 ServiceAccount's Secrets, CA bundles, Istio, Knative (Serverless) and ModelMesh objects,
@@ -234,6 +237,37 @@ def _mutate_storage(
     return {SOURCE_URI_ANNOTATION: uri}
 
 
+_PROBES = ("readinessProbe", "livenessProbe", "startupProbe")
+
+
+def _default_pod_spec(pod: dict[str, Any]) -> None:
+    """KServe's ``setDefaultPodSpec`` for RawDeployment, applied to the containers the
+    Deployment is created with (the webhook's sidecars come after, without these defaults):
+    a TCP readiness probe on the container's first port (8080 without ports) where none is
+    given, ``imagePullPolicy: IfNotPresent`` and ``terminationMessagePolicy: File`` where unset.
+    Probes whose ``httpGet``/``tcpSocket`` name no port (KServe's CRD allows it) get that
+    same port, as Knative gives them the user port."""
+    for container in pod.get("containers", []):
+        _, port, _ = _first_port(container)
+        if "readinessProbe" not in container:
+            container["readinessProbe"] = {
+                "tcpSocket": {"port": port},
+                "timeoutSeconds": 1,
+                "periodSeconds": 10,
+                "successThreshold": 1,
+                "failureThreshold": 3,
+            }
+        for probe_name in _PROBES:
+            probe = container.get(probe_name)
+            if not isinstance(probe, dict):
+                continue
+            for action in ("httpGet", "tcpSocket"):
+                if isinstance(probe.get(action), dict) and probe[action].get("port") is None:
+                    probe[action] = {**probe[action], "port": port}
+        container.setdefault("imagePullPolicy", "IfNotPresent")
+        container.setdefault("terminationMessagePolicy", "File")
+
+
 def _first_port(container: Mapping[str, Any]) -> tuple[str, int, str]:
     ports = container.get("ports") or []
     if ports:
@@ -306,7 +340,7 @@ def _deployment(
         "kind": "Deployment",
         "metadata": meta,
         "spec": {
-            "replicas": component.min_replicas if component.min_replicas is not None else 1,
+            # No replicas: the HPA owns them (KServe's raw reconciler leaves them unset too).
             "selector": {"matchLabels": {APP_LABEL: labels[APP_LABEL]}},
             "strategy": strategy,
             "template": {"metadata": template_meta, "spec": pod},
@@ -398,6 +432,7 @@ def _predictor_objects(
         runtime_annotations = dict(runtime.spec.annotations or {})
         labels = {**(runtime.spec.labels or {}), **labels}
     pod_annotations = {**runtime_annotations, **annotations}
+    _default_pod_spec(pod)
     if uri:
         readonly = annotations.get(READONLY_ANNOTATION, "true") != "false"
         pod_annotations.update(_mutate_storage(pod, uri, readonly=readonly, config=config))
@@ -417,6 +452,7 @@ def _transformer_objects(workload: Workload, namespace: str) -> list[dict[str, A
     container = transformer_container(isvc)
     pod = _pod_overrides(transformer)
     pod["containers"] = [container, *pod["containers"][1:]]
+    _default_pod_spec(pod)
     return _component_objects(
         name, namespace, labels, annotations, dict(annotations), pod, transformer, container
     )
