@@ -841,3 +841,21 @@ async def test_output_for_a_client_that_does_not_read_is_bounded() -> None:
     assert buffered < 1024 * 1024, buffered
     sock.close()
     await server.stop(0)
+
+
+async def test_a_response_the_client_never_reads_does_not_hold_the_connection(
+    strict: NativeGrpcServer,
+) -> None:
+    """A slow reader (window 0, never updated) holds a response: after the idle timeout the
+    stream is reset and the connection ends (GOAWAY NO_ERROR)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(strict))
+    message = framed(echo_message(np.ones(1000, np.float32)))
+    writer.write(
+        PREFACE + raw_frame(4, 0, 0, struct.pack(">HI", 4, 0))  # INITIAL_WINDOW_SIZE 0
+        + raw_frame(1, 4, 1, block(path=INFER.encode())) + raw_frame(0, 1, 1, message)
+    )  # fmt: skip
+    received = await asyncio.wait_for(reader.read(), 5)  # until the server closes
+    writer.close()
+    frames = _frames(received)
+    assert resets_of(frames) == [8]  # CANCEL
+    assert goaway_of(frames) == NO_ERROR

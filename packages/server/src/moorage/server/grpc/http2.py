@@ -151,6 +151,7 @@ class H2Connection(asyncio.Protocol):
         self._closed_limit = max(64, 4 * max_concurrent_streams)
         self._created = self._idle_since = self._block_started = 0.0
         self._idle_sid = 0
+        self._idle_pending = 0
         self.max_header_list_size = max_header_list_size
         self.max_frame_size = max_frame_size
         self._stream_window = stream_window
@@ -340,10 +341,11 @@ class H2Connection(asyncio.Protocol):
     def check_timeouts(self, now: float) -> None:
         """Apply the handshake, header-block and idle timeouts at ``now`` (``time.monotonic``).
 
-        Idle means no call in progress (no stream whose request is complete) and no new
-        stream since the last check; after ``idle_timeout_s`` of it, streams whose requests
-        are still arriving are reset (CANCEL) and the connection ends with GOAWAY NO_ERROR,
-        as grpcio's ``max_connection_idle_ms`` does.
+        Idle means: no call running, no new stream since the last check, and no response
+        moving (a response stuck behind a window the peer never opens is no activity: that
+        is how a slow reader would hold it). After ``idle_timeout_s`` of it, the streams left
+        (requests still arriving, responses stuck) are reset (CANCEL) and the connection ends
+        with GOAWAY NO_ERROR, as grpcio's ``max_connection_idle_ms`` does.
         """
         if self.closed:
             return
@@ -355,9 +357,17 @@ class H2Connection(asyncio.Protocol):
         if self._block_stream and now - self._block_started > budget.header_timeout_s:
             self._fail(ErrorCode.ENHANCE_YOUR_CALM, "header block not completed in time")
             return
-        if self._last_stream_id != self._idle_sid or any(
-            stream.remote_closed for stream in self._streams.values()
-        ):
+        running = False
+        pending = 0
+        for stream in self._streams.values():
+            if stream.remote_closed:
+                if stream.out_len:
+                    pending += stream.out_len
+                else:
+                    running = True
+        moving = pending < self._idle_pending
+        self._idle_pending = pending
+        if running or moving or self._last_stream_id != self._idle_sid:
             self._idle_sid = self._last_stream_id
             self._idle_since = now
             return
