@@ -1,0 +1,145 @@
+"""Golden tests from KServe v0.14's documented samples (``data/kserve-samples/``: written for
+these tests from what KServe's docs and samples contain, one file per sample).
+
+Each file's second line is KServe's verdict: ``# expect: valid[; runtime <Kind>/<name>]`` or
+``# expect: refused; <field path>: <part of the message>``. Checked for every sample:
+
+* ``moorage validate`` (the library) gives that verdict, and the chosen runtime;
+* the ``moorage validate -o json`` process says exactly what the library says, for the samples,
+  every example under ``examples/`` and every runtime the chart installs;
+* ``moorage validate`` exits non-zero on each refused sample (a real process per file);
+* every InferenceService of an accepted sample renders to objects that pass the Kubernetes 1.30
+  schemas (``kubernetes-validate``, strict).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+
+from moorage.controller.reconcile import desired_objects
+from moorage.controller.validation import validate_files
+from moorage.controller.workload import load_workload
+from moorage.core.resources import parse_documents
+
+ROOT = Path(__file__).resolve().parents[3]
+SAMPLES = Path(__file__).parent / "data" / "kserve-samples"
+ACCEPTED = sorted(SAMPLES.glob("*.yaml"))
+REFUSED = sorted((SAMPLES / "refused").glob("*.yaml"))
+REPO_FILES = [
+    *sorted((ROOT / "examples/resources").glob("*.yaml")),
+    *sorted((ROOT / "examples/invalid").glob("*.yaml")),
+    *sorted((ROOT / "charts/moorage/runtimes").glob("*.yaml")),
+    ROOT / "examples/sklearn-iris/isvc.yaml",
+]
+K8S_VERSION = "1.30.0"
+
+
+def _expectation(path: Path) -> tuple[str, str]:
+    line = path.read_text().splitlines()[1]
+    assert line.startswith("# expect: "), f"{path.name}: no '# expect:' line"
+    verdict, _, rest = line.removeprefix("# expect: ").partition("; ")
+    return verdict, rest
+
+
+def _ids(path: Path) -> str:
+    return path.name
+
+
+def test_enough_samples() -> None:
+    assert len(ACCEPTED) >= 20 and len(REFUSED) >= 8
+    kinds = {d.kind for p in ACCEPTED for d in parse_documents(p)}
+    assert kinds >= {
+        "InferenceService",
+        "InferenceGraph",
+        "TrainedModel",
+        "LocalModelCache",
+        "LocalModelNodeGroup",
+        "ServingRuntime",
+        "Secret",
+        "ServiceAccount",
+    }
+
+
+@pytest.mark.parametrize("path", ACCEPTED, ids=_ids)
+def test_accepted_sample(path: Path) -> None:
+    verdict, runtime = _expectation(path)
+    assert verdict == "valid"
+    findings = validate_files([path])
+    assert findings and all(f.ok for f in findings), [line for f in findings for line in f.lines()]
+    if runtime:
+        notes = [n for f in findings for n in f.notes]
+        assert runtime in notes, notes
+
+
+@pytest.mark.parametrize("path", REFUSED, ids=_ids)
+def test_refused_sample(path: Path) -> None:
+    verdict, expected = _expectation(path)
+    assert verdict == "refused"
+    field, _, message = expected.partition(": ")
+    findings = validate_files([path])
+    errors = [e for f in findings for e in f.errors]
+    assert any(e.field == field and message in e.reason for e in errors), [str(e) for e in errors]
+
+
+def _cli_json(*files: Path) -> tuple[int, dict]:
+    args = [a for f in files for a in ("-f", str(f))]
+    done = subprocess.run(
+        [sys.executable, "-m", "moorage.controller", "validate", "-o", "json", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return done.returncode, json.loads(done.stdout)
+
+
+@pytest.mark.parametrize(
+    "files",
+    [ACCEPTED, REFUSED, REPO_FILES],
+    ids=["accepted-samples", "refused-samples", "repository-files"],
+)
+def test_cli_says_what_the_library_says(files: list[Path]) -> None:
+    """One process per group: each file is checked with the others of its group as context,
+    through the CLI and through the library alike."""
+    code, report = _cli_json(*files)
+    library = [f.to_json() for f in validate_files(files)]
+    assert report["documents"] == library
+    assert report["valid"] == all(d["valid"] for d in library)
+    assert code == (0 if report["valid"] else 1)
+
+
+@pytest.mark.parametrize("path", REFUSED, ids=_ids)
+def test_validate_exits_non_zero(path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "moorage.controller", "validate", "-f", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stderr.startswith(f"moorage: error: {path}, document 0")
+
+
+def _services(path: Path) -> list[str]:
+    return [d.name for d in parse_documents(path) if d.kind == "InferenceService"]
+
+
+@pytest.mark.parametrize("path", [p for p in ACCEPTED if _services(p)], ids=_ids)
+def test_accepted_sample_renders_valid_kubernetes_objects(path: Path) -> None:
+    for name in _services(path):
+        objects = desired_objects(load_workload([path], name=name))
+        assert objects
+        for obj in objects:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+            assert obj["metadata"]["namespace"]
+        deployments = [o for o in objects if o["kind"] == "Deployment"]
+        for deployment in deployments:
+            assert "replicas" not in deployment["spec"]
+            for container in deployment["spec"]["template"]["spec"]["containers"]:
+                assert container["imagePullPolicy"]
+                assert "readinessProbe" in container or container["name"] == "modelcar"
