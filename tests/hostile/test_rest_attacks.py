@@ -7,8 +7,10 @@ run on a server of their own started under ``prlimit --nofile=300``.
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,6 +100,33 @@ def test_body_trickle(rest_server: Server) -> None:
     assert all(reply.startswith(b"HTTP/1.1 408 ") for reply in replies), replies[0]
 
 
+@pytest.mark.parametrize("shape", ["many-headers", "one-endless-header"])
+def test_header_bomb(rest_server: Server, shape: str) -> None:
+    """Headers sent as fast as the server reads them: 431 past --http_max_header_bytes
+    (64 KiB), whether as many lines or one line without end."""
+    server = rest_server
+    budget = Budget(server, f"REST header bomb ({shape})")
+    sock = connect(server.http_port)
+    sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n")
+    chunk = (b"X-A: " + b"a" * 8000 + b"\r\n") * 8 if shape == "many-headers" else b"a" * 65536
+    if shape == "one-endless-header":
+        sock.sendall(b"X-A: ")
+    sent = 0
+    sock.settimeout(0.5)
+    with Liveness(server) as liveness:
+        while sent < 200 * 2**20:
+            try:
+                sock.sendall(chunk)
+            except OSError:
+                break
+            sent += len(chunk)
+    left, _, replies = _wait_closed([sock], 3.0)
+    sock.close()
+    budget.check(liveness, sent_mb=round(sent / 2**20, 1), reply=replies[0][:40])
+    assert left == 0
+    assert replies[0].startswith(b"HTTP/1.1 431 ")
+
+
 def test_keep_alive_connection_is_closed_when_idle(rest_server: Server) -> None:
     sock = connect(rest_server.http_port)
     sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -176,3 +205,15 @@ def test_file_descriptors_exhausted(limited: Server) -> None:
     assert 1 <= warnings <= 3
     assert served is not None and served < 2.0
     assert "accepting connections again" in server.log()
+
+
+def test_a_large_request_is_not_mistaken_for_a_header_bomb(rest_server: Server) -> None:
+    """Headers and a body of several MB in the same reads: only the headers count."""
+    rows = [[6.8, 2.8, 4.8, 1.4]] * 100_000
+    body = json.dumps({"instances": rows}).encode()
+    request = urllib.request.Request(
+        rest_server.url("/v1/models/sklearn-iris:predict"), data=body,
+        headers={"content-type": "application/json", "x-pad": "p" * 30_000},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        assert len(json.loads(reply.read())["predictions"]) == len(rows)

@@ -10,6 +10,11 @@ the connection for ever. :class:`TimedHttpProtocol` gives each connection a dead
   pace at which it arrives;
 - none while the application answers; between requests uvicorn's keep-alive timer applies.
 
+The request line and headers are also bounded in bytes (``max_header_bytes``; uvicorn's
+httptools parser has no limit and buffers a header without end): past it the client gets
+``431 Request Header Fields Too Large`` and the connection closes. The bytes are counted per
+read while headers are awaited, an addition per read.
+
 Deadlines are plain numbers set at those points (no timer per request); :func:`sweep`, called
 a few times a second by the server, answers the connections past theirs with ``408 Request
 Timeout`` (when no response was started) and closes them.
@@ -26,46 +31,76 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["RestTimeouts", "TimedHttpProtocol", "sweep"]
+__all__ = ["RestLimits", "TimedHttpProtocol", "sweep"]
 
 logger = logging.getLogger(__name__)
 
-_TIMEOUT_BODY = b'{"error":"request not received in time","code":"timeout"}'
-_TIMEOUT_RESPONSE = (
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
-    b"content-length: %d\r\n\r\n%s" % (len(_TIMEOUT_BODY), _TIMEOUT_BODY)
+
+def _response(status: bytes, body: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 %s\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        b"content-length: %d\r\n\r\n%s" % (status, len(body), body)
+    )
+
+
+_TIMEOUT_RESPONSE = _response(
+    b"408 Request Timeout", b'{"error":"request not received in time","code":"timeout"}'
+)
+_TOO_LARGE_RESPONSE = _response(
+    b"431 Request Header Fields Too Large",
+    b'{"error":"request headers too large","code":"payload_too_large"}',
 )
 
 
 @dataclass(frozen=True, slots=True)
-class RestTimeouts:
-    """Seconds a REST client may take to send a request's headers, and then its body."""
+class RestLimits:
+    """Seconds a REST client may take to send a request's headers, and then its body; the
+    most bytes its request line and headers may take."""
 
     header_timeout_s: float = 10.0
     body_timeout_s: float = 60.0
+    #: Bytes of request line and headers.
+    max_header_bytes: int = 64 * 1024
 
 
 class TimedHttpProtocol(HttpToolsProtocol):
     """:class:`HttpToolsProtocol` with a read deadline (see the module docstring)."""
 
-    def __init__(self, *args: Any, timeouts: RestTimeouts, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, limits: RestLimits, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._header_s = timeouts.header_timeout_s
-        self._body_s = timeouts.body_timeout_s
+        self._header_s = limits.header_timeout_s
+        self._body_s = limits.body_timeout_s
+        self._max_header_bytes = limits.max_header_bytes
         #: ``time.monotonic()`` past which the request being read is late; 0 when none is.
         self.deadline = 0.0
+        #: Bytes read while a request's headers are awaited (-1: not awaiting them).
+        self._header_bytes = -1
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.deadline = time.monotonic() + self._header_s
+        self._header_bytes = 0
+
+    def data_received(self, data: bytes) -> None:
+        if self._header_bytes < 0:
+            super().data_received(data)
+            return
+        self._header_bytes += len(data)
+        super().data_received(data)
+        # Still awaiting headers after the whole read was parsed: what was read is headers.
+        if self._header_bytes > self._max_header_bytes:
+            self._refuse(_TOO_LARGE_RESPONSE, "request headers too large")
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.deadline = time.monotonic() + self._header_s
+        if self._header_bytes < 0:
+            self._header_bytes = 0
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
         self.deadline = time.monotonic() + self._body_s
+        self._header_bytes = -1
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -73,14 +108,18 @@ class TimedHttpProtocol(HttpToolsProtocol):
 
     def read_timed_out(self) -> None:
         """The request did not arrive in time: 408 (unless a response started), then close."""
+        self._refuse(_TIMEOUT_RESPONSE, "request not received in time")
+
+    def _refuse(self, response: bytes, why: str) -> None:
         self.deadline = 0.0
+        self._header_bytes = -1
         transport = self.transport
         if transport.is_closing():
             return
         cycle = self.cycle
-        logger.debug("REST request from %s not received in time: closing", self.client)
+        logger.debug("REST client %s: %s: closing", self.client, why)
         if cycle is None or not cycle.response_started:
-            transport.write(_TIMEOUT_RESPONSE)
+            transport.write(response)
         if cycle is not None and not cycle.response_complete:
             # The application sees the client gone: receive() says http.disconnect, what it
             # sends is dropped.

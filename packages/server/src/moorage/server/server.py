@@ -28,7 +28,7 @@ from moorage.core.errors import ModelNotReady
 from moorage.core.http2.limits import PeerBudget
 from moorage.server.dataplane import DataPlane, LatencyLogger
 from moorage.server.grpc import create_grpc_server
-from moorage.server.http1 import RestTimeouts, TimedHttpProtocol, sweep
+from moorage.server.http1 import RestLimits, TimedHttpProtocol, sweep
 from moorage.server.model import Model
 from moorage.server.observability import Observability
 from moorage.server.repository import ModelRepository
@@ -55,10 +55,10 @@ class _Uvicorn(uvicorn.Server):
     read timeouts, swept on uvicorn's 0.1 s tick)."""
 
     def __init__(
-        self, config: uvicorn.Config, *, timeouts: RestTimeouts, max_connections: int | None
+        self, config: uvicorn.Config, *, limits: RestLimits, max_connections: int | None
     ) -> None:
         super().__init__(config)
-        self._timeouts = timeouts
+        self._limits = limits
         self._max_connections = max_connections
 
     @contextlib.contextmanager
@@ -71,13 +71,13 @@ class _Uvicorn(uvicorn.Server):
             raise SystemExit(3)  # uvicorn's STARTUP_FAILURE
         config = self.config
 
-        timeouts = self._timeouts
+        limits = self._limits
         state = self.server_state
 
         def create_protocol() -> asyncio.Protocol:
             return TimedHttpProtocol(
                 config=config, server_state=state, app_state=self.lifespan.state,
-                timeouts=timeouts,
+                limits=limits,
             )  # fmt: skip
 
         def count() -> int:
@@ -236,9 +236,10 @@ class ModelServer:
         )
         self._uvicorn = _Uvicorn(
             config,
-            timeouts=RestTimeouts(
+            limits=RestLimits(
                 header_timeout_s=s.http_header_timeout_seconds,
                 body_timeout_s=s.http_body_timeout_seconds,
+                max_header_bytes=s.http_max_header_bytes,
             ),
             max_connections=s.http_max_connections,
         )

@@ -177,6 +177,11 @@ class ServerSettings(BaseSettings):
         description="Seconds a REST client may take to send a request's body once its headers "
         "are in, however slowly it trickles; then 408 and close.",
     )
+    http_max_header_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="Bytes a REST request line and headers may take; past it 431 and close.",
+    )
     http_keep_alive_timeout_seconds: float = Field(
         5.0,
         gt=0,
