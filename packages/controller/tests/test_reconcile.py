@@ -256,3 +256,33 @@ def test_probes_without_port_get_the_container_port(tmp_path: Path) -> None:
     assert main["readinessProbe"] == {"httpGet": {"path": "/v2/health/ready", "port": 9000}}
     assert main["livenessProbe"] == {"tcpSocket": {"port": 9000}}
     assert main["imagePullPolicy"] == "Always"
+
+
+def test_configmap_among_the_files_is_the_config(tmp_path: Path) -> None:
+    """Absent keys mean Go's zero values: no token automount, PVCs through the initializer."""
+    configmap = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "inferenceservice-config", "namespace": "kserve"},
+        "data": {"deploy": '{"defaultDeploymentMode": "RawDeployment"}'},
+    }
+    isvc = {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": "iris"},
+        "spec": {"predictor": model("pvc://models/iris")},
+    }
+    path = tmp_path / "all.yaml"
+    path.write_text(yaml.safe_dump_all([configmap, isvc]))
+    workload = load_workload([path])
+    assert workload.config.security.auto_mount_service_account_token is False
+    objects = desired_objects(workload, config=workload.config)
+    pod = pod_of(objects)
+    assert pod["automountServiceAccountToken"] is False
+    [init] = pod["initContainers"]
+    assert init["args"] == ["/mnt/pvc/iris", "/mnt/models"]
+    # with KServe's shipped ConfigMap: direct PVC mount, token automounted (field left unset)
+    plain = tmp_path / "isvc.yaml"
+    plain.write_text(yaml.safe_dump(isvc))
+    pod = pod_of(desired_objects(load_workload([plain])))
+    assert "initContainers" not in pod and "automountServiceAccountToken" not in pod

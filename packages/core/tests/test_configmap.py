@@ -79,6 +79,7 @@ def test_parses_json_strings_case_insensitively() -> None:
         "router": '{"headers": {"propagate": ["Custom-Header1", "Custom-Header2"]}}',
         "ingress": json.dumps(
             {
+                "ingressGateway": "knative-serving/knative-ingress-gateway",
                 "additionalIngressDomains": ["a.example.com"],
                 "pathTemplate": "/serving/{{ .Namespace }}/{{ .Name }}",
             }
@@ -130,3 +131,34 @@ def test_bad_values_name_the_key(data: dict[str, str], field: str) -> None:
     with pytest.raises(ValidationError) as info:
         InferenceServiceConfig.from_configmap({"data": data})
     assert info.value.field == field
+
+
+def test_absent_keys_mean_what_they_mean_to_kserve() -> None:
+    """Go zero values where KServe's behaviour depends on a missing value."""
+    shipped = InferenceServiceConfig.default()
+    assert shipped.security.auto_mount_service_account_token is True
+    assert shipped.storage_initializer.enable_direct_pvc_volume_mount is True
+    partial = InferenceServiceConfig.from_configmap({"data": {"localModel": '{"enabled": true}'}})
+    assert partial.security.auto_mount_service_account_token is False
+    assert partial.storage_initializer.enable_direct_pvc_volume_mount is False
+    assert partial.storage_initializer.image == shipped.storage_initializer.image
+    partial = InferenceServiceConfig.from_configmap(
+        {"storageInitializer": '{"image": "me/si:1"}', "security": "{}"}
+    )
+    assert partial.storage_initializer.image == "me/si:1"
+    assert partial.storage_initializer.enable_direct_pvc_volume_mount is False
+    assert partial.security.auto_mount_service_account_token is False  # Go's zero value
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("ingress", "{}", "ingressGateway is required"),
+        ("ingress", '{"ingressDomain": "example.com"}', "ingressGateway is required"),
+        ("deploy", "{}", "defaultDeploymentMode is required"),
+    ],
+)
+def test_empty_ingress_or_deploy_is_an_error(key: str, value: str, message: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        InferenceServiceConfig.from_configmap({"data": {key: value}})
+    assert info.value.field == f"data.{key}" and message in info.value.reason

@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--config",
         type=Path,
         metavar="FILE",
-        help="inferenceservice-config ConfigMap (YAML) to render with (default: KServe's)",
+        help="inferenceservice-config ConfigMap (YAML) to render with (default: the one among "
+        "the -f files, else KServe's shipped one)",
     )
     return parser
 
@@ -251,30 +252,37 @@ def _validate(args: argparse.Namespace, out: TextIO) -> int:
     return 1 if failed else 0
 
 
-def _render(args: argparse.Namespace, workload: object, out: TextIO) -> int:
+def _render_config(args: argparse.Namespace) -> object:
+    """The ``--config`` ConfigMap, decoded (None without the flag)."""
+    if args.config is None:
+        return None
+    import yaml
+
+    from moorage.core.config.configmap import InferenceServiceConfig
+
+    try:
+        data = yaml.safe_load(Path(args.config).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValidationError(f"cannot read the ConfigMap: {exc}", path=str(args.config)) from None
+    if not isinstance(data, dict):
+        raise ValidationError("a ConfigMap must be a mapping", path=str(args.config))
+    try:
+        return InferenceServiceConfig.from_configmap(data)
+    except ValidationError as exc:
+        raise ValidationError(exc.reason, field=exc.field, path=str(args.config)) from None
+
+
+def _render(args: argparse.Namespace, out: TextIO) -> int:
     from moorage.controller.reconcile import desired_objects, to_yaml
-    from moorage.controller.workload import Workload
+    from moorage.controller.workload import load_workload
+    from moorage.core.config.configmap import InferenceServiceConfig
 
-    assert isinstance(workload, Workload)
-    config = None
-    if args.config is not None:
-        import yaml
-
-        from moorage.core.config.configmap import InferenceServiceConfig
-
-        try:
-            data = yaml.safe_load(Path(args.config).read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise ValidationError(
-                f"cannot read the ConfigMap: {exc}", path=str(args.config)
-            ) from None
-        if not isinstance(data, dict):
-            raise ValidationError("a ConfigMap must be a mapping", path=str(args.config))
-        try:
-            config = InferenceServiceConfig.from_configmap(data)
-        except ValidationError as exc:
-            raise ValidationError(exc.reason, field=exc.field, path=str(args.config)) from None
-    out.write(to_yaml(desired_objects(workload, namespace=args.namespace, config=config)))
+    config = _render_config(args)
+    assert config is None or isinstance(config, InferenceServiceConfig)
+    workload = load_workload(
+        args.files, name=args.name, include_builtin=args.builtin, config=config
+    )
+    out.write(to_yaml(desired_objects(workload, namespace=args.namespace, config=workload.config)))
     _warn_local_uri(workload)
     return 0
 
@@ -305,7 +313,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
             return _run(args, parser, out)
         if args.command == "validate":
             return _validate(args, out)
-        return _render(args, _workload(args, parser), out)
+        return _render(args, out)
     except MoorageError as exc:
         sys.stderr.write(f"moorage: error: {format_error(exc)}\n")
         return 1

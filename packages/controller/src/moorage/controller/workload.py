@@ -3,7 +3,9 @@
 
 A workload is one InferenceService, defaulted and validated as the API server's webhooks would,
 the runtimes it may use (those given in files, then moorage's built-in ClusterServingRuntimes)
-and the runtime selected for its predictor. Every failure is a
+and the runtime selected for its predictor. The cluster state it needs comes from the files too:
+an ``inferenceservice-config`` ConfigMap among them is the configuration (KServe's shipped one
+otherwise), and LocalModelCaches take part in defaulting. Every failure is a
 :class:`moorage.core.errors.ValidationError` whose ``field`` is the offending path and whose
 ``details`` name the file (``path``) and document index when there is one.
 """
@@ -22,10 +24,13 @@ from moorage.controller.runtime_selection import (
     predictor_model,
     select_runtime,
 )
+from moorage.core.config.configmap import CONFIGMAP_NAME, InferenceServiceConfig
 from moorage.core.errors import ValidationError
 from moorage.core.resources import (
     ClusterServingRuntime,
+    ConfigMap,
     InferenceService,
+    LocalModelCache,
     ModelFormat,
     ModelSpec,
     ObjectMeta,
@@ -58,6 +63,7 @@ class Workload:
     runtime: SelectedRuntime | None
     source: str = ""
     others: list[Resource] = field(default_factory=list)
+    config: InferenceServiceConfig = field(default_factory=InferenceServiceConfig.default)
 
 
 def _located(exc: ValidationError, path: str) -> ValidationError:
@@ -85,9 +91,12 @@ def _finish(
     source: str,
     others: list[Resource],
     include_builtin: bool,
+    config: InferenceServiceConfig | None,
 ) -> Workload:
+    config = config or _config_from(others)
+    caches = [o for o in others if isinstance(o, LocalModelCache)]
     try:
-        isvc = default(isvc)
+        isvc = default(isvc, config=config, local_model_caches=caches)
         ensure_valid(isvc)
     except ValidationError as exc:
         raise _located(exc, source) from None
@@ -108,7 +117,19 @@ def _finish(
         runtime=selected,
         source=source,
         others=others,
+        config=config,
     )
+
+
+def _config_from(others: list[Resource]) -> InferenceServiceConfig:
+    """The ``inferenceservice-config`` ConfigMap among the files, or KServe's shipped one."""
+    for resource in others:
+        if isinstance(resource, ConfigMap) and resource.name == CONFIGMAP_NAME:
+            try:
+                return InferenceServiceConfig.from_configmap(resource.to_dict())
+            except ValidationError as exc:
+                raise ValidationError(exc.reason, field=exc.field, kind="ConfigMap") from None
+    return InferenceServiceConfig.default()
 
 
 def load_workload(
@@ -116,11 +137,13 @@ def load_workload(
     *,
     name: str | None = None,
     include_builtin: bool = True,
+    config: InferenceServiceConfig | None = None,
 ) -> Workload:
     """The workload described by ``files`` (multi-document YAML or JSON).
 
     Exactly one InferenceService must be among them, or ``name`` must pick one. The runtimes in
     the files come before the built-in ones and replace a built-in of the same kind and name.
+    ``config`` wins over an ``inferenceservice-config`` ConfigMap in the files.
     """
     if not files:
         raise ValidationError("no file given: pass -f isvc.yaml", field="")
@@ -156,6 +179,7 @@ def load_workload(
         source=str(path),
         others=others,
         include_builtin=include_builtin,
+        config=config,
     )
 
 
@@ -215,4 +239,5 @@ def one_off_workload(
         source="",
         others=others,
         include_builtin=include_builtin,
+        config=None,
     )

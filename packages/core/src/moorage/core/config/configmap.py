@@ -2,10 +2,17 @@
 
 Each data key of the ConfigMap holds a JSON document; :meth:`InferenceServiceConfig.from_configmap`
 decodes them into the sections below. Keys and defaults are KServe v0.14's (v0.14.1 for
-``localModel``). Where a key or a field is absent we use the value KServe *ships* in its default
-ConfigMap, not Go's zero value (KServe's Go structs would read a missing
-``storageInitializer.enableDirectPvcVolumeMount`` as false although the shipped file says true);
-a ConfigMap that spells every key out reads the same either way.
+``localModel``): :meth:`InferenceServiceConfig.default` is the ConfigMap KServe ships.
+
+A ConfigMap read with :meth:`~InferenceServiceConfig.from_configmap` means what it means to
+KServe's controller, which decodes it into Go structs: where KServe's behaviour depends on a
+*missing* value, it takes Go's zero value, not the shipped one. ``security`` (or its
+``autoMountServiceAccountToken``) absent: service account tokens are not automounted;
+``storageInitializer.enableDirectPvcVolumeMount`` absent: false (PVCs go through the
+storage-initializer). An ``ingress`` without ``ingressGateway`` and a ``deploy`` without
+``defaultDeploymentMode`` (``{}`` included) are errors, as KServe's are. Other absent fields
+keep the shipped values (KServe's controller falls back to them or would render broken
+objects). A ConfigMap that spells every key out reads the same either way.
 
 Like Go's ``encoding/json``, key matching is case-insensitive (the shipped file spells
 ``localModel.FSGroup``) and unknown fields are kept but unused. ``_example`` is ignored.
@@ -210,6 +217,32 @@ class InferenceServiceDefaults(_Section):
     resource: ResourceDefaults = Field(default_factory=ResourceDefaults)
 
 
+def _has(section: Any, key: str) -> bool:
+    """Whether a decoded section sets ``key`` (matched case-insensitively, as Go does)."""
+    return isinstance(section, Mapping) and any(
+        str(k).lower() == key.lower() and v not in (None, "") for k, v in section.items()
+    )
+
+
+def _go_zero_values(sections: dict[str, Any]) -> None:
+    """Apply what a missing value means to KServe's controller (see the module docstring)."""
+    for key, field in (
+        ("security", "autoMountServiceAccountToken"),
+        ("storageInitializer", "enableDirectPvcVolumeMount"),
+    ):
+        section = sections.get(key)
+        if not _has(section, field):
+            sections[key] = {**(section if isinstance(section, Mapping) else {}), field: False}
+    if "ingress" in sections and not _has(sections["ingress"], "ingressGateway"):
+        raise ValidationError(
+            "invalid ingress config - ingressGateway is required", field="data.ingress"
+        )
+    if "deploy" in sections and not _has(sections["deploy"], "defaultDeploymentMode"):
+        raise ValidationError(
+            "invalid deploy config, defaultDeploymentMode is required", field="data.deploy"
+        )
+
+
 class InferenceServiceConfig(BaseModel):
     """All sections of ``inferenceservice-config``. Build with :meth:`from_configmap` or
     :meth:`default`."""
@@ -273,6 +306,7 @@ class InferenceServiceConfig(BaseModel):
                 sections[key] = json.loads(raw) if isinstance(raw, str | bytes) else raw
             except json.JSONDecodeError as exc:
                 raise ValidationError(f"invalid JSON: {exc.msg}", field=f"data.{key}") from None
+        _go_zero_values(sections)
         try:
             return cls.model_validate(sections)
         except PydanticValidationError as exc:
