@@ -16,9 +16,9 @@ from ``MOORAGE_FUZZ_INPUTS`` (skipped when unset)::
 
     MOORAGE_FUZZ_INPUTS=1000000 .venv/bin/pytest packages/core/tests/test_http2_fuzz.py -m slow
 
-Recorded run (2026-12-07, at the commit that added this file, shared 2-core machine):
-1,000,000 inputs per target — 3,000,000 in all — and no failure found; see the
-timings in the commit message.
+Recorded run (2026-12-07, ``MOORAGE_FUZZ_INPUTS=1000000``, a shared 2-core machine at load
+average 2.7-3.6): 1,000,000 inputs per target, 3,000,000 in all, no failure found; 242 s for
+frames+connection, 73 s for HPACK, 30 s for gRPC messages; the process peaked at 281 MB RSS.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 
 import hpack
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 from moorage.core.http2.connection import Endpoint
@@ -46,6 +46,7 @@ TABLE = 4096
 LIST_LIMIT = 8192
 _BUDGET = PeerBudget()
 _FUZZ_INPUTS = int(os.environ.get("MOORAGE_FUZZ_INPUTS", "0"))
+_RUN = 1000  # examples per hypothesis run in the slow test
 
 # ----------------------------------------------------------------------------- strategies
 _encoder_headers = st.lists(
@@ -204,19 +205,24 @@ def test_fuzz(target: Any, strategy: Any) -> None:
 @pytest.mark.skipif(not _FUZZ_INPUTS, reason="set MOORAGE_FUZZ_INPUTS")
 @pytest.mark.parametrize(("target", "strategy"), _TARGETS, ids=_IDS)
 def test_fuzz_million(target: Any, strategy: Any) -> None:
-    """``MOORAGE_FUZZ_INPUTS`` inputs to the target, at least."""
+    """``MOORAGE_FUZZ_INPUTS`` inputs to the target, at least: runs of 1,000 examples with
+    their own seeds (hypothesis keeps every example of a run in memory)."""
     fed = [0]
+    per_example = BATCH * (1 + MUTANTS)
+    runs = -(-_FUZZ_INPUTS // (_RUN * per_example))
+    for number in range(runs):
 
-    @settings(
-        max_examples=-(-_FUZZ_INPUTS // (BATCH * (1 + MUTANTS))),
-        deadline=None,
-        database=None,
-        phases=[Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(strategy)
-    def run(batch: list[Any]) -> None:
-        fed[0] += _feed(target, batch)
+        @seed(number)
+        @settings(
+            max_examples=_RUN,
+            deadline=None,
+            database=None,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(strategy)
+        def run(batch: list[Any]) -> None:
+            fed[0] += _feed(target, batch)
 
-    run()
+        run()
     assert fed[0] >= _FUZZ_INPUTS
