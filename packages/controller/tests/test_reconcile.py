@@ -286,3 +286,25 @@ def test_configmap_among_the_files_is_the_config(tmp_path: Path) -> None:
     plain.write_text(yaml.safe_dump(isvc))
     pod = pod_of(desired_objects(load_workload([plain])))
     assert "initContainers" not in pod and "automountServiceAccountToken" not in pod
+
+
+def test_annotations_on_every_object_and_gpu_tags(tmp_path: Path) -> None:
+    gpu = {"limits": {"nvidia.com/gpu": "1"}}
+    predictor = {
+        "model": {
+            "modelFormat": {"name": "pytorch"},
+            "storageUri": "gs://b/m",
+            "resources": gpu,
+        }
+    }
+    objects = render(tmp_path, predictor)
+    for obj in objects:
+        annotations = obj["metadata"]["annotations"]
+        assert annotations["internal.serving.kserve.io/storage-initializer-sourceuri"] == "gs://b/m"
+        assert annotations["prometheus.kserve.io/port"] == "8082", obj["kind"]  # torchserve's
+    main = pod_of(objects)["containers"][0]
+    assert main["image"] == "pytorch/torchserve-kfs:0.9.0-gpu"
+    sklearn = pod_of(render(tmp_path, model("gs://b/m", resources=gpu)))["containers"][0]
+    assert sklearn["image"] == "moorage/server:latest"  # only torchserve and tfserving switch
+    tf = {"tensorflow": {"storageUri": "gs://b/m", "runtimeVersion": "2.6.2", "resources": gpu}}
+    assert pod_of(render(tmp_path, tf))["containers"][0]["image"] == "tensorflow/serving:2.6.2-gpu"

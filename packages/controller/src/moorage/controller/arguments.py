@@ -186,6 +186,24 @@ def _with_image_tag(image: str, version: str) -> str:
     return f"{image}:{version}"
 
 
+#: Runtimes whose images have a ``-gpu`` variant KServe switches to when a GPU is requested.
+GPU_TAGGED_RUNTIMES = frozenset({"kserve-torchserve", "kserve-tensorflow-serving"})
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+def _wants_gpu(container: Mapping[str, Any]) -> bool:
+    resources = container.get("resources") or {}
+    return any(GPU_RESOURCE in (resources.get(k) or {}) for k in ("limits", "requests"))
+
+
+def _gpu_tag(image: str) -> str:
+    """``UpdateImageTag``'s GPU rule: ``:<tag>`` becomes ``:<tag>-gpu`` (once)."""
+    last = image.rsplit("/", 1)[-1]
+    if ":" not in last or last.endswith("-gpu"):
+        return image
+    return f"{image}-gpu"
+
+
 def predictor_container(isvc: InferenceService, runtime: SelectedRuntime) -> dict[str, Any]:
     """The predictor's ``kserve-container``: runtime container + overrides + placeholders."""
     model = predictor_model(isvc)
@@ -206,6 +224,8 @@ def predictor_container(isvc: InferenceService, runtime: SelectedRuntime) -> dic
     )
     if model.spec.runtime_version and merged.get("image"):
         merged["image"] = _with_image_tag(merged["image"], model.spec.runtime_version)
+    if runtime.name in GPU_TAGGED_RUNTIMES and merged.get("image") and _wants_gpu(merged):
+        merged["image"] = _gpu_tag(merged["image"])
     return replace_placeholders(merged, isvc.metadata, field=model.field)
 
 

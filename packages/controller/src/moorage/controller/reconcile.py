@@ -17,6 +17,9 @@ no webhook between us and the API server when moorage applies these):
   sidecar and ``modelcar-init`` init container with ``shareProcessNamespace``;
 * the transformer pod: the transformer container with ``--model_name``, ``--predictor_host
   <isvc>-predictor.<namespace>`` and ``--http_port 8080``;
+* annotations: the InferenceService's and component's, the runtime's and the source URI on the
+  Deployment, Service, HPA and pod template alike; ``-gpu`` image tags for kserve-torchserve and
+  kserve-tensorflow-serving when a GPU is requested;
 * KServe's pod defaults (before the webhook's containers are added): a TCP readiness probe on
   the first port where none is given, ``imagePullPolicy: IfNotPresent``; no Deployment
   ``replicas`` (the HPA, whose ``minReplicas`` is at least 1, owns them).
@@ -400,6 +403,8 @@ def _component_objects(
     ]
     hpa = _hpa(name, namespace, labels, annotations, component)
     if hpa is not None:
+        if annotations:
+            hpa["metadata"]["annotations"] = dict(annotations)
         objects.append(hpa)
     return objects
 
@@ -436,8 +441,9 @@ def _predictor_objects(
     if uri:
         readonly = annotations.get(READONLY_ANNOTATION, "true") != "false"
         pod_annotations.update(_mutate_storage(pod, uri, readonly=readonly, config=config))
+    # KServe puts the runtime's annotations and the source URI on every object, not only the pod.
     return _component_objects(
-        name, namespace, labels, annotations, pod_annotations, pod, predictor, main
+        name, namespace, labels, pod_annotations, pod_annotations, pod, predictor, main
     )
 
 
