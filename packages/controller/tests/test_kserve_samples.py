@@ -143,3 +143,15 @@ def test_accepted_sample_renders_valid_kubernetes_objects(path: Path) -> None:
             for container in deployment["spec"]["template"]["spec"]["containers"]:
                 assert container["imagePullPolicy"]
                 assert "readinessProbe" in container or container["name"] == "modelcar"
+
+
+def test_s3_sample_renders_credentials_on_the_initializer() -> None:
+    workload = load_workload([SAMPLES / "s3-credentials.yaml"], name="mnist-s3")
+    [deployment] = [o for o in desired_objects(workload) if o["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "sa"
+    [init] = pod["initContainers"]
+    env = {e["name"]: e for e in init["env"]}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "s3creds"
+    assert env["AWS_ENDPOINT_URL"]["value"] == "https://s3.amazonaws.com"
+    assert env["AWS_DEFAULT_REGION"]["value"] == "us-east-2"

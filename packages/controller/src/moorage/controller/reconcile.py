@@ -24,9 +24,12 @@ no webhook between us and the API server when moorage applies these):
   the first port where none is given, ``imagePullPolicy: IfNotPresent``; no Deployment
   ``replicas`` (the HPA, whose ``minReplicas`` is at least 1, owns them).
 
-Not rendered (they need cluster state, not just the InferenceService): credentials from the
-ServiceAccount's Secrets, CA bundles, Istio, Knative (Serverless) and ModelMesh objects,
-ingress. The future operator calls this function and applies the result.
+* storage credentials on the storage-initializer from the component's ServiceAccount and its
+  Secrets, when the files hold them (:mod:`moorage.controller.credentials`).
+
+Not rendered: CA bundles, the ``storage:`` spec's storage-config Secret, Istio, Knative
+(Serverless) and ModelMesh objects, ingress, the logger/batcher agent, the explainer. The future
+operator calls this function and applies the result.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from moorage.controller.arguments import (
     transformer_container,
     transformer_service_name,
 )
+from moorage.controller.credentials import storage_credentials
 from moorage.controller.runtime_selection import predictor_model
 from moorage.controller.workload import Workload
 from moorage.core.config.configmap import InferenceServiceConfig
@@ -271,6 +275,34 @@ def _default_pod_spec(pod: dict[str, Any]) -> None:
         container.setdefault("terminationMessagePolicy", "File")
 
 
+def _add_credentials(
+    pod: dict[str, Any],
+    workload: Workload,
+    namespace: str,
+    annotations: Mapping[str, str],
+    config: InferenceServiceConfig,
+) -> None:
+    """The ServiceAccount's storage credentials on the storage-initializer, when there is one."""
+    init = next(
+        (c for c in pod.get("initContainers", []) if c["name"] == STORAGE_INITIALIZER), None
+    )
+    if init is None:
+        return
+    found = storage_credentials(
+        service_account=pod.get("serviceAccountName"),
+        namespace=namespace,
+        annotations=annotations,
+        resources=workload.others,
+        config=config,
+    )
+    if found.env:
+        init["env"] = [*init.get("env", []), *found.env]
+    for mount in found.mounts:
+        _add_mount(init, mount)
+    for volume in found.volumes:
+        _add_volume(pod, volume)
+
+
 def _first_port(container: Mapping[str, Any]) -> tuple[str, int, str]:
     ports = container.get("ports") or []
     if ports:
@@ -441,6 +473,7 @@ def _predictor_objects(
     if uri:
         readonly = annotations.get(READONLY_ANNOTATION, "true") != "false"
         pod_annotations.update(_mutate_storage(pod, uri, readonly=readonly, config=config))
+        _add_credentials(pod, workload, namespace, annotations, config)
     # KServe puts the runtime's annotations and the source URI on every object, not only the pod.
     return _component_objects(
         name, namespace, labels, pod_annotations, pod_annotations, pod, predictor, main
