@@ -2,5 +2,6 @@
 
 Submodules, imported on demand so that ``import moorage.core`` stays cheap:
 ``configmap`` (the typed ConfigMap), ``server`` (``ServerSettings``), ``storage``
-(``StorageSettings``), ``controller`` and ``cache``. Only this package reads ``os.environ``.
+(``StorageSettings``), ``controller`` and ``cache`` (``CacheSettings``). Only this package
+reads ``os.environ``.
 """
