@@ -42,6 +42,7 @@ FLAGS = [
     "--http_header_timeout_seconds", "1",
     "--http_body_timeout_seconds", "2",
     "--http_keep_alive_timeout_seconds", "1",
+    "--grpc_max_buffered_request_bytes", str(32 * 1024 * 1024),
 ]  # fmt: skip
 
 

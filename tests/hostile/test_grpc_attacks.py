@@ -196,6 +196,63 @@ def test_endless_request_body(server: Server) -> None:
         assert status == b"13"  # INTERNAL: more than one message (grpcio answers the first)
 
 
+def test_many_bodies_that_never_end(servers: dict[str, Server]) -> None:
+    """50 streams declaring 8 MiB messages, fed as fast as the windows allow (64 MB in all)
+    and never ended: the request bytes one connection holds are bounded (native: 32 MiB here,
+    past which the stream is refused RESOURCE_EXHAUSTED). Native only: grpcio has no such
+    budget, and under this load it left the normal client waiting past 1 s here."""
+    server = servers["native"]
+    budget = Budget(server, "many unfinished bodies")
+    sock = connect(server.grpc_port)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    headers = [(":method", "POST"), (":scheme", "http"),
+               (":path", "/inference.GRPCInferenceService/ModelInfer"), (":authority", "x"),
+               ("content-type", "application/grpc"), ("te", "trailers")]  # fmt: skip
+    sids = []
+    for _ in range(50):
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, headers)
+        conn.send_data(sid, b"\x00" + (8 * 1024 * 1024).to_bytes(4, "big"))
+        sids.append(sid)
+    sock.sendall(conn.data_to_send())
+    junk = b"\xab" * 16384
+    sent = 0
+    statuses: list[bytes] = []
+    closed: set[int] = set()
+    deadline = time.monotonic() + FLOOD_SECONDS
+    sock.settimeout(0.05)
+    with Liveness(server) as liveness:
+        while time.monotonic() < deadline and sent < 64 * 2**20 and len(closed) < len(sids):
+            progressed = False
+            for sid in sids:
+                if sid in closed:
+                    continue
+                window = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+                if window >= len(junk):
+                    conn.send_data(sid, junk)
+                    sent += len(junk)
+                    progressed = True
+            try:
+                sock.sendall(conn.data_to_send())
+                data = b"" if progressed else sock.recv(65536)
+            except TimeoutError:
+                data = b""
+            except OSError:
+                break
+            for event in conn.receive_data(data) if data else ():
+                if isinstance(event, h2.events.TrailersReceived | h2.events.ResponseReceived):
+                    status = dict(event.headers).get(b"grpc-status")
+                    if status is not None:
+                        statuses.append(status)
+                if isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
+                    closed.add(event.stream_id)
+    sock.close()
+    budget.check(liveness, sent_mb=round(sent / 2**20, 1), streams_ended=len(closed),
+                 statuses=sorted(set(statuses)))  # fmt: skip
+    assert b"8" in statuses  # RESOURCE_EXHAUSTED past the connection's budget
+
+
 # ----------------------------------------------------------------------------- idle
 def test_idle_preface_only_and_slowloris_connections(server: Server) -> None:
     """Silent, preface-only and slowloris (a HEADERS frame a byte at a time) connections are

@@ -859,3 +859,30 @@ async def test_a_response_the_client_never_reads_does_not_hold_the_connection(
     frames = _frames(received)
     assert resets_of(frames) == [8]  # CANCEL
     assert goaway_of(frames) == NO_ERROR
+
+
+async def test_request_bytes_held_per_connection_are_bounded() -> None:
+    """Streams whose bodies never end, together past ``max_buffered_request_bytes``: the one
+    that goes past is refused RESOURCE_EXHAUSTED; the others and new calls go on."""
+    server = create_grpc_server(
+        DataPlane(make_repository()),
+        implementation="native",
+        budget=PeerBudget(max_buffered_request_bytes=1024 * 1024),
+    )
+    assert isinstance(server, NativeGrpcServer)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    client = await Client.open(port)
+    declared = struct.pack(">BI", 0, 4 * 1024 * 1024)
+    sids = [
+        client.request(INFER, declared + b"x" * 400_000, end=False) for _ in range(3)
+    ]  # 1.2 MB held in all
+    await client.flush()
+    _, _, trailers = await client.response(sids[2])
+    assert trailers["grpc-status"] == "8"
+    assert trailers["moorage-error-code"] == "payload_too_large"
+    (connection,) = server.connections
+    assert connection.open_streams == 2
+    assert (await client.response(client.request(LIVE, framed(b""))))[2]["grpc-status"] == "0"
+    await client.close()
+    await server.stop(0)

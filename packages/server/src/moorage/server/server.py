@@ -342,6 +342,7 @@ def grpc_budget(settings: ServerSettings) -> PeerBudget:
         resets_per_second=s.grpc_max_resets_per_second,
         empty_frames_per_second=s.grpc_max_empty_frames_per_second,
         max_queued_output_bytes=s.grpc_max_queued_output_bytes,
+        max_buffered_request_bytes=s.grpc_max_buffered_request_bytes,
         handshake_timeout_s=s.grpc_handshake_timeout_seconds,
         header_timeout_s=s.grpc_header_timeout_seconds,
         idle_timeout_s=s.grpc_max_connection_idle_seconds,

@@ -145,6 +145,13 @@ class ServerSettings(BaseSettings):
         description="native: output queued for a client that does not read; past it the "
         "server stops reading that connection until the client reads.",
     )
+    grpc_max_buffered_request_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="native: request bytes one connection may make the server hold at once "
+        "(bodies arriving, and those of calls running); the call whose data goes past it is "
+        "refused RESOURCE_EXHAUSTED.",
+    )
     grpc_handshake_timeout_seconds: float = Field(
         10.0,
         gt=0,

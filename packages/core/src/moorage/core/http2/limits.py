@@ -70,6 +70,9 @@ class PeerBudget:
     empty_frames_per_second: int = 100
     #: Output queued for a peer that does not read, after which we stop reading from it.
     max_queued_output_bytes: int = 1024 * 1024
+    #: Request bytes one connection may make us hold at once (bodies still arriving and those
+    #: of calls running); the stream whose DATA passes it is refused.
+    max_buffered_request_bytes: int = 256 * 1024 * 1024
     #: Seconds for the client preface and the first SETTINGS to arrive.
     handshake_timeout_s: float = 10.0
     #: Seconds a header block (HEADERS then CONTINUATION frames) may take to complete.

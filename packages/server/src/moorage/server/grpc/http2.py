@@ -13,12 +13,14 @@ Streams beyond ``max_concurrent_streams`` are refused (RST_STREAM REFUSED_STREAM
 Budgets (:class:`~moorage.core.http2.limits.PeerBudget`): PINGs (while no response is sent),
 SETTINGS, RST_STREAMs received or refused streams, and frames that carry nothing (empty DATA,
 HEADERS or CONTINUATION fragments, PRIORITY, unknown types) per connection and per second, past
-which the connection ends with GOAWAY ENHANCE_YOUR_CALM; output queued for a peer that does not
-read (past ``max_queued_output_bytes`` we stop reading it until it does); and the handshake,
-header-block and idle timeouts, checked by :meth:`H2Connection.check_timeouts`, which the
-server calls a few times a second. A stream we reset or answered before its request ended may
-still receive what its window allowed (ignored, counted); anything more is FLOW_CONTROL_ERROR,
-and frames on other closed streams are STREAM_CLOSED (section 5.1).
+which the connection ends with GOAWAY ENHANCE_YOUR_CALM; output queued for a peer that does
+not read (past ``max_queued_output_bytes`` we stop reading it until it does); request bytes
+held per connection (``max_buffered_request_bytes``: the stream going past it is refused); and
+the handshake, header-block and idle timeouts, checked by
+:meth:`H2Connection.check_timeouts`, which the server calls a few times a second. A stream we
+reset or answered before its request ended may still receive what its window allowed
+(ignored, counted); anything more is FLOW_CONTROL_ERROR, and frames on other closed streams
+are STREAM_CLOSED (section 5.1).
 
 Not supported: server push (never sent; a client's PUSH_PROMISE is a protocol error), the
 HTTP/1.1 ``Upgrade: h2c`` dance and TLS (clients connect with prior knowledge, as gRPC clients
@@ -152,6 +154,8 @@ class H2Connection(asyncio.Protocol):
         self._created = self._idle_since = self._block_started = 0.0
         self._idle_sid = 0
         self._idle_pending = 0
+        #: Request body bytes held by the open streams (``budget.max_buffered_request_bytes``).
+        self._body_bytes = 0
         self.max_header_list_size = max_header_list_size
         self.max_frame_size = max_frame_size
         self._stream_window = stream_window
@@ -264,6 +268,11 @@ class H2Connection(asyncio.Protocol):
 
     def on_request_end(self, stream: Stream) -> None:
         """The client ended the request; ``stream.body`` holds the whole body."""
+
+    def on_buffer_exceeded(self, stream: Stream) -> None:
+        """``stream``'s DATA took the connection's buffered request bytes past the budget:
+        the stream must end (by default RST_STREAM ENHANCE_YOUR_CALM)."""
+        self.reset(stream, ErrorCode.ENHANCE_YOUR_CALM)
 
     def on_read_done(self) -> None:
         """Every frame of one read was handled (a stream reset in the same read is closed by
@@ -500,6 +509,10 @@ class H2Connection(asyncio.Protocol):
                 raise ConnectionFailure(ErrorCode.PROTOCOL_ERROR, "padding exceeds the frame")
             payload = payload[1 : length - payload[0]]
         stream.body += payload
+        self._body_bytes += len(payload)
+        if self._body_bytes > self.budget.max_buffered_request_bytes:
+            self.on_buffer_exceeded(stream)
+            return
         if flags & END_STREAM:
             stream.remote_closed = True
             self.on_request_end(stream)
@@ -808,6 +821,7 @@ class H2Connection(asyncio.Protocol):
     def _discard(self, stream: Stream, credit: int) -> None:
         """Forget ``stream``; the peer may still send ``credit`` bytes of DATA on it."""
         self._remember_closed(stream.id, credit)
+        self._body_bytes -= len(stream.body)
         stream.closed = True
         stream.out.clear()
         stream.out_len = 0

@@ -370,6 +370,13 @@ class GrpcConnection(H2Connection):
         if size > call.expected:  # a unary call takes one message: the rest is not read
             self._status(stream, grpc.StatusCode.INTERNAL, "unary call sent more than one message")
 
+    def on_buffer_exceeded(self, stream: Stream) -> None:
+        self._status(
+            stream, grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"the connection holds over {self.budget.max_buffered_request_bytes} request bytes",
+            extra=_TOO_LARGE_CODE,
+        )  # fmt: skip
+
     def on_request_end(self, stream: Stream) -> None:
         call = stream.call
         if call is None or stream.closed:
