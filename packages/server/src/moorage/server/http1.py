@@ -8,7 +8,9 @@ the connection for ever. :class:`TimedHttpProtocol` gives each connection a dead
   (``header_timeout_s``);
 - body: from the headers until the request's last byte (``body_timeout_s``), whatever the
   pace at which it arrives;
-- none while the application answers; between requests uvicorn's keep-alive timer applies.
+- none while the application answers, unless the client stops reading its response: a
+  response stalled (the transport paused writing) for ``body_timeout_s`` ends the connection;
+- between requests uvicorn's keep-alive timer applies.
 
 The request line and headers are also bounded in bytes (``max_header_bytes``; uvicorn's
 httptools parser has no limit and buffers a header without end): past it the client gets
@@ -75,6 +77,8 @@ class TimedHttpProtocol(HttpToolsProtocol):
         self.deadline = 0.0
         #: Bytes read while a request's headers are awaited (-1: not awaiting them).
         self._header_bytes = -1
+        #: ``deadline`` is that of a response the client stopped reading.
+        self._write_stalled = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -106,12 +110,25 @@ class TimedHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self.deadline = 0.0
 
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if not self.deadline:  # a response the client does not read: it may stall so long
+            self.deadline = time.monotonic() + self._body_s
+            self._write_stalled = True
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._write_stalled:
+            self._write_stalled = False
+            self.deadline = 0.0
+
     def read_timed_out(self) -> None:
         """The request did not arrive in time: 408 (unless a response started), then close."""
         self._refuse(_TIMEOUT_RESPONSE, "request not received in time")
 
     def _refuse(self, response: bytes, why: str) -> None:
         self.deadline = 0.0
+        self._write_stalled = False
         self._header_bytes = -1
         transport = self.transport
         if transport.is_closing():

@@ -1,0 +1,85 @@
+"""The REST protocol's read deadlines and header budget, on a real uvicorn protocol object."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import uvicorn
+from uvicorn.server import ServerState
+
+from moorage.server.http1 import RestLimits, TimedHttpProtocol, sweep
+
+
+class _Transport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.closed = False
+
+    def write(self, data: Any) -> None:
+        self.written += bytes(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 1) if name in ("peername", "sockname") else default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def _app(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def _protocol(**limits: Any) -> tuple[TimedHttpProtocol, _Transport]:
+    config = uvicorn.Config(_app, http="httptools", lifespan="off", log_config=None)
+    config.load()
+    protocol = TimedHttpProtocol(
+        config=config, server_state=ServerState(), app_state={}, limits=RestLimits(**limits)
+    )
+    transport = _Transport()
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
+async def test_silent_connection_gets_408_after_the_header_timeout() -> None:
+    protocol, transport = _protocol(header_timeout_s=0.05)
+    sweep([protocol], time.monotonic())
+    assert not transport.closed
+    sweep([protocol], time.monotonic() + 0.1)
+    assert transport.closed and transport.written.startswith(b"HTTP/1.1 408 ")
+
+
+async def test_headers_over_the_budget_get_431_and_a_large_body_does_not() -> None:
+    protocol, transport = _protocol(max_header_bytes=1024)
+    protocol.data_received(b"POST / HTTP/1.1\r\nHost: x\r\ncontent-length: 100000\r\n\r\n")
+    protocol.data_received(b"x" * 100_000)  # body, not headers
+    assert not transport.closed
+    protocol, transport = _protocol(max_header_bytes=1024)
+    protocol.data_received(b"GET / HTTP/1.1\r\n")
+    protocol.data_received(b"X-A: " + b"a" * 2000)
+    assert transport.closed and transport.written.startswith(b"HTTP/1.1 431 ")
+
+
+async def test_a_response_the_client_does_not_read_ends_after_the_body_timeout() -> None:
+    protocol, transport = _protocol(body_timeout_s=0.05)
+    protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert protocol.deadline == 0.0  # the application answers: no read deadline
+    protocol.pause_writing()
+    protocol.resume_writing()
+    assert protocol.deadline == 0.0  # the client read again
+    protocol.pause_writing()
+    sweep([protocol], time.monotonic() + 0.1)
+    assert transport.closed
+    await asyncio.sleep(0)  # let the application task see the disconnect
