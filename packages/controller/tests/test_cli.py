@@ -161,6 +161,7 @@ def test_render_prints_yaml_objects(write, capsys: pytest.CaptureFixture[str]) -
         ("Deployment", "iris-predictor", "ml"),
         ("Service", "iris-predictor", "ml"),
         ("HorizontalPodAutoscaler", "iris-predictor", "ml"),
+        ("Ingress", "iris", "ml"),
     ]
     assert "&id" not in out
 

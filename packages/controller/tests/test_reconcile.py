@@ -50,13 +50,18 @@ def test_example_renders_valid_objects() -> None:
     objects = desired_objects(load_workload([ROOT / "examples/sklearn-iris/isvc.yaml"]))
     for obj in objects:
         kubernetes_validate.validate(obj, "1.30.0", strict=True)
-    assert [o["kind"] for o in objects] == ["Deployment", "Service", "HorizontalPodAutoscaler"]
+    assert [o["kind"] for o in objects] == [
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "Ingress",
+    ]
     assert yaml.safe_load_all(to_yaml(objects))
 
 
 def test_storage_initializer(tmp_path: Path) -> None:
     objects = render(tmp_path, model("s3://bucket/iris"))
-    deployment, service, hpa = objects
+    deployment, service, hpa, _ingress = objects
     labels = deployment["metadata"]["labels"]
     assert labels["serving.kserve.io/inferenceservice"] == "iris"
     assert labels["component"] == "predictor" and labels["app"] == "isvc.iris-predictor"
@@ -94,7 +99,7 @@ def test_readonly_false_and_replicas(tmp_path: Path) -> None:
         {**model("gs://b/m"), "minReplicas": 2, "maxReplicas": 5, "scaleTarget": 60},
         metadata={"annotations": {"storage.kserve.io/readonly": "false"}},
     )
-    deployment, _, hpa = objects
+    deployment, _, hpa, _ingress = objects
     assert "replicas" not in deployment["spec"]  # the HPA owns them
     mount = pod_of(objects)["containers"][0]["volumeMounts"][0]
     assert mount["readOnly"] is False
@@ -108,7 +113,7 @@ def test_external_autoscaler_has_no_hpa(tmp_path: Path) -> None:
         model("s3://b/m"),
         metadata={"annotations": {"serving.kserve.io/autoscalerClass": "external"}},
     )
-    assert [o["kind"] for o in objects] == ["Deployment", "Service"]
+    assert [o["kind"] for o in objects] == ["Deployment", "Service", "Ingress"]
 
 
 def test_pvc_direct_mount(tmp_path: Path) -> None:
@@ -226,7 +231,7 @@ def test_runtime_pod_fields_and_isvc_overrides(tmp_path: Path) -> None:
 
 def test_kserve_pod_defaults(tmp_path: Path) -> None:
     objects = render(tmp_path, {**model("gs://b/m"), "minReplicas": 0})
-    deployment, _, hpa = objects
+    deployment, _, hpa, _ingress = objects
     assert "replicas" not in deployment["spec"]
     assert hpa["spec"]["minReplicas"] == 1  # RawDeployment: never below 1
     pod = pod_of(objects)
@@ -298,7 +303,7 @@ def test_annotations_on_every_object_and_gpu_tags(tmp_path: Path) -> None:
         }
     }
     objects = render(tmp_path, predictor)
-    for obj in objects:
+    for obj in objects[:3]:  # the Ingress carries the InferenceService's annotations only
         annotations = obj["metadata"]["annotations"]
         assert annotations["internal.serving.kserve.io/storage-initializer-sourceuri"] == "gs://b/m"
         assert annotations["prometheus.kserve.io/port"] == "8082", obj["kind"]  # torchserve's
@@ -308,3 +313,49 @@ def test_annotations_on_every_object_and_gpu_tags(tmp_path: Path) -> None:
     assert sklearn["image"] == "moorage/server:latest"  # only torchserve and tfserving switch
     tf = {"tensorflow": {"storageUri": "gs://b/m", "runtimeVersion": "2.6.2", "resources": gpu}}
     assert pod_of(render(tmp_path, tf))["containers"][0]["image"] == "tensorflow/serving:2.6.2-gpu"
+
+
+def test_ingress_hosts_and_routes(tmp_path: Path) -> None:
+    transformer = {"containers": [{"name": "kserve-container", "image": "me/t:1"}]}
+    objects = render(tmp_path, model("s3://b/m"), spec={"transformer": transformer})
+    [ingress] = [o for o in objects if o["kind"] == "Ingress"]
+    kubernetes_validate.validate(ingress, "1.30.0", strict=True)
+    assert ingress["metadata"]["name"] == "iris" and ingress["spec"]["ingressClassName"] == "istio"
+    routes = [
+        (r["host"], r["http"]["paths"][0]["backend"]["service"]["name"])
+        for r in ingress["spec"]["rules"]
+    ]
+    assert routes == [
+        ("iris-transformer-ml.example.com", "iris-transformer"),
+        ("iris-predictor-ml.example.com", "iris-predictor"),
+        ("iris-ml.example.com", "iris-transformer"),  # the top-level host: the transformer
+    ]
+    local = render(
+        tmp_path,
+        model("s3://b/m"),
+        metadata={"labels": {"networking.kserve.io/visibility": "cluster-local"}},
+    )
+    assert "Ingress" not in [o["kind"] for o in local]
+    config = InferenceServiceConfig.from_configmap(
+        {
+            "ingress": json.dumps(
+                {
+                    "ingressGateway": "g",
+                    "ingressDomain": "models.corp",
+                    "ingressClassName": "nginx",
+                    "domainTemplate": "{{ .Name }}.{{ .Namespace }}.{{ .IngressDomain }}",
+                }
+            )
+        }
+    )
+    render(tmp_path, model("s3://b/m"))  # rewrites isvc.yaml without the label
+    path = tmp_path / "isvc.yaml"
+    [ingress] = [
+        o for o in desired_objects(load_workload([path]), config=config) if o["kind"] == "Ingress"
+    ]
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["spec"]["rules"][-1]["host"] == "iris.ml.models.corp"
+    off = InferenceServiceConfig.from_configmap(
+        {"ingress": '{"ingressGateway": "g", "disableIngressCreation": true}'}
+    )
+    assert "Ingress" not in [o["kind"] for o in desired_objects(load_workload([path]), config=off)]
