@@ -281,7 +281,7 @@ class Connection(Endpoint, asyncio.BufferedProtocol):
         assert transport is not None
         stream_id = self._next_id
         self._next_id += 2
-        self.pings.reset()  # a PING while calls are made is not a strike (grpcio's policy)
+        self.pings.count = 0  # a PING while calls are made is not a strike (grpcio's policy)
         waiter: asyncio.Future[Stream] = self._loop.create_future()
         stream = Stream(stream_id, waiter, self.peer_initial_window, limit)
         self._streams[stream_id] = stream

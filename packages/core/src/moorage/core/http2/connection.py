@@ -44,6 +44,7 @@ from moorage.core.http2.frames import (
     PADDED,
     PING,
     PREFACE,
+    PRIORITY_FLAG,
     PUSH_PROMISE,
     RST_STREAM,
     SETTINGS,
@@ -72,6 +73,7 @@ from moorage.core.http2.limits import PeerBudget
 __all__ = ["Endpoint"]
 
 _U32 = struct.Struct(">I")
+_FRAGMENT_FLAGS = PADDED | PRIORITY_FLAG
 
 
 class Endpoint:
@@ -192,8 +194,13 @@ class Endpoint:
                 elif kind == HEADERS:
                     if not stream_id:
                         raise ConnectionFailure(ErrorCode.PROTOCOL_ERROR, "HEADERS on stream 0")
-                    start, stop = headers_fragment(buffer, start, stop, flags)
-                    self._fragment(stream_id, flags, buffer[start:stop], first=True)
+                    if flags & _FRAGMENT_FLAGS:
+                        start, stop = headers_fragment(buffer, start, stop, flags)
+                    if flags & END_HEADERS:  # a whole block in one frame: the common case
+                        headers = self.decoder.decode(buffer[start:stop])
+                        self.on_headers(stream_id, bool(flags & END_STREAM), headers)
+                    else:
+                        self._fragment(stream_id, flags, buffer[start:stop], first=True)
                 else:
                     check_frame(kind, flags, stream_id, stop - start)
                     self._control(kind, flags, stream_id, buffer, start, stop)
