@@ -359,3 +359,31 @@ def test_ingress_hosts_and_routes(tmp_path: Path) -> None:
         {"ingress": '{"ingressGateway": "g", "disableIngressCreation": true}'}
     )
     assert "Ingress" not in [o["kind"] for o in desired_objects(load_workload([path]), config=off)]
+
+
+def test_explainer_component(tmp_path: Path) -> None:
+    explainer = {
+        "art": {"type": "SquareAttack", "config": {"nb_classes": "10"}, "storageUri": "gs://b/e"}
+    }
+    objects = render(tmp_path, model("gs://b/m"), spec={"explainer": explainer})
+    for obj in objects:
+        kubernetes_validate.validate(obj, "1.30.0", strict=True)
+    names = [(o["kind"], o["metadata"]["name"]) for o in objects]
+    assert ("Deployment", "iris-explainer") in names and ("Service", "iris-explainer") in names
+    assert ("HorizontalPodAutoscaler", "iris-explainer") in names
+    pod = pod_of(objects, "iris-explainer")
+    main = pod["containers"][0]
+    assert main["name"] == "kserve-container"
+    assert main["image"] == "kserve/art-explainer:latest"
+    assert main["args"] == [
+        "--model_name", "iris", "--http_port", "8080", "--predictor_host", "iris-predictor.ml",
+        "--adversary_type", "SquareAttack", "--nb_classes", "10",
+    ]  # fmt: skip
+    assert pod["initContainers"][0]["args"] == ["gs://b/e", "/mnt/models"]
+    [ingress] = [o for o in objects if o["kind"] == "Ingress"]
+    hosts = {
+        r["host"]: r["http"]["paths"][0]["backend"]["service"]["name"]
+        for r in ingress["spec"]["rules"]
+    }
+    assert hosts["iris-explainer-ml.example.com"] == "iris-explainer"
+    assert hosts["iris-ml.example.com"] == "iris-predictor"

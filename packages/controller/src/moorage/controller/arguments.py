@@ -83,6 +83,11 @@ def transformer_service_name(isvc_name: str) -> str:
     return f"{isvc_name}-transformer"
 
 
+def explainer_service_name(isvc_name: str) -> str:
+    """``<isvc>-explainer`` (constants.ExplainerServiceName)."""
+    return f"{isvc_name}-explainer"
+
+
 def has_arg(args: list[str], flag: str) -> bool:
     """Whether ``flag`` is among ``args``, as ``--flag value`` or ``--flag=value``."""
     return any(a == flag or a.startswith(flag + "=") for a in args)
@@ -227,6 +232,45 @@ def predictor_container(isvc: InferenceService, runtime: SelectedRuntime) -> dic
     if runtime.name in GPU_TAGGED_RUNTIMES and merged.get("image") and _wants_gpu(merged):
         merged["image"] = _gpu_tag(merged["image"])
     return replace_placeholders(merged, isvc.metadata, field=model.field)
+
+
+_EXPLAINER_ONLY_FIELDS = {"storageUri", "runtimeVersion", "config", "storage", "type"}
+
+
+def explainer_container(isvc: InferenceService, *, image: str, version: str) -> dict[str, Any]:
+    """The explainer's ``kserve-container``: for ``art``, KServe's ART explainer image
+    (``image:<runtimeVersion or version>``) with ``--model_name``, ``--http_port 8080``,
+    ``--predictor_host <isvc>-predictor.<namespace>``, ``--adversary_type`` and each ``config``
+    entry as ``--<key> <value>`` (keys sorted), then the spec's own args; custom containers as
+    given."""
+    explainer = isvc.spec.explainer
+    if explainer is None:
+        raise ValidationError("no explainer", field="spec.explainer")
+    namespace = isvc.namespace or "default"
+    if explainer.art is None:
+        if not explainer.containers:
+            raise ValidationError("an explainer needs art or containers", field="spec.explainer")
+        first = explainer.containers[0].model_dump(by_alias=True, exclude_none=True, mode="json")
+        return replace_placeholders(first, isvc.metadata, field="spec.explainer.containers[0]")
+    art = explainer.art
+    dumped = art.model_dump(by_alias=True, exclude_none=True, mode="json")
+    container = {k: v for k, v in dumped.items() if k not in _EXPLAINER_ONLY_FIELDS}
+    args = [
+        "--model_name",
+        isvc.name,
+        "--http_port",
+        str(DEFAULT_HTTP_PORT),
+        "--predictor_host",
+        f"{predictor_service_name(isvc.name)}.{namespace}",
+        "--adversary_type",
+        art.type,
+    ]
+    for key in sorted(art.config or {}):
+        args += [f"--{key}", (art.config or {})[key]]
+    container["name"] = container.get("name") or MAIN_CONTAINER
+    container["image"] = container.get("image") or f"{image}:{art.runtime_version or version}"
+    container["args"] = [*args, *container.get("args", [])]
+    return replace_placeholders(container, isvc.metadata, field="spec.explainer.art")
 
 
 def transformer_container(isvc: InferenceService) -> dict[str, Any]:

@@ -33,8 +33,11 @@ no webhook between us and the API server when moorage applies these):
   ``ingress.disableIngressCreation`` or the ``networking.kserve.io/visibility: cluster-local``
   label.
 
+* the explainer (``<isvc>-explainer`` Deployment, Service, HPA): ART's image from
+  ``explainers.art`` with KServe's arguments, or the custom container; its host in the Ingress.
+
 Not rendered: CA bundles, the ``storage:`` spec's storage-config Secret, Istio, Knative
-(Serverless) and ModelMesh objects, the logger/batcher agent, the explainer. The future
+(Serverless) and ModelMesh objects, the logger/batcher agent. The future
 operator calls this function and applies the result.
 """
 
@@ -50,6 +53,8 @@ from moorage.controller.arguments import (
     DEFAULT_HTTP_PORT,
     MAIN_CONTAINER,
     MODEL_MOUNT_PATH,
+    explainer_container,
+    explainer_service_name,
     predictor_container,
     predictor_service_name,
     transformer_container,
@@ -59,7 +64,12 @@ from moorage.controller.credentials import storage_credentials
 from moorage.controller.runtime_selection import predictor_model
 from moorage.controller.workload import Workload
 from moorage.core.config.configmap import InferenceServiceConfig
-from moorage.core.resources import InferenceService, PredictorSpec, TransformerSpec
+from moorage.core.resources import (
+    ExplainerSpec,
+    InferenceService,
+    PredictorSpec,
+    TransformerSpec,
+)
 from moorage.core.storage_uri import OCIURI, PVCURI, parse_storage_uri
 
 __all__ = ["desired_objects", "to_yaml"]
@@ -96,7 +106,7 @@ def _dump(model: Any) -> dict[str, Any]:
     return data
 
 
-def _pod_overrides(component: PredictorSpec | TransformerSpec) -> dict[str, Any]:
+def _pod_overrides(component: PredictorSpec | TransformerSpec | ExplainerSpec) -> dict[str, Any]:
     return {k: v for k, v in _dump(component).items() if k not in _COMPONENT_ONLY}
 
 
@@ -113,14 +123,20 @@ def _merge_pod(runtime_pod: Mapping[str, Any], component_pod: Mapping[str, Any])
     return pod
 
 
+_SERVICE_NAMES = {
+    "predictor": predictor_service_name,
+    "transformer": transformer_service_name,
+    "explainer": explainer_service_name,
+}
+
+
 def _meta(
-    isvc: InferenceService, component: str, namespace: str, extra: PredictorSpec | TransformerSpec
+    isvc: InferenceService,
+    component: str,
+    namespace: str,
+    extra: PredictorSpec | TransformerSpec | ExplainerSpec,
 ) -> tuple[dict[str, str], dict[str, str], str]:
-    name = (
-        predictor_service_name(isvc.name)
-        if component == "predictor"
-        else transformer_service_name(isvc.name)
-    )
+    name = _SERVICE_NAMES[component](isvc.name)
     labels = {
         **(isvc.metadata.labels or {}),
         **(extra.labels or {}),
@@ -361,7 +377,7 @@ def _deployment(
     annotations: dict[str, str],
     pod_annotations: dict[str, str],
     pod: dict[str, Any],
-    component: PredictorSpec | TransformerSpec,
+    component: PredictorSpec | TransformerSpec | ExplainerSpec,
 ) -> dict[str, Any]:
     strategy = (
         _dump(component.deployment_strategy)
@@ -395,7 +411,7 @@ def _hpa(
     namespace: str,
     labels: dict[str, str],
     annotations: Mapping[str, str],
-    component: PredictorSpec | TransformerSpec,
+    component: PredictorSpec | TransformerSpec | ExplainerSpec,
 ) -> dict[str, Any] | None:
     if annotations.get(AUTOSCALER_CLASS_ANNOTATION, "hpa") == "external":
         return None
@@ -433,7 +449,7 @@ def _component_objects(
     annotations: dict[str, str],
     pod_annotations: dict[str, str],
     pod: dict[str, Any],
-    component: PredictorSpec | TransformerSpec,
+    component: PredictorSpec | TransformerSpec | ExplainerSpec,
     service_container: Mapping[str, Any],
 ) -> list[dict[str, Any]]:
     objects = [
@@ -504,6 +520,33 @@ def _transformer_objects(workload: Workload, namespace: str) -> list[dict[str, A
     )
 
 
+def _explainer_objects(
+    workload: Workload, namespace: str, config: InferenceServiceConfig
+) -> list[dict[str, Any]]:
+    isvc = workload.isvc
+    explainer = isvc.spec.explainer
+    assert explainer is not None
+    labels, annotations, name = _meta(isvc, "explainer", namespace, explainer)
+    if isvc.namespace is None:
+        isvc = isvc.model_copy(deep=True)
+        isvc.metadata.namespace = namespace
+    art = config.explainers.art
+    container = explainer_container(isvc, image=art.image, version=art.default_image_version)
+    pod = _pod_overrides(explainer)
+    pod.pop("art", None)
+    pod["containers"] = [container, *(pod.get("containers") or [])[1:]]
+    _default_pod_spec(pod)
+    pod_annotations = dict(annotations)
+    uri = explainer.art.storage_uri if explainer.art is not None else None
+    if uri:
+        readonly = annotations.get(READONLY_ANNOTATION, "true") != "false"
+        pod_annotations.update(_mutate_storage(pod, uri, readonly=readonly, config=config))
+        _add_credentials(pod, workload, namespace, annotations, config)
+    return _component_objects(
+        name, namespace, labels, pod_annotations, pod_annotations, pod, explainer, container
+    )
+
+
 VISIBILITY_LABEL = "networking.kserve.io/visibility"
 _TEMPLATE_FIELD = re.compile(r"\{\{\s*\.(\w+)(?:\.([\w.\-/]+))?\s*\}\}")
 
@@ -551,6 +594,9 @@ def _ingress(
     if isvc.spec.transformer is not None:
         front = transformer_service_name(isvc.name)
         rules.append(_rule(_domain(template, front, isvc, namespace, domain), front))
+    elif isvc.spec.explainer is not None:
+        explainer = explainer_service_name(isvc.name)
+        rules.append(_rule(_domain(template, explainer, isvc, namespace, domain), explainer))
     rules.append(_rule(_domain(template, predictor, isvc, namespace, domain), predictor))
     rules.append(_rule(_domain(template, isvc.name, isvc, namespace, domain), front))
     meta: dict[str, Any] = {
@@ -587,6 +633,8 @@ def desired_objects(
     objects = _predictor_objects(workload, ns, config)
     if workload.isvc.spec.transformer is not None:
         objects += _transformer_objects(workload, ns)
+    if workload.isvc.spec.explainer is not None:
+        objects += _explainer_objects(workload, ns, config)
     ingress = _ingress(workload.isvc, ns, config)
     if ingress is not None:
         objects.append(ingress)
