@@ -8,6 +8,7 @@ attack ran. Figures print with ``pytest -s``.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 
@@ -19,6 +20,7 @@ import pytest
 from .conftest import Budget, Liveness, Server, _infer_message
 from .wire import (
     CANCEL,
+    CONTINUATION,
     DATA,
     END_HEADERS,
     END_STREAM,
@@ -31,6 +33,7 @@ from .wire import (
     closed_by_peer,
     connect,
     frame,
+    frames,
     goaway_code,
     grpc_message,
     peek,
@@ -44,7 +47,9 @@ FLOOD_BYTES = 300 * 1024 * 1024
 FLOOD_SECONDS = 3.0
 
 
-def _flood(sock: socket.socket, chunk: bytes) -> tuple[int, int | None, str]:
+def _flood(
+    sock: socket.socket, chunk: bytes, limit: int = FLOOD_BYTES
+) -> tuple[int, int | None, str]:
     """Send ``chunk`` again and again, never reading, until the server ends the connection
     (a GOAWAY waits in our receive queue, or the socket breaks), stops reading us (sends
     block), or the bounds are reached. Returns (bytes sent, GOAWAY code seen, how it ended)."""
@@ -52,7 +57,7 @@ def _flood(sock: socket.socket, chunk: bytes) -> tuple[int, int | None, str]:
     deadline = time.monotonic() + FLOOD_SECONDS
     sock.settimeout(0.5)
     ended = "bounds reached"
-    while sent < FLOOD_BYTES and time.monotonic() < deadline:
+    while sent < limit and time.monotonic() < deadline:
         code = goaway_code(peek(sock))
         if code is not None:
             return sent, code, "goaway"
@@ -251,6 +256,64 @@ def test_many_bodies_that_never_end(servers: dict[str, Server]) -> None:
     budget.check(liveness, sent_mb=round(sent / 2**20, 1), streams_ended=len(closed),
                  statuses=sorted(set(statuses)))  # fmt: skip
     assert b"8" in statuses  # RESOURCE_EXHAUSTED past the connection's budget
+
+
+def test_continuation_flood(server: Server, request: pytest.FixtureRequest) -> None:
+    """A header block that never ends (CONTINUATION after CONTINUATION): the native server
+    ends the connection (GOAWAY) once the block passes what a header list may take. grpcio
+    reads on, discarding, busy: an 8 MB flood kept a normal call waiting past 1 s here, so the
+    grpcio case is an expected failure (a reason to prefer the native server)."""
+    if server.grpc_server == "grpcio":
+        request.applymarker(
+            pytest.mark.xfail(reason="grpcio stalls other clients during a CONTINUATION flood")
+        )
+    budget = Budget(server, "CONTINUATION flood")
+    sock = _client(server.grpc_port, rcvbuf=65536)
+    sock.sendall(frame(HEADERS, 0, 1, request_block()))
+    chunk = frame(CONTINUATION, 0, 1, b"\x40\x01a\x01b" * 3000) * 4  # literals with indexing
+    with Liveness(server) as liveness:
+        limit = (32 if server.grpc_server == "native" else 8) * 2**20
+        sent, code, ended = _flood(sock, chunk, limit=limit)
+    sock.close()
+    budget.check(liveness, sent_mb=round(sent / 2**20, 1), goaway=code, ended=ended)
+    if server.grpc_server == "native":
+        assert code == ENHANCE_YOUR_CALM, ended
+
+
+def test_hpack_bomb(server: Server) -> None:
+    """One 4 KB header put in the dynamic table, then referenced by one byte again and again:
+    320 KB on the wire that would decode to 1.3 GB. Native: GOAWAY COMPRESSION_ERROR without
+    decoding it all; grpcio drops the calls (memory and the normal client are checked)."""
+    budget = Budget(server, "HPACK bomb")
+    sock = _client(server.grpc_port, rcvbuf=65536)
+    big = b"v" * 4000
+    insert = b"\x40" + bytes((5,)) + b"x-big" + b"\x7f" + _hpack_int(len(big) - 127) + big
+    blocks = []
+    for sid in range(1, 41, 2):
+        refs = b"\xbe" * 16000  # index 62: the newest dynamic entry, 4 KB each
+        blocks.append(frame(HEADERS, END_HEADERS | END_STREAM, sid,
+                            request_block() + (insert if sid == 1 else b"") + refs))  # fmt: skip
+    with Liveness(server) as liveness:
+        with contextlib.suppress(OSError):
+            sock.sendall(b"".join(blocks))
+        time.sleep(1.0)
+        received = peek(sock)
+    sock.close()
+    code = goaway_code(received)
+    kinds = {kind for kind, _, _, _ in frames(received)}
+    budget.check(liveness, wire_kb=sum(map(len, blocks)) // 1024, goaway=code,
+                 frame_types=sorted(kinds))  # fmt: skip
+    if server.grpc_server == "native":
+        assert code == 0x9  # COMPRESSION_ERROR: the list passed the decoder's bound
+
+
+def _hpack_int(value: int) -> bytes:
+    """The continuation bytes of an HPACK integer past its prefix (RFC 7541 5.1)."""
+    out = b""
+    while value >= 128:
+        out += bytes((value % 128 + 128,))
+        value //= 128
+    return out + bytes((value,))
 
 
 # ----------------------------------------------------------------------------- idle

@@ -7,6 +7,7 @@ import struct
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY = 0x0, 0x1, 0x3, 0x4, 0x6, 0x7
+CONTINUATION = 0x9
 END_STREAM, END_HEADERS, ACK = 0x1, 0x4, 0x1
 NO_ERROR, PROTOCOL_ERROR, CANCEL, ENHANCE_YOUR_CALM = 0x0, 0x1, 0x8, 0xB
 INFER = b"/inference.GRPCInferenceService/ModelInfer"
