@@ -387,3 +387,55 @@ def test_explainer_component(tmp_path: Path) -> None:
     }
     assert hosts["iris-explainer-ml.example.com"] == "iris-explainer"
     assert hosts["iris-ml.example.com"] == "iris-predictor"
+
+
+def test_logger_on_moorage_server_is_in_process(tmp_path: Path) -> None:
+    logger = {"url": "http://sink.ml", "mode": "request", "metadataHeaders": ["x-user"]}
+    objects = render(tmp_path, {**model("gs://b/m"), "logger": logger})
+    for obj in objects:
+        kubernetes_validate.validate(obj, "1.30.0", strict=True)
+    pod = pod_of(objects)
+    assert [c["name"] for c in pod["containers"]] == ["kserve-container"]  # no sidecar
+    args = pod["containers"][0]["args"]
+    assert "--logger_url=http://sink.ml" in args and "--logger_mode=request" in args
+    assert "--logger_inference_service=iris" in args and "--logger_namespace=ml" in args
+    assert "--logger_component=predictor" in args
+    assert "--logger_metadata_headers=x-user" in args
+    deployment, service = objects[0], objects[1]
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["internal.serving.kserve.io/logger-sink-url"] == "http://sink.ml"
+    assert service["spec"]["ports"][0]["targetPort"] == 8080
+
+
+def test_logger_and_batcher_on_other_servers_use_the_agent(tmp_path: Path) -> None:
+    predictor = {
+        "model": {"modelFormat": {"name": "pytorch"}, "storageUri": "gs://b/m"},
+        "logger": {"mode": "all"},
+        "batcher": {"maxBatchSize": 8},
+    }
+    config = InferenceServiceConfig.from_configmap(
+        {"logger": json.dumps({"caBundle": "corp-ca", "caCertFile": "ca.crt"})}
+    )
+    render(tmp_path, predictor)
+    objects = desired_objects(load_workload([tmp_path / "isvc.yaml"]), config=config)
+    for obj in objects:
+        kubernetes_validate.validate(obj, "1.30.0", strict=True)
+    pod = pod_of(objects)
+    assert [c["name"] for c in pod["containers"]] == ["kserve-container", "agent"]
+    agent = pod["containers"][1]
+    args = agent["args"]
+    assert args[:3] == ["--enable-logger", "--log-url", "http://default-broker"]
+    assert "--logger-ca-cert-file=ca.crt" in args and "--logger-tls-skip-verify=false" in args
+    assert args[-7:] == [
+        "--enable-batcher", "--max-batchsize", "8", "--max-latency", "5000",
+        "--component-port", "8080",
+    ]  # fmt: skip
+    assert agent["ports"] == [{"name": "agent-port", "containerPort": 9081, "protocol": "TCP"}]
+    assert {"name": "agent-ca-bundle", "mountPath": "/etc/tls/logger", "readOnly": True} in agent[
+        "volumeMounts"
+    ]
+    assert {"name": "agent-ca-bundle", "configMap": {"name": "corp-ca", "optional": True}} in pod[
+        "volumes"
+    ]
+    service = next(o for o in objects if o["kind"] == "Service")
+    assert service["spec"]["ports"][0]["targetPort"] == 9081

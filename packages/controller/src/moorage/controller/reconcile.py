@@ -36,8 +36,11 @@ no webhook between us and the API server when moorage applies these):
 * the explainer (``<isvc>-explainer`` Deployment, Service, HPA): ART's image from
   ``explainers.art`` with KServe's arguments, or the custom container; its host in the Ingress.
 
+* ``logger``/``batcher`` (:mod:`moorage.controller.agent`): moorage-server's own logger flags,
+  or KServe's ``agent`` sidecar on 9081 with the Service targeting it.
+
 Not rendered: CA bundles, the ``storage:`` spec's storage-config Secret, Istio, Knative
-(Serverless) and ModelMesh objects, the logger/batcher agent. The future
+(Serverless) and ModelMesh objects. The future
 operator calls this function and applies the result.
 """
 
@@ -49,6 +52,7 @@ from typing import Any
 
 import yaml
 
+from moorage.controller.agent import apply_logger_and_batcher
 from moorage.controller.arguments import (
     DEFAULT_HTTP_PORT,
     MAIN_CONTAINER,
@@ -442,6 +446,35 @@ def _hpa(
     }
 
 
+def _logger_and_batcher(
+    pod: dict[str, Any],
+    main: dict[str, Any],
+    component: PredictorSpec | TransformerSpec | ExplainerSpec,
+    *,
+    isvc: InferenceService,
+    namespace: str,
+    kind: str,
+    service_name: str,
+    config: InferenceServiceConfig,
+) -> tuple[dict[str, str], Mapping[str, Any]]:
+    """Pod annotations from the logger/batcher, and the container the Service targets."""
+    sidecar = apply_logger_and_batcher(
+        pod,
+        main,
+        logger=component.logger,
+        batcher=component.batcher,
+        isvc_name=isvc.name,
+        namespace=namespace,
+        component=kind,
+        config=config,
+    )
+    target: Mapping[str, Any] = main
+    if sidecar.service_port is not None:
+        port = {"name": service_name, "containerPort": sidecar.service_port, "protocol": "TCP"}
+        target = {"ports": [port]}
+    return sidecar.annotations, target
+
+
 def _component_objects(
     name: str,
     namespace: str,
@@ -497,13 +530,20 @@ def _predictor_objects(
         readonly = annotations.get(READONLY_ANNOTATION, "true") != "false"
         pod_annotations.update(_mutate_storage(pod, uri, readonly=readonly, config=config))
         _add_credentials(pod, workload, namespace, annotations, config)
+    extra, target = _logger_and_batcher(
+        pod, main, predictor, isvc=isvc, namespace=namespace, kind="predictor",
+        service_name=name, config=config,
+    )  # fmt: skip
+    pod_annotations.update(extra)
     # KServe puts the runtime's annotations and the source URI on every object, not only the pod.
     return _component_objects(
-        name, namespace, labels, pod_annotations, pod_annotations, pod, predictor, main
+        name, namespace, labels, pod_annotations, pod_annotations, pod, predictor, target
     )
 
 
-def _transformer_objects(workload: Workload, namespace: str) -> list[dict[str, Any]]:
+def _transformer_objects(
+    workload: Workload, namespace: str, config: InferenceServiceConfig
+) -> list[dict[str, Any]]:
     isvc = workload.isvc
     transformer = isvc.spec.transformer
     assert transformer is not None
@@ -515,8 +555,14 @@ def _transformer_objects(workload: Workload, namespace: str) -> list[dict[str, A
     pod = _pod_overrides(transformer)
     pod["containers"] = [container, *pod["containers"][1:]]
     _default_pod_spec(pod)
+    pod_annotations = dict(annotations)
+    extra, target = _logger_and_batcher(
+        pod, container, transformer, isvc=isvc, namespace=namespace, kind="transformer",
+        service_name=name, config=config,
+    )  # fmt: skip
+    pod_annotations.update(extra)
     return _component_objects(
-        name, namespace, labels, annotations, dict(annotations), pod, transformer, container
+        name, namespace, labels, annotations, pod_annotations, pod, transformer, target
     )
 
 
@@ -542,8 +588,13 @@ def _explainer_objects(
         readonly = annotations.get(READONLY_ANNOTATION, "true") != "false"
         pod_annotations.update(_mutate_storage(pod, uri, readonly=readonly, config=config))
         _add_credentials(pod, workload, namespace, annotations, config)
+    extra, target = _logger_and_batcher(
+        pod, container, explainer, isvc=isvc, namespace=namespace, kind="explainer",
+        service_name=name, config=config,
+    )  # fmt: skip
+    pod_annotations.update(extra)
     return _component_objects(
-        name, namespace, labels, pod_annotations, pod_annotations, pod, explainer, container
+        name, namespace, labels, pod_annotations, pod_annotations, pod, explainer, target
     )
 
 
@@ -632,7 +683,7 @@ def desired_objects(
     ns = workload.isvc.namespace or namespace or "default"
     objects = _predictor_objects(workload, ns, config)
     if workload.isvc.spec.transformer is not None:
-        objects += _transformer_objects(workload, ns)
+        objects += _transformer_objects(workload, ns, config)
     if workload.isvc.spec.explainer is not None:
         objects += _explainer_objects(workload, ns, config)
     ingress = _ingress(workload.isvc, ns, config)

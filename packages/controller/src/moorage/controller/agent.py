@@ -1,0 +1,201 @@
+"""A component's ``logger`` and ``batcher``, rendered as KServe v0.14's webhook would, or better
+where the server is moorage's.
+
+* moorage-server logs in-process: a component whose ``kserve-container`` runs moorage-server and
+  has a ``logger`` (no ``batcher``) gets the logger as server flags (``--logger_url``,
+  ``--logger_mode``, ...) and no sidecar: one hop less per request.
+* Otherwise (another server, or a ``batcher``, which moorage-server does not implement) the pod
+  gets KServe's ``agent`` sidecar: image ``agent.image``, port 9081 (``agent-port``), the
+  logger flags (``--log-url``, ``--source-uri``, ``--log-mode``, ``--inference-service``,
+  ``--namespace``, ``--endpoint``, ``--component``, ``--metadata-headers``) and/or the batcher
+  flags (``--enable-batcher``, ``--max-batchsize``, ``--max-latency``, defaults from the
+  ``batcher`` config), ``--component-port`` the model container's port, the model container's
+  readiness probe in ``SERVING_READINESS_PROBE``; the component's Service then targets 9081.
+
+Either way the logger's TLS settings (``logger.caBundle``/``caCertFile``/``tlsSkipVerify``)
+apply: the CA bundle ConfigMap is mounted (optional) as ``agent-ca-bundle`` at
+``/etc/tls/logger`` in the container that sends, and the pod carries KServe's internal
+``logger``/``batcher`` annotations.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from moorage.core.config.configmap import InferenceServiceConfig
+from moorage.core.resources import Batcher, LoggerSpec
+
+__all__ = ["AGENT_CONTAINER", "AGENT_PORT", "Sidecar", "apply_logger_and_batcher"]
+
+AGENT_CONTAINER = "agent"
+AGENT_PORT = 9081
+CA_VOLUME = "agent-ca-bundle"
+CA_MOUNT = "/etc/tls/logger"
+_INTERNAL = "internal.serving.kserve.io"
+_SERVER_COMMANDS = {"moorage-server"}
+
+
+@dataclass
+class Sidecar:
+    """What :func:`apply_logger_and_batcher` did: pod annotations, and the port the component's
+    Service must target (the agent's, or None to keep the model container's)."""
+
+    annotations: dict[str, str] = field(default_factory=dict)
+    service_port: int | None = None
+
+
+def runs_moorage_server(container: Mapping[str, Any]) -> bool:
+    """Whether a model container runs moorage-server (which logs in-process)."""
+    command = [*container.get("command", []), *container.get("args", [])][:1]
+    if command and os.path.basename(str(command[0])) in _SERVER_COMMANDS:
+        return True
+    image = str(container.get("image") or "")
+    return not container.get("command") and "moorage" in image and "server" in image
+
+
+def _port(container: Mapping[str, Any]) -> int:
+    ports = container.get("ports") or []
+    return int(ports[0]["containerPort"]) if ports else 8080
+
+
+def _tls(config: InferenceServiceConfig, *, agent: bool) -> list[str]:
+    """The logger's TLS flags, in the agent's spelling or moorage-server's."""
+    logger = config.logger
+    ca_flag, skip_flag = (
+        ("--logger-ca-cert-file", "--logger-tls-skip-verify")
+        if agent
+        else ("--logger_ca_cert_file", "--logger_tls_skip_verify")
+    )
+    args: list[str] = []
+    if logger.ca_bundle:
+        args.append(f"{ca_flag}={logger.ca_cert_file or 'service-ca.crt'}")
+    args.append(f"{skip_flag}={str(logger.tls_skip_verify).lower()}")
+    return args
+
+
+def _mount_ca(
+    pod: dict[str, Any], container: dict[str, Any], config: InferenceServiceConfig
+) -> None:
+    bundle = config.logger.ca_bundle
+    if not bundle:
+        return
+    volume = {"name": CA_VOLUME, "configMap": {"name": bundle, "optional": True}}
+    if all(v.get("name") != CA_VOLUME for v in pod.get("volumes", [])):
+        pod["volumes"] = [*pod.get("volumes", []), volume]
+    mount = {"name": CA_VOLUME, "mountPath": CA_MOUNT, "readOnly": True}
+    container["volumeMounts"] = [*container.get("volumeMounts", []), mount]
+
+
+def _annotations(
+    logger: LoggerSpec | None, batcher: Batcher | None, sink: str, config: InferenceServiceConfig
+) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if logger is not None:
+        out[f"{_INTERNAL}/logger"] = "true"
+        out[f"{_INTERNAL}/logger-sink-url"] = sink
+        out[f"{_INTERNAL}/logger-mode"] = logger.mode or "all"
+        if logger.metadata_headers:
+            out[f"{_INTERNAL}/logger-metadata-headers"] = ",".join(logger.metadata_headers)
+    if batcher is not None:
+        out[f"{_INTERNAL}/batcher"] = "true"
+        out[f"{_INTERNAL}/batcher-max-batchsize"] = str(
+            batcher.max_batch_size or config.batcher.max_batch_size
+        )
+        out[f"{_INTERNAL}/batcher-max-latency"] = str(
+            batcher.max_latency or config.batcher.max_latency
+        )
+    return out
+
+
+def apply_logger_and_batcher(
+    pod: dict[str, Any],
+    main: dict[str, Any],
+    *,
+    logger: LoggerSpec | None,
+    batcher: Batcher | None,
+    isvc_name: str,
+    namespace: str,
+    component: str,
+    config: InferenceServiceConfig,
+) -> Sidecar:
+    """Render ``logger``/``batcher`` into ``pod`` (see the module docstring); ``main`` is the
+    component's model container, inside ``pod``."""
+    if logger is None and batcher is None:
+        return Sidecar()
+    sink = (logger.url if logger is not None else None) or config.logger.default_url
+    annotations = _annotations(logger, batcher, sink, config)
+    mode = (logger.mode if logger is not None else None) or "all"
+    headers = ",".join(logger.metadata_headers or []) if logger is not None else ""
+    if logger is not None and batcher is None and runs_moorage_server(main):
+        flags = [
+            f"--logger_url={sink}",
+            f"--logger_mode={mode}",
+            f"--logger_inference_service={isvc_name}",
+            f"--logger_namespace={namespace}",
+            f"--logger_component={component}",
+            *([f"--logger_metadata_headers={headers}"] if headers else []),
+        ]
+        main["args"] = [*main.get("args", []), *flags, *_tls(config, agent=False)]
+        _mount_ca(pod, main, config)
+        return Sidecar(annotations=annotations)
+    args: list[str] = []
+    if logger is not None:
+        args += [
+            "--enable-logger",
+            "--log-url", sink,
+            "--source-uri", f"{isvc_name}-{component}",
+            "--log-mode", mode,
+            "--inference-service", isvc_name,
+            "--namespace", namespace,
+            "--endpoint", "",
+            "--component", component,
+        ]  # fmt: skip
+        if headers:
+            args += ["--metadata-headers", headers]
+        args += _tls(config, agent=True)
+    if batcher is not None:
+        args += [
+            "--enable-batcher",
+            "--max-batchsize", annotations[f"{_INTERNAL}/batcher-max-batchsize"],
+            "--max-latency", annotations[f"{_INTERNAL}/batcher-max-latency"],
+        ]  # fmt: skip
+    args += ["--component-port", str(_port(main))]
+    sizes = config.batcher if batcher is not None else config.logger
+    agent: dict[str, Any] = {
+        "name": AGENT_CONTAINER,
+        "image": config.agent.image,
+        "args": args,
+        "ports": [{"name": "agent-port", "containerPort": AGENT_PORT, "protocol": "TCP"}],
+        "env": [
+            {
+                "name": "SERVING_READINESS_PROBE",
+                "value": json.dumps(main.get("readinessProbe") or {}, separators=(",", ":")),
+            }
+        ],
+        "resources": {
+            "requests": {"cpu": sizes.cpu_request, "memory": sizes.memory_request},
+            "limits": {"cpu": sizes.cpu_limit, "memory": sizes.memory_limit},
+        },
+        "readinessProbe": {
+            "httpGet": {
+                "path": "/",
+                "port": AGENT_PORT,
+                "httpHeaders": [{"name": "K-Network-Probe", "value": "queue"}],
+            },
+            "timeoutSeconds": 1,
+            "periodSeconds": 10,
+            "successThreshold": 1,
+            "failureThreshold": 3,
+        },
+        "imagePullPolicy": "IfNotPresent",
+        "terminationMessagePolicy": "File",
+    }
+    if logger is not None:
+        _mount_ca(pod, agent, config)
+    pod["containers"] = [*pod["containers"], agent]
+    annotations[f"{_INTERNAL}/agent"] = "true"
+    return Sidecar(annotations=annotations, service_port=AGENT_PORT)
