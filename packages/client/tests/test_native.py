@@ -37,6 +37,7 @@ from moorage.client import (
     default_channel_options,
 )
 from moorage.client._channel import RetryPolicy, native_options, parse_target
+from moorage.core.http2 import frames
 from moorage.core.protocol import InferTensor
 from moorage.core.protocol.grpc import pb
 
@@ -215,6 +216,38 @@ async def test_a_server_speaking_garbage_is_connection_failed(
             await client.is_server_live()
         h2_peer.handler = echo
         assert await client.is_server_live()  # a new connection
+
+
+@pytest.mark.parametrize(
+    ("attack", "answer"),
+    [
+        (lambda sid: frames.ping(bytes(8)) * 50, "ENHANCE_YOUR_CALM.*too_many_pings"),
+        (lambda sid: frames.settings({}) * 50, "ENHANCE_YOUR_CALM.*SETTINGS"),
+        (lambda sid: frames.frame(frames.DATA, 0, sid, b"") * 300, "ENHANCE_YOUR_CALM.*empty"),
+        (lambda sid: frames.frame(0x40, 0, 0, b"") * 300, "ENHANCE_YOUR_CALM.*empty"),
+        (lambda sid: frames.frame(frames.HEADERS, 4, 99, b"\x88"), "PROTOCOL_ERROR.*idle"),
+        (lambda sid: frames.window_update(0, frames.MAX_WINDOW), "FLOW_CONTROL_ERROR"),
+        (lambda sid: frames.settings({frames.Setting.ENABLE_PUSH: 1}), "PROTOCOL_ERROR.*PUSH"),
+    ],
+    ids=["pings", "settings", "empty-data", "unknown-frames", "idle-stream", "window", "push"],
+)
+async def test_a_hostile_server_gets_goaway_and_the_next_call_reconnects(
+    h2_peer: H2Peer, attack: Any, answer: str
+) -> None:
+    """Floods past core's budgets and protocol violations from a server end the connection
+    with RFC 9113's code (the call fails as a lost connection); the next call reconnects."""
+
+    async def hostile(call: Call) -> None:
+        call.proto.transport.write(attack(call.stream_id))
+
+    h2_peer.handler = hostile
+    before = h2_peer.connections
+    async with InferenceGRPCClient(h2_peer.url, timeout=5) as client:
+        with pytest.raises(ConnectionFailed, match=answer):
+            await client.is_server_live()
+        h2_peer.handler = echo
+        assert await client.is_server_live()
+    assert h2_peer.connections == before + 2
 
 
 async def test_unavailable_is_retried_with_backoff(h2_peer: H2Peer) -> None:
