@@ -26,8 +26,13 @@ from __future__ import annotations
 
 from collections import deque
 
-from hpack.exceptions import HPACKDecodingError
-from hpack.huffman_table import decode_huffman
+try:
+    from hpack.exceptions import HPACKDecodingError
+    from hpack.huffman_table import decode_huffman
+except ImportError as exc:  # pragma: no cover - the extra is part of every test environment
+    raise ImportError(
+        "moorage.core.http2 needs the hpack package: pip install 'moorage-core[grpc]'"
+    ) from exc
 
 from moorage.core.http2.frames import ConnectionFailure, ErrorCode
 
