@@ -253,6 +253,7 @@ class ModelServer:
                 threaded=self._grpc_threaded(),
                 implementation=s.grpc_server,
                 max_concurrent_streams=s.grpc_max_concurrent_streams,
+                max_header_list_size=s.grpc_max_header_list_size,
                 max_connections=s.grpc_max_connections,
                 budget=grpc_budget(s),
             )

@@ -112,6 +112,13 @@ class ServerSettings(BaseSettings):
         "on a new connection sees REFUSED_STREAM; with no limit, grpcio runs every call of a "
         "rapid reset).",
     )
+    grpc_max_header_list_size: int = Field(
+        16384,
+        ge=1024,
+        description="Bytes of a call's request headers (SETTINGS_MAX_HEADER_LIST_SIZE; grpcio: "
+        "grpc.max_metadata_size). Larger lists are RESOURCE_EXHAUSTED; a header block over "
+        "4 times this ends the connection (native).",
+    )
     grpc_max_connections: int = Field(
         10000,
         ge=1,

@@ -114,6 +114,7 @@ def create_grpc_server(
     threaded: bool = False,
     implementation: GrpcImplementation = "grpcio",
     max_concurrent_streams: int | None = None,
+    max_header_list_size: int = 16384,
     max_connections: int | None = None,
     budget: PeerBudget = PeerBudget(),
 ) -> grpc.aio.Server | ThreadedGrpcServer | NativeGrpcServer:
@@ -151,6 +152,7 @@ def create_grpc_server(
                 max_receive_message_length=max_receive_message_length,
                 max_concurrent_rpcs=max_concurrent_rpcs,
                 max_concurrent_streams=max_concurrent_streams or 100,
+                max_header_list_size=max_header_list_size,
                 max_connections=max_connections,
                 budget=budget,
                 interceptors=interceptors,
@@ -159,6 +161,7 @@ def create_grpc_server(
         ("grpc.max_send_message_length", max_send_message_length),
         ("grpc.max_receive_message_length", max_receive_message_length),
         ("grpc.so_reuseport", 1),
+        ("grpc.max_metadata_size", max_header_list_size),
         ("grpc.server_handshake_timeout_ms", int(budget.handshake_timeout_s * 1000)),
         ("grpc.max_connection_idle_ms", int(budget.idle_timeout_s * 1000)),
         ("grpc.max_concurrent_streams", max_concurrent_streams or GRPCIO_MAX_CONCURRENT_STREAMS),
