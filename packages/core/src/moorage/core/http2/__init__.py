@@ -27,6 +27,7 @@ from moorage.core.http2.grpcwire import (
     read_unary,
 )
 from moorage.core.http2.hpack import HeaderDecoder, HeaderEncoder, HeaderListTooLarge, HPACKError
+from moorage.core.http2.limits import PeerBudget
 
 __all__ = [
     "ERROR_CODE_METADATA",
@@ -42,6 +43,7 @@ __all__ = [
     "HeaderListTooLarge",
     "MessageError",
     "MessageReader",
+    "PeerBudget",
     "ProtocolFailure",
     "Setting",
     "StreamFailure",
