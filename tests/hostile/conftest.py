@@ -110,7 +110,8 @@ class Server:
         return f"http://127.0.0.1:{self.http_port}{path}"
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def rss_mb(self) -> float:
@@ -145,6 +146,7 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+        self.log_path.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- normal client
