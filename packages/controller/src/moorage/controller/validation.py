@@ -127,7 +127,9 @@ class _Context:
         ]
         if include_builtin:
             given = {(r.kind, r.name) for r in self.runtimes}
-            self.runtimes += [r for r in builtin_runtimes() if (r.kind, r.name) not in given]
+            self.runtimes += [
+                r for r in builtin_runtimes(copy=False) if (r.kind, r.name) not in given
+            ]
         containers = [r for r in resources if isinstance(r, ClusterStorageContainer)]
         if not any(c.name == "default" for c in containers):
             containers.append(default_storage_container())

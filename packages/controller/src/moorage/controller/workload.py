@@ -103,7 +103,7 @@ def _finish(
     candidates = list(runtimes)
     if include_builtin:
         given = {(r.kind, r.name) for r in runtimes}
-        candidates += [r for r in builtin_runtimes() if (r.kind, r.name) not in given]
+        candidates += [r for r in builtin_runtimes(copy=False) if (r.kind, r.name) not in given]
     selected: SelectedRuntime | None = None
     if predictor_model(isvc) is not None:
         try:

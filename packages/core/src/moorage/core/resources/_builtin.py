@@ -21,17 +21,8 @@ def builtin_runtime_files() -> dict[str, str]:
     }
 
 
-def builtin_runtimes() -> list[ClusterServingRuntime]:
-    """Fresh copies of moorage's built-in runtimes, in file-name order.
-
-    KServe v0.14.1's ten ClusterServingRuntimes under KServe's names: ``kserve-sklearnserver``,
-    ``kserve-xgbserver``, ``kserve-lgbserver`` and ``kserve-huggingfaceserver`` run
-    ``moorage-server`` in image ``moorage/server:latest``; ``kserve-mlserver``,
-    ``kserve-tritonserver``, ``kserve-torchserve``, ``kserve-tensorflow-serving``,
-    ``kserve-paddleserver`` and ``kserve-pmmlserver`` the upstream images KServe installs. Plus
-    ``moorage-sklearn``/``-xgboost``/``-lightgbm``, moorage 0.1's names, selectable only by
-    name. The local runner and the chart (``charts/moorage/runtimes/``) use the same files.
-    """
+@cache
+def _parsed() -> tuple[ClusterServingRuntime, ...]:
     from moorage.core.resources._loader import load_resources
 
     out: list[ClusterServingRuntime] = []
@@ -39,4 +30,22 @@ def builtin_runtimes() -> list[ClusterServingRuntime]:
         for resource in load_resources(text):
             assert isinstance(resource, ClusterServingRuntime)
             out.append(resource)
-    return out
+    return tuple(out)
+
+
+def builtin_runtimes(*, copy: bool = True) -> list[ClusterServingRuntime]:
+    """Fresh copies of moorage's built-in runtimes, in file-name order (with ``copy=False``
+    the shared parsed objects, for readers that never modify them: much cheaper).
+
+    KServe v0.14.1's ten ClusterServingRuntimes under KServe's names: ``kserve-sklearnserver``,
+    ``kserve-xgbserver``, ``kserve-lgbserver`` and ``kserve-huggingfaceserver`` run
+    ``moorage-server`` in image ``moorage/server:latest``; ``kserve-mlserver``,
+    ``kserve-tritonserver``, ``kserve-torchserve``, ``kserve-tensorflow-serving``,
+    ``kserve-paddleserver`` and ``kserve-pmmlserver`` the upstream images KServe installs. Plus
+    ``moorage-sklearn``/``-xgboost``/``-lightgbm``, moorage 0.1's names, selectable only by
+    name. The local runner and the chart (``charts/moorage/runtimes/``) use the same files,
+    parsed once per process.
+    """
+    if not copy:
+        return list(_parsed())
+    return [runtime.model_copy(deep=True) for runtime in _parsed()]

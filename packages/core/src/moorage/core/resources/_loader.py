@@ -71,6 +71,13 @@ _Loader.yaml_implicit_resolvers = {
 }
 
 
+class _FastLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """The same rules over libyaml's parser where PyYAML has it (several times faster)."""
+
+
+_FastLoader.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
+
+
 def _unknown_kind(api_version: str, kind: str) -> tuple[str, str]:
     """``(field, hint)``: which field is wrong and what is served instead (hint may be empty)."""
     known = {k: v for (v, k) in KINDS} | {k: v for (v, k) in CORE_KINDS}
@@ -329,7 +336,7 @@ def parse_documents(source: str | os.PathLike[str]) -> list[Document]:
     out: list[Document] = []
     for index, (first_line, chunk) in enumerate(_chunks(text)):
         try:
-            data = yaml.load(chunk, Loader=_Loader)
+            data = yaml.load(chunk, Loader=_FastLoader)
         except yaml.YAMLError as exc:
             where, patched = _yaml_error_field(chunk, exc)
             error = ValidationError(
