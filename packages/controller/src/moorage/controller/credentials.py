@@ -18,7 +18,8 @@ Secret the ServiceAccount lists, in order. Per Secret, the first rule whose key 
 6. ``HDFS_NAMENODE``: the Secret mounted at ``/var/secrets/kserve-hdfscreds`` (``hdfs-secrets``);
 7. ``HF_TOKEN``.
 
-A ServiceAccount annotated ``eks.amazonaws.com/role-arn`` (IRSA) adds the S3 settings of its own
+:func:`ca_bundle` adds the storage-initializer's CA bundle. A ServiceAccount annotated
+``eks.amazonaws.com/role-arn`` (IRSA) adds the S3 settings of its own
 ``serving.kserve.io/s3-*`` annotations. Values are referenced (``secretKeyRef``), never copied into
 the manifest, except the https headers, which KServe passes as a literal.
 """
@@ -32,7 +33,7 @@ from typing import Any
 from moorage.core.config.configmap import InferenceServiceConfig
 from moorage.core.resources import Resource, Secret, ServiceAccount
 
-__all__ = ["Credentials", "storage_credentials"]
+__all__ = ["Credentials", "ca_bundle", "storage_credentials"]
 
 DEFAULT_SERVICE_ACCOUNT = "default"
 IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
@@ -81,6 +82,7 @@ def _s3_settings(annotations: Mapping[str, str], config: InferenceServiceConfig)
         "usevirtualbucket": s3.s3_use_virtual_bucket,
         "useaccelerate": s3.s3_use_accelerate,
         "cabundle": s3.s3_ca_bundle,
+        "cabundle-configmap": s3.s3_ca_bundle_config_map,
     }
 
     def value(suffix: str) -> str:
@@ -132,6 +134,42 @@ def _from_secret(secret: Secret, config: InferenceServiceConfig) -> Credentials:
     elif "HF_TOKEN" in keys:
         found.env.append(_ref(name, "HF_TOKEN", "HF_TOKEN"))
     return found
+
+
+KSERVE_NAMESPACE = "kserve"
+GLOBAL_CA_BUNDLE = "global-ca-bundle"
+CA_BUNDLE_VOLUME = "cabundle-cert"
+
+
+def ca_bundle(
+    env: list[dict[str, Any]], *, namespace: str, config: InferenceServiceConfig
+) -> Credentials:
+    """KServe's CA bundle for the storage-initializer: when ``storageInitializer.
+    caBundleConfigMapName`` is set or the env holds ``AWS_CA_BUNDLE_CONFIGMAP``, that ConfigMap
+    (outside the ``kserve`` namespace, the ``global-ca-bundle`` copy KServe makes there) mounted
+    as ``cabundle-cert`` at ``caBundleVolumeMountPath`` (or the directory of ``AWS_CA_BUNDLE``),
+    with ``CA_BUNDLE_CONFIGMAP_NAME`` and ``CA_BUNDLE_VOLUME_MOUNT_POINT`` set."""
+    values = {e["name"]: e.get("value") for e in env if "value" in e}
+    si = config.storage_initializer
+    explicit = values.get("AWS_CA_BUNDLE_CONFIGMAP")
+    if not (explicit or si.ca_bundle_config_map_name):
+        return Credentials()
+    if explicit:
+        name = explicit
+    elif namespace == KSERVE_NAMESPACE:
+        name = si.ca_bundle_config_map_name
+    else:
+        name = GLOBAL_CA_BUNDLE
+    bundle = values.get("AWS_CA_BUNDLE")
+    mount_path = bundle.rsplit("/", 1)[0] or "/" if bundle else si.ca_bundle_volume_mount_path
+    return Credentials(
+        env=[
+            {"name": "CA_BUNDLE_CONFIGMAP_NAME", "value": name},
+            {"name": "CA_BUNDLE_VOLUME_MOUNT_POINT", "value": mount_path},
+        ],
+        volumes=[{"name": CA_BUNDLE_VOLUME, "configMap": {"name": name}}],
+        mounts=[{"name": CA_BUNDLE_VOLUME, "mountPath": mount_path, "readOnly": True}],
+    )
 
 
 def _find(kind: type[Resource], name: str, namespace: str, resources: Iterable[Resource]) -> Any:

@@ -39,7 +39,8 @@ no webhook between us and the API server when moorage applies these):
 * ``logger``/``batcher`` (:mod:`moorage.controller.agent`): moorage-server's own logger flags,
   or KServe's ``agent`` sidecar on 9081 with the Service targeting it.
 
-Not rendered: CA bundles, the ``storage:`` spec's storage-config Secret, Istio, Knative
+Not rendered: the ``global-ca-bundle`` ConfigMap copy (only its mount), the ``storage:``
+spec's storage-config Secret, Istio, Knative
 (Serverless) and ModelMesh objects. The future
 operator calls this function and applies the result.
 """
@@ -64,7 +65,7 @@ from moorage.controller.arguments import (
     transformer_container,
     transformer_service_name,
 )
-from moorage.controller.credentials import storage_credentials
+from moorage.controller.credentials import ca_bundle, storage_credentials
 from moorage.controller.runtime_selection import predictor_model
 from moorage.controller.workload import Workload
 from moorage.core.config.configmap import InferenceServiceConfig
@@ -322,12 +323,14 @@ def _add_credentials(
         resources=workload.others,
         config=config,
     )
-    if found.env:
-        init["env"] = [*init.get("env", []), *found.env]
-    for mount in found.mounts:
-        _add_mount(init, mount)
-    for volume in found.volumes:
-        _add_volume(pod, volume)
+    bundle = ca_bundle(found.env, namespace=namespace, config=config)
+    for part in (found, bundle):
+        if part.env:
+            init["env"] = [*init.get("env", []), *part.env]
+        for mount in part.mounts:
+            _add_mount(init, mount)
+        for volume in part.volumes:
+            _add_volume(pod, volume)
 
 
 def _first_port(container: Mapping[str, Any]) -> tuple[str, int, str]:

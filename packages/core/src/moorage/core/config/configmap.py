@@ -124,6 +124,8 @@ class S3CredentialsConfig(_Section):
     s3_use_accelerate: str = Field("", alias="s3UseAccelerate")
     s3_use_anonymous_credential: str = Field("", alias="s3UseAnonymousCredential")
     s3_ca_bundle: str = Field("", alias="s3CABundle")
+    #: ConfigMap with the S3 CA bundle (annotation ``serving.kserve.io/s3-cabundle-configmap``).
+    s3_ca_bundle_config_map: str = Field("", alias="s3CABundleConfigMap")
 
 
 class CredentialsConfig(_Section):
