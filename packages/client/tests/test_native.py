@@ -14,6 +14,7 @@ import base64
 import signal
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 import zlib
@@ -337,10 +338,11 @@ async def wait_for(condition: Any, seconds: float = 5) -> None:
 
 
 async def test_deadline_resets_the_stream(h2_peer: H2Peer) -> None:
-    answer = asyncio.Event()
+    answer = threading.Event()  # the peer runs in its own thread and loop
 
     async def slow(call: Call) -> None:
-        await answer.wait()  # set only after the client has given up
+        while not answer.is_set():  # set only after the client has given up
+            await asyncio.sleep(0.01)
         await echo(call)
 
     h2_peer.handler = slow
