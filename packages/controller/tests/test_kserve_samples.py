@@ -9,18 +9,23 @@ Each file's second line is KServe's verdict: ``# expect: valid[; runtime <Kind>/
   every example under ``examples/`` and every runtime the chart installs;
 * ``moorage validate`` exits non-zero on each refused sample (a real process per file);
 * every InferenceService of an accepted sample renders to objects that pass the Kubernetes 1.30
-  schemas (``kubernetes-validate``, strict).
+  schemas (``kubernetes-validate``, strict);
+* the generated CRDs (as ``kubectl apply`` checks them, strict field validation) accept every
+  KServe resource of the accepted samples and refuse the samples refused for their schema.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import kubernetes_validate
 import pytest
+import yaml
 
 from moorage.controller.reconcile import desired_objects
 from moorage.controller.validation import validate_files
@@ -155,3 +160,59 @@ def test_s3_sample_renders_credentials_on_the_initializer() -> None:
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "s3creds"
     assert env["AWS_ENDPOINT_URL"]["value"] == "https://s3.amazonaws.com"
     assert env["AWS_DEFAULT_REGION"]["value"] == "us-east-2"
+
+
+# --- the same verdict from the generated CRDs ---------------------------------------------------
+
+
+def _strict(node: object) -> object:
+    """A CRD schema as ``kubectl apply`` (strict field validation) applies it: objects with
+    properties and no ``x-kubernetes-preserve-unknown-fields`` refuse unknown fields."""
+    if isinstance(node, list):
+        return [_strict(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _strict(v) for k, v in node.items()}
+    if "properties" in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+        out.setdefault("additionalProperties", False)
+    return out
+
+
+@functools.cache
+def _crd_validator(kind: str) -> object:
+    from moorage.core.resources.crds import crds
+
+    for crd in crds().values():
+        if crd["spec"]["names"]["kind"] == kind:
+            schema = _strict(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+            return jsonschema.Draft7Validator(schema)
+    raise KeyError(kind)
+
+
+def _crd_verdict(doc: dict) -> bool:
+    validator = _crd_validator(doc["kind"])
+    return not list(validator.iter_errors(doc))  # type: ignore[attr-defined]
+
+
+SCHEMA_REFUSALS = {
+    "explainer-alibi.yaml",
+    "spec-nodename.yaml",
+    "memory-gb.yaml",
+    "custom-container-unnamed.yaml",
+}
+
+
+@pytest.mark.parametrize("path", ACCEPTED, ids=_ids)
+def test_crds_accept_the_accepted_samples(path: Path) -> None:
+    for document in parse_documents(path):
+        if document.resource is not None and document.resource.api_version.startswith(
+            "serving.kserve.io/"
+        ):
+            assert _crd_verdict(document.data), (document.kind, document.name)
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMA_REFUSALS))
+def test_crds_refuse_what_the_schema_refuses(name: str) -> None:
+    path = SAMPLES / "refused" / name
+    [doc] = list(yaml.safe_load_all(path.read_text()))
+    assert not _crd_verdict(doc)
