@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moorage.core.errors import ERROR_CODE_METADATA as CORE_ERROR_CODE_METADATA
+from moorage.core.http2 import grpcwire
 from moorage.core.http2.grpcwire import (
     ERROR_CODE_METADATA,
     STATUS_CODES,
@@ -179,3 +180,13 @@ def test_metadata() -> None:
     assert decode_metadata_value(b"x-blob-bin", b"!!") == b"!!"
     assert decode_metadata_value(b"x-a", b"AAE") == b"AAE"
     assert ERROR_CODE_METADATA == CORE_ERROR_CODE_METADATA == "moorage-error-code"
+
+
+def test_no_limit_still_stops_at_what_protobuf_can_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``limit=None`` (a client with ``max_receive_message_length=-1``) is bounded by
+    :data:`MAX_MESSAGE`: a bomb cannot inflate past it (lowered here to keep the test small)."""
+    monkeypatch.setattr(grpcwire, "MAX_MESSAGE", 1 << 20)
+    bomb = gzip.compress(bytes(4 << 20))
+    with pytest.raises(MessageError, match="larger than max"):
+        inflate(bomb, "gzip", limit=None)
+    assert inflate(gzip.compress(bytes(1 << 20)), "gzip", limit=None) == bytes(1 << 20)

@@ -171,12 +171,18 @@ class MessageReader:
             raise MessageError("INTERNAL", "the body ended inside a gRPC message")
 
 
+#: The largest message protobuf parses (2 GiB - 1): what "no limit" means when inflating.
+MAX_MESSAGE = 0x7FFFFFFF
+
+
 def inflate(data: bytes | memoryview, encoding: bytes | str, *, limit: int | None) -> bytes:
     """A message compressed with ``grpc-encoding`` ``gzip`` or ``deflate``, decompressed to at
-    most ``limit`` bytes (``None``: no limit): past the limit decompression stops, with no more
-    than ``limit + 1`` bytes of output ever made (RESOURCE_EXHAUSTED: a small "gzip bomb"
-    cannot take memory). Another encoding is UNIMPLEMENTED, corrupt or truncated data
-    INTERNAL."""
+    most ``limit`` bytes (``None``: :data:`MAX_MESSAGE`, since protobuf could not parse more):
+    past the limit decompression stops, with no more than ``limit + 1`` bytes of output ever
+    made (RESOURCE_EXHAUSTED: a small "gzip bomb" cannot take memory). Another encoding is
+    UNIMPLEMENTED, corrupt or truncated data INTERNAL."""
+    if limit is None:
+        limit = MAX_MESSAGE
     name = encoding.decode("latin-1") if isinstance(encoding, bytes) else encoding
     if name == "gzip":
         inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
@@ -188,13 +194,10 @@ def inflate(data: bytes | memoryview, encoding: bytes | str, *, limit: int | Non
             f"message compressed with {name!r}; supported: {ACCEPT_ENCODING.decode()}",
         )
     try:
-        if limit is None:
-            message = inflater.decompress(data)
-        else:
-            message = inflater.decompress(data, limit + 1)
+        message = inflater.decompress(data, limit + 1)
     except zlib.error as exc:
         raise MessageError("INTERNAL", f"cannot decompress the {name} message: {exc}") from None
-    if limit is not None and len(message) > limit:
+    if len(message) > limit:
         raise _too_large(f"over {limit} bytes decompressed", limit)
     if not inflater.eof:
         raise MessageError("INTERNAL", f"truncated {name} message")
