@@ -439,3 +439,74 @@ def test_logger_and_batcher_on_other_servers_use_the_agent(tmp_path: Path) -> No
     ]
     service = next(o for o in objects if o["kind"] == "Service")
     assert service["spec"]["ports"][0]["targetPort"] == 9081
+
+
+def _storage_spec_files(tmp_path: Path, storage: dict[str, Any], secret: dict | None) -> Path:
+    isvc = {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": "iris", "namespace": "ml"},
+        "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"}, "storage": storage}}},
+    }
+    docs = [isvc]
+    if secret is not None:
+        docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "storage-config", "namespace": "ml"},
+                "stringData": {k: json.dumps(v) for k, v in secret.items()},
+            }
+        )
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    return path
+
+
+def test_storage_spec(tmp_path: Path) -> None:
+    secret = {"localMinIO": {"type": "s3", "bucket": "models", "endpoint_url": "http://minio"}}
+    path = _storage_spec_files(tmp_path, {"key": "localMinIO", "path": "iris/model"}, secret)
+    objects = desired_objects(load_workload([path]))
+    for obj in objects:
+        kubernetes_validate.validate(obj, "1.30.0", strict=True)
+    pod = pod_of(objects)
+    [init] = pod["initContainers"]
+    assert init["args"] == ["s3://models/iris/model", "/mnt/models"]
+    assert init["env"] == [
+        {
+            "name": "STORAGE_CONFIG",
+            "valueFrom": {"secretKeyRef": {"name": "storage-config", "key": "localMinIO"}},
+        }
+    ]
+    annotations = objects[0]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["internal.serving.kserve.io/storage-spec"] == "true"
+    assert (
+        annotations["internal.serving.kserve.io/storage-initializer-sourceuri"]
+        == "<scheme-placeholder>://iris/model"
+    )
+    # no key: default_<type>, parameters override the secret and travel as STORAGE_OVERRIDE_CONFIG
+    storage = {"path": "m", "parameters": {"type": "s3", "bucket": "other"}}
+    path = _storage_spec_files(tmp_path, storage, {"default_s3": {"type": "s3"}})
+    [init] = pod_of(desired_objects(load_workload([path])))["initContainers"]
+    assert init["args"][0] == "s3://other/m"
+    assert init["env"][0]["valueFrom"]["secretKeyRef"]["key"] == "default_s3"
+    assert json.loads(init["env"][1]["value"]) == {"bucket": "other", "type": "s3"}
+
+
+@pytest.mark.parametrize(
+    ("storage", "secret", "message"),
+    [
+        ({"key": "nope", "path": "m"}, {"other": {"type": "s3"}}, "specified storage key nope"),
+        ({"path": "m"}, None, "unable to determine storage type"),
+        ({"path": "m", "parameters": {"type": "s3"}}, None, "requires a bucket"),
+    ],
+)
+def test_storage_spec_errors(
+    tmp_path: Path, storage: dict[str, Any], secret: dict | None, message: str
+) -> None:
+    from moorage.core.errors import ValidationError
+
+    path = _storage_spec_files(tmp_path, storage, secret)
+    with pytest.raises(ValidationError) as info:
+        desired_objects(load_workload([path]))
+    assert info.value.field == "spec.predictor.model.storage" and message in info.value.reason

@@ -33,7 +33,13 @@ from typing import Any
 from moorage.core.config.configmap import InferenceServiceConfig
 from moorage.core.resources import Resource, Secret, ServiceAccount
 
-__all__ = ["Credentials", "ca_bundle", "storage_credentials"]
+__all__ = [
+    "Credentials",
+    "StorageSpecSource",
+    "ca_bundle",
+    "storage_credentials",
+    "storage_spec_source",
+]
 
 DEFAULT_SERVICE_ACCOUNT = "default"
 IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
@@ -169,6 +175,93 @@ def ca_bundle(
         ],
         volumes=[{"name": CA_BUNDLE_VOLUME, "configMap": {"name": name}}],
         mounts=[{"name": CA_BUNDLE_VOLUME, "mountPath": mount_path, "readOnly": True}],
+    )
+
+
+STORAGE_SPEC_PLACEHOLDER = "<scheme-placeholder>"
+
+
+@dataclass
+class StorageSpecSource:
+    """A ``storage:`` spec rendered: the URI the storage-initializer fetches, the placeholder
+    URI KServe records in the source annotation, pod annotations and the initializer's env."""
+
+    uri: str
+    placeholder: str
+    annotations: dict[str, str]
+    credentials: Credentials
+
+
+def storage_spec_source(
+    *,
+    path: str,
+    parameters: Mapping[str, str],
+    key: str | None,
+    namespace: str,
+    annotations: Mapping[str, str],
+    resources: Iterable[Resource],
+    config: InferenceServiceConfig,
+) -> StorageSpecSource:
+    """KServe's storage spec: ``STORAGE_CONFIG`` from the ``storage-config`` Secret (the
+    ``serving.kserve.io/storageSecretName`` annotation names another) under ``key``, else
+    ``default`` or ``default_<type>``; ``parameters`` as ``STORAGE_OVERRIDE_CONFIG``; the source
+    ``<type>://<bucket>/<path>`` with type and bucket from the parameters, else from the Secret's
+    JSON when the files hold it. Raises ValueError with KServe's message when a named key is not
+    in the Secret, the type cannot be told, or an s3 source has no bucket."""
+    import json
+
+    creds = config.credentials
+    secret_name = annotations.get(creds.storage_secret_name_annotation) or (
+        creds.storage_spec_secret_name
+    )
+    kind = parameters.get("type")
+    entry = key or (f"default_{kind}" if kind else "default")
+    secret = _find(Secret, secret_name, namespace, resources)
+    stored: dict[str, Any] = {}
+    if secret is not None:
+        raw = secret.value(entry)
+        if raw is None and key:
+            raise ValueError(
+                f"specified storage key {key} not found in storage secret {secret_name}"
+            )
+        try:
+            loaded = json.loads(raw) if raw else {}
+        except ValueError:
+            loaded = {}
+        stored = loaded if isinstance(loaded, dict) else {}
+    kind = kind or stored.get("type")
+    if not kind:
+        raise ValueError(
+            "unable to determine storage type: set storage.parameters.type, or give the "
+            f"{secret_name} Secret in the files"
+        )
+    bucket = parameters.get("bucket") or stored.get("bucket") or ""
+    if kind == "s3" and not bucket:
+        raise ValueError(
+            f"format [{kind}] requires a bucket but one wasn't found in storage data or parameters"
+        )
+    clean = path.lstrip("/")
+    uri = f"{kind}://{bucket}/{clean}" if bucket else f"{kind}://{clean}"
+    env = [_ref(secret_name, entry, "STORAGE_CONFIG")]
+    if parameters:
+        env.append(
+            {
+                "name": "STORAGE_OVERRIDE_CONFIG",
+                "value": json.dumps(dict(parameters), sort_keys=True),
+            }
+        )
+    pod_annotations = {
+        "internal.serving.kserve.io/storage-spec": "true",
+        "internal.serving.kserve.io/storage-spec-param": json.dumps(
+            dict(parameters), sort_keys=True
+        ),
+        "internal.serving.kserve.io/storage-spec-key": key or "",
+    }
+    return StorageSpecSource(
+        uri=uri,
+        placeholder=f"{STORAGE_SPEC_PLACEHOLDER}://{clean}",
+        annotations=pod_annotations,
+        credentials=Credentials(env=env),
     )
 
 

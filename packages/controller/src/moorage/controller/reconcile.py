@@ -39,8 +39,10 @@ no webhook between us and the API server when moorage applies these):
 * ``logger``/``batcher`` (:mod:`moorage.controller.agent`): moorage-server's own logger flags,
   or KServe's ``agent`` sidecar on 9081 with the Service targeting it.
 
-Not rendered: the ``global-ca-bundle`` ConfigMap copy (only its mount), the ``storage:``
-spec's storage-config Secret, Istio, Knative
+* a ``storage:`` spec: the storage-initializer fetches ``<type>://<bucket>/<path>`` with
+  ``STORAGE_CONFIG`` from the ``storage-config`` Secret and ``STORAGE_OVERRIDE_CONFIG``.
+
+Not rendered: the ``global-ca-bundle`` ConfigMap copy (only its mount), Istio, Knative
 (Serverless) and ModelMesh objects. The future
 operator calls this function and applies the result.
 """
@@ -65,10 +67,16 @@ from moorage.controller.arguments import (
     transformer_container,
     transformer_service_name,
 )
-from moorage.controller.credentials import ca_bundle, storage_credentials
+from moorage.controller.credentials import (
+    StorageSpecSource,
+    ca_bundle,
+    storage_credentials,
+    storage_spec_source,
+)
 from moorage.controller.runtime_selection import predictor_model
 from moorage.controller.workload import Workload
 from moorage.core.config.configmap import InferenceServiceConfig
+from moorage.core.errors import ValidationError
 from moorage.core.resources import (
     ExplainerSpec,
     InferenceService,
@@ -303,6 +311,31 @@ def _default_pod_spec(pod: dict[str, Any]) -> None:
         container.setdefault("terminationMessagePolicy", "File")
 
 
+def _storage_spec(
+    workload: Workload,
+    namespace: str,
+    annotations: Mapping[str, str],
+    config: InferenceServiceConfig,
+) -> StorageSpecSource | None:
+    """The predictor's ``storage:`` spec as a source, or None without one."""
+    model = predictor_model(workload.isvc)
+    storage = model.spec.storage if model is not None else None
+    if model is None or storage is None or not storage.path:
+        return None
+    try:
+        return storage_spec_source(
+            path=storage.path,
+            parameters=storage.parameters or {},
+            key=storage.key,
+            namespace=namespace,
+            annotations=annotations,
+            resources=workload.others,
+            config=config,
+        )
+    except ValueError as exc:
+        raise ValidationError(str(exc), field=f"{model.field}.storage") from None
+
+
 def _add_credentials(
     pod: dict[str, Any],
     workload: Workload,
@@ -529,10 +562,20 @@ def _predictor_objects(
         labels = {**(runtime.spec.labels or {}), **labels}
     pod_annotations = {**runtime_annotations, **annotations}
     _default_pod_spec(pod)
+    spec_source = _storage_spec(workload, namespace, annotations, config) if not uri else None
+    if spec_source is not None:
+        uri = spec_source.uri
     if uri:
         readonly = annotations.get(READONLY_ANNOTATION, "true") != "false"
         pod_annotations.update(_mutate_storage(pod, uri, readonly=readonly, config=config))
-        _add_credentials(pod, workload, namespace, annotations, config)
+        if spec_source is not None:
+            # KServe's webhook: the storage-config Secret instead of the ServiceAccount's.
+            pod_annotations.update(spec_source.annotations)
+            pod_annotations[SOURCE_URI_ANNOTATION] = spec_source.placeholder
+            init = next(c for c in pod["initContainers"] if c["name"] == STORAGE_INITIALIZER)
+            init["env"] = [*init.get("env", []), *spec_source.credentials.env]
+        else:
+            _add_credentials(pod, workload, namespace, annotations, config)
     extra, target = _logger_and_batcher(
         pod, main, predictor, isvc=isvc, namespace=namespace, kind="predictor",
         service_name=name, config=config,
