@@ -146,6 +146,15 @@ def test_plan_binds_loopback_unless_told(tmp_path: Path) -> None:
     assert spec.rest_url == "http://192.0.2.7:1"
 
 
+def test_model_dir_is_given_where_the_runtime_leaves_it_out(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    workload = one_off_workload(model_format="huggingface", storage_uri=str(tmp_path / "m"))
+    assert workload.runtime is not None and workload.runtime.name == "kserve-huggingfaceserver"
+    [spec] = plan_processes(workload, model_dir=tmp_path / "m", http_port=1, grpc_port=2)
+    assert f"--model_dir={tmp_path / 'm'}" in spec.argv
+    assert "--model_name=m" in spec.argv
+
+
 def test_one_off_names(tmp_path: Path) -> None:
     made = one_off_workload(model_format="sklearn", storage_uri="s3://bucket/Iris_Model/")
     assert made.isvc.name == "iris-model"

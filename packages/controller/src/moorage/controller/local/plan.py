@@ -236,6 +236,9 @@ def plan_processes(
     p_host = LOOPBACK if has_transformer else host
     if argv[:3] == [python, "-m", "moorage.server"]:
         argv = set_flag(argv, "--host", p_host)
+        if model_dir is not None and _flag_value(argv, "--model_dir") is None:
+            # KServe's huggingfaceserver args give no --model_dir (its default is /mnt/models).
+            argv = set_flag(argv, "--model_dir", str(model_dir))
     _check_runnable(argv, cwd=cwd, what="predictor", python=python)
     env, warnings = _env(container, model_dir, "predictor")
     model_name = _flag_value(argv, "--model_name") or isvc.name
