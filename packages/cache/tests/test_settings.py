@@ -16,7 +16,12 @@ def test_agent_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POD_NAMESPACE", "moorage")
     monkeypatch.setenv("MOORAGE_CACHE_MAX_CONCURRENT_DOWNLOADS", "5")
     s = CacheSettings.from_cli(["agent", "--root", "/data", "--kubeconfig", "/k"])
-    assert (s.command, s.node_name, s.root, s.kubeconfig) == ("agent", "node-a", Path("/data"), "/k")
+    assert (s.command, s.node_name, s.root, s.kubeconfig) == (
+        "agent",
+        "node-a",
+        Path("/data"),
+        "/k",
+    )
     assert (s.pod_namespace, s.max_concurrent_downloads) == ("moorage", 5)
     s = CacheSettings.from_cli(["agent", "--node-name", "node-b"])
     assert s.node_name == "node-b"

@@ -35,7 +35,7 @@ Not decided here: when to read the cluster and how to write (see :mod:`moorage.c
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +46,7 @@ __all__ = [
     "Plan",
     "cache_for_isvc",
     "group_nodes",
+    "merge_patch",
     "node_ready",
     "node_selected",
     "plan",
@@ -66,14 +67,14 @@ _NODE_STATUS = {
 class ClusterState:
     """What the controller observed. Objects are as the API server returns them (dicts)."""
 
-    caches: list[Obj] = field(default_factory=list)
-    groups: list[Obj] = field(default_factory=list)
-    nodes: list[Obj] = field(default_factory=list)
-    local_model_nodes: list[Obj] = field(default_factory=list)
-    inference_services: list[Obj] = field(default_factory=list)
+    caches: Sequence[Obj] = field(default_factory=list)
+    groups: Sequence[Obj] = field(default_factory=list)
+    nodes: Sequence[Obj] = field(default_factory=list)
+    local_model_nodes: Sequence[Obj] = field(default_factory=list)
+    inference_services: Sequence[Obj] = field(default_factory=list)
     #: PVs and PVCs labelled ``internal.serving.kserve.io/localmodel``.
-    volumes: list[Obj] = field(default_factory=list)
-    claims: list[Obj] = field(default_factory=list)
+    volumes: Sequence[Obj] = field(default_factory=list)
+    claims: Sequence[Obj] = field(default_factory=list)
     enabled: bool = True
 
 
@@ -422,3 +423,26 @@ def _clean(name: str, lmns: Mapping[str, Obj], state: ClusterState) -> bool:
         if ((obj.get("metadata") or {}).get("labels") or {}).get(CACHE_LABEL) == name:
             return False
     return True
+
+
+def merge_patch(current: Any, desired: Any) -> Any:
+    """The JSON merge patch (RFC 7386) taking ``current`` to ``desired``; ``{}`` when equal.
+
+    Keys missing from ``desired`` become ``None`` (deleted); lists are replaced whole.
+    """
+    if not isinstance(current, Mapping) or not isinstance(desired, Mapping):
+        return desired
+    patch: dict[str, Any] = {}
+    for key, value in desired.items():
+        if key not in current:
+            patch[key] = value
+        elif isinstance(value, Mapping) and isinstance(current[key], Mapping):
+            sub = merge_patch(current[key], value)
+            if sub:
+                patch[key] = sub
+        elif current[key] != value:
+            patch[key] = value
+    for key in current:
+        if key not in desired:
+            patch[key] = None
+    return patch
