@@ -15,6 +15,7 @@ Precedence: CLI flag > environment variable > default.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, CliPositionalArg, SettingsConfigDict
 
-__all__ = ["CacheSettings"]
+__all__ = ["CacheSettings", "kubernetes_service"]
 
 
 class CacheSettings(BaseSettings):
@@ -112,3 +113,9 @@ class CacheSettings(BaseSettings):
     def from_cli(cls, argv: Sequence[str] | None = None) -> CacheSettings:
         """Parse ``argv`` (default ``sys.argv[1:]``) over the environment."""
         return cls(_cli_parse_args=list(sys.argv[1:] if argv is None else argv))
+
+
+def kubernetes_service() -> tuple[str | None, str | None]:
+    """``KUBERNETES_SERVICE_HOST`` and ``KUBERNETES_SERVICE_PORT``: the API server's address
+    that every pod gets (the in-cluster configuration), or ``None`` outside a cluster."""
+    return os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
