@@ -251,3 +251,49 @@ async def test_missing_source_and_duplicate_uri(
     lmn = await cluster.kube.get(LOCAL_MODEL_NODES, "node-a")
     assert [m["modelName"] for m in lmn["spec"]["localModels"]] == ["missing"]
     assert lmn["status"]["modelDetails"]["missing"]["attempts"] == 1  # not worth a retry
+
+
+async def test_hub_source_and_retries_after_server_errors(
+    cluster: Cluster, hf_hub_server: Any, http_file_server: Any, tmp_path: Path
+) -> None:
+    weights = os.urandom(2 << 20)
+    hf_hub_server.add_repo("org/tiny", {"config.json": b"{}", "model.safetensors": weights})
+    flaky = os.urandom(1 << 20)
+    url = http_file_server.add_file("flaky-cache/model.bin", flaky)
+    http_file_server.configure(status={"flaky-cache/model.bin": 503})
+    await _setup(cluster, ["node-a"])
+    root = tmp_path / "node-a"
+    env = {
+        **hf_hub_server.env(),
+        "MOORAGE_STORAGE_RETRIES": "0",  # the agent's retries, not the library's, are tested
+        "MOORAGE_CACHE_DOWNLOAD_ATTEMPTS": "20",
+        "MOORAGE_CACHE_RETRY_INITIAL_SECONDS": "0.3",
+        "MOORAGE_CACHE_RETRY_MAX_SECONDS": "0.5",
+    }
+    cluster.controller()
+    cluster.agent("node-a", root, env=env)
+    await cluster.create(CACHES, cache("tiny", "hf://org/tiny", size="10Mi"))
+    await cluster.create(CACHES, cache("flaky", url, size="10Mi"))
+
+    async def details(name: str) -> dict[str, Any]:
+        lmn = await cluster.kube.get(LOCAL_MODEL_NODES, "node-a")
+        return dict((((lmn or {}).get("status") or {}).get("modelDetails") or {}).get(name) or {})
+
+    async def retrying() -> Any:
+        d = await details("flaky")
+        return d if "trying again in" in d.get("message", "") else None
+
+    retried = await cluster.wait_for(retrying, what="a retry after 503")
+    assert "503" in retried["message"] or "Service Unavailable" in retried["message"]
+    http_file_server.reset_faults()
+
+    async def all_downloaded() -> Any:
+        status = await _cache_status(cluster, "flaky")
+        hub = await _cache_status(cluster, "tiny")
+        ok = status.get("copies", {}).get("available") == hub.get("copies", {}).get("available")
+        return ok and status.get("copies", {}).get("available") == 1
+
+    await cluster.wait_for(all_downloaded, what="both models downloaded")
+    assert (await details("flaky"))["attempts"] >= 2
+    assert (root / "models" / "flaky" / "model.bin").read_bytes() == flaky
+    assert (root / "models" / "tiny" / "model.safetensors").read_bytes() == weights
