@@ -34,7 +34,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 for package in ("core", "storage", "cache"):
@@ -138,14 +137,17 @@ async def _cache_run(
             selector = {"nodeSelectorTerms": [{"matchExpressions": [
                 {"key": LABEL, "operator": "Exists"}]}]}  # fmt: skip
             limit = f"{mib * 2}Mi"
+            pv_spec = {
+                "capacity": {"storage": limit},
+                "local": {"path": "/models"},
+                "nodeAffinity": {"required": selector},
+            }
+            pvc_spec = {"resources": {"requests": {"storage": limit}}}
             await kube.create(GROUPS, {
                 "apiVersion": "serving.kserve.io/v1alpha1", "kind": "LocalModelNodeGroup",
                 "metadata": {"name": "bench"},
-                "spec": {"storageLimit": limit,
-                         "persistentVolumeSpec": {"capacity": {"storage": limit},
-                                                  "local": {"path": "/models"},
-                                                  "nodeAffinity": {"required": selector}},
-                         "persistentVolumeClaimSpec": {"resources": {"requests": {"storage": limit}}}},
+                "spec": {"storageLimit": limit, "persistentVolumeSpec": pv_spec,
+                         "persistentVolumeClaimSpec": pvc_spec},
             })  # fmt: skip
             names = [f"node-{i}" for i in range(nodes)]
             for name in names:
@@ -157,8 +159,8 @@ async def _cache_run(
             base = [sys.executable, "-m", "moorage.cache"]
             common = {**env, "POD_NAMESPACE": "kserve", "MOORAGE_CACHE_RESYNC_SECONDS": "5",
                       "MOORAGE_CACHE_STATUS_INTERVAL_SECONDS": "0.2"}  # fmt: skip
-            procs.append(ServerProcess([*base, "controller", "--kubeconfig", str(kubeconfig)],
-                                       log=work / "controller.log", env=common).start())  # fmt: skip
+            controller = [*base, "controller", "--kubeconfig", str(kubeconfig)]
+            procs.append(ServerProcess(controller, log=work / "controller.log", env=common).start())
             for name in names:
                 procs.append(ServerProcess(
                     [*base, "agent", "--kubeconfig", str(kubeconfig), "--node-name", name,
@@ -190,7 +192,7 @@ async def _cache_run(
 
 
 def _load() -> str:
-    return "{:.2f}".format(os.getloadavg()[0])
+    return f"{os.getloadavg()[0]:.2f}"
 
 
 def main() -> int:
