@@ -49,7 +49,6 @@ operator calls this function and applies the result.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -73,6 +72,7 @@ from moorage.controller.credentials import (
     storage_credentials,
     storage_spec_source,
 )
+from moorage.controller.ingress import ingress_for
 from moorage.controller.runtime_selection import predictor_model
 from moorage.controller.workload import Workload
 from moorage.core.config.configmap import InferenceServiceConfig
@@ -644,76 +644,6 @@ def _explainer_objects(
     )
 
 
-VISIBILITY_LABEL = "networking.kserve.io/visibility"
-_TEMPLATE_FIELD = re.compile(r"\{\{\s*\.(\w+)(?:\.([\w.\-/]+))?\s*\}\}")
-
-
-def _domain(template: str, name: str, isvc: InferenceService, namespace: str, domain: str) -> str:
-    """``ingress.domainTemplate`` rendered for one name (KServe's GenerateDomainName)."""
-    meta = isvc.metadata
-    values: dict[str, Any] = {
-        "Name": name,
-        "Namespace": namespace,
-        "IngressDomain": domain,
-        "Labels": meta.labels or {},
-        "Annotations": meta.annotations or {},
-    }
-
-    def value(match: re.Match[str]) -> str:
-        field, key = match.group(1), match.group(2)
-        found = values.get(field, "")
-        return str(found.get(key, "") if key and isinstance(found, dict) else found)
-
-    return _TEMPLATE_FIELD.sub(value, template)
-
-
-def _rule(host: str, service: str) -> dict[str, Any]:
-    backend = {"service": {"name": service, "port": {"number": SERVICE_PORT}}}
-    path = {"path": "/", "pathType": "Prefix", "backend": backend}
-    return {"host": host, "http": {"paths": [path]}}
-
-
-def _ingress(
-    isvc: InferenceService, namespace: str, config: InferenceServiceConfig
-) -> dict[str, Any] | None:
-    """KServe's RawDeployment Ingress: a host per component and the InferenceService's own host,
-    which goes to the transformer when there is one (else the predictor). None when ingress
-    creation is disabled or the InferenceService is cluster-local."""
-    ingress = config.ingress
-    if ingress.disable_ingress_creation:
-        return None
-    if (isvc.metadata.labels or {}).get(VISIBILITY_LABEL) == "cluster-local":
-        return None
-    predictor = predictor_service_name(isvc.name)
-    template, domain = ingress.domain_template, ingress.ingress_domain
-    rules = []
-    front = predictor
-    if isvc.spec.transformer is not None:
-        front = transformer_service_name(isvc.name)
-        rules.append(_rule(_domain(template, front, isvc, namespace, domain), front))
-    elif isvc.spec.explainer is not None:
-        explainer = explainer_service_name(isvc.name)
-        rules.append(_rule(_domain(template, explainer, isvc, namespace, domain), explainer))
-    rules.append(_rule(_domain(template, predictor, isvc, namespace, domain), predictor))
-    rules.append(_rule(_domain(template, isvc.name, isvc, namespace, domain), front))
-    meta: dict[str, Any] = {
-        "name": isvc.name,
-        "namespace": namespace,
-        "labels": {ISVC_LABEL: isvc.name},
-    }
-    annotations = {
-        k: v
-        for k, v in (isvc.metadata.annotations or {}).items()
-        if not k.startswith("kubectl.kubernetes.io")
-    }
-    if annotations:
-        meta["annotations"] = annotations
-    spec: dict[str, Any] = {"rules": rules}
-    if ingress.ingress_class_name:
-        spec["ingressClassName"] = ingress.ingress_class_name
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta, "spec": spec}
-
-
 def desired_objects(
     workload: Workload,
     *,
@@ -732,7 +662,7 @@ def desired_objects(
         objects += _transformer_objects(workload, ns, config)
     if workload.isvc.spec.explainer is not None:
         objects += _explainer_objects(workload, ns, config)
-    ingress = _ingress(workload.isvc, ns, config)
+    ingress = ingress_for(workload.isvc, ns, config, service_port=SERVICE_PORT)
     if ingress is not None:
         objects.append(ingress)
     return objects
