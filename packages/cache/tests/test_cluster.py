@@ -297,3 +297,30 @@ async def test_hub_source_and_retries_after_server_errors(
     assert (await details("flaky"))["attempts"] >= 2
     assert (root / "models" / "flaky" / "model.bin").read_bytes() == flaky
     assert (root / "models" / "tiny" / "model.safetensors").read_bytes() == weights
+
+
+@pytest.mark.slow
+async def test_downloads_stay_within_the_concurrency_bound(
+    cluster: Cluster, s3_model: Any, big_model: tuple[str, bytes], tmp_path: Path
+) -> None:
+    uri, data = big_model
+    await _setup(cluster, ["node-a"])
+    root = tmp_path / "node-a"
+    env = {**s3_model.env(), **SLOW, "MOORAGE_CACHE_MAX_CONCURRENT_DOWNLOADS": "1"}
+    cluster.controller()
+    cluster.agent("node-a", root, env=env)
+    await cluster.create(CACHES, cache("whole", uri, size="64Mi"))
+    await cluster.create(CACHES, cache("single", uri + "/model.bin", size="64Mi"))
+    most = 0
+
+    async def both_done() -> bool:
+        nonlocal most
+        lmn = await cluster.kube.get(LOCAL_MODEL_NODES, "node-a")
+        states = list((((lmn or {}).get("status") or {}).get("modelStatus") or {}).values())
+        most = max(most, states.count("ModelDownloading"))
+        return states == ["ModelDownloaded", "ModelDownloaded"]
+
+    await cluster.wait_for(both_done, timeout=60, what="both models downloaded")
+    assert most == 1
+    assert (root / "models" / "whole" / "model.bin").read_bytes() == data
+    assert (root / "models" / "single" / "model.bin").read_bytes() == data

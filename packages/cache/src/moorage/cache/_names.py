@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 __all__ = [
     "CACHE_LABEL",
     "DISABLE_ANNOTATION",
@@ -11,6 +13,7 @@ __all__ = [
     "SOURCE_URI_ANNOTATION",
     "pv_name",
     "pvc_name",
+    "safe_uri",
 ]
 
 #: The cache controller's finalizer on a LocalModelCache.
@@ -36,3 +39,13 @@ def pvc_name(cache: str, node_group: str) -> str:
 def pv_name(cache: str, node_group: str, namespace: str) -> str:
     """The PV bound to that PVC: ``<cache>-<nodeGroup>-<namespace>``."""
     return f"{cache}-{node_group}-{namespace}"
+
+
+def safe_uri(uri: str) -> str:
+    """``uri`` for a log line: no user-info, no query string (pre-signed URLs, SAS tokens)."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "<uri>"
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, netloc, parts.path, "<redacted>" if parts.query else "", ""))

@@ -42,6 +42,7 @@ from typing import Any
 
 from moorage.cache import _disk
 from moorage.cache._kube import CACHES, GROUPS, LOCAL_MODEL_NODES, NODES, Kube, KubeError
+from moorage.cache._names import safe_uri
 from moorage.cache._quantity import format_bytes, parse_bytes
 from moorage.cache.nodeplan import ModelRecord, decide, space_problem, status_patch
 from moorage.cache.reconcile import node_selected
@@ -315,7 +316,7 @@ class Agent:
         record.message = "downloading"
         record.attempts = 0
         self._dirty.set()
-        self._log.info("%s: downloading %s", name, record.uri, extra={"model": name})
+        self._log.info("%s: downloading %s", name, safe_uri(record.uri), extra={"model": name})
 
         def on_retry(attempt: int, exc: BaseException, wait: float) -> None:
             record.message = f"try {attempt} failed ({exc}); trying again in {wait:.1f}s"

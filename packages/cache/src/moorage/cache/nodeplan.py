@@ -41,7 +41,6 @@ class ModelRecord:
     def details(self) -> dict[str, Any]:
         """The moorage extension ``status.modelDetails[<name>]``."""
         data: dict[str, Any] = {
-            "sourceModelUri": self.uri,
             "message": self.message,
             "bytesDownloaded": self.done,
             "bytesTotal": self.total,
