@@ -14,6 +14,8 @@ import yaml
 from moorage.controller.cli import main
 from moorage.controller.validation import validate_files
 
+ROOT_RUNTIMES = Path(__file__).resolve().parents[3] / "charts/moorage/runtimes"
+
 ISVC = """\
 apiVersion: serving.kserve.io/v1beta1
 kind: InferenceService
@@ -250,3 +252,10 @@ def test_runtime_priorities_across_files(file) -> None:
                        file(runtime.format(name="b"), "b.yaml"))  # fmt: skip
     assert code == 1
     assert "spec.supportedModelFormats[0].priority: same priority assigned" in err
+
+
+def test_one_runtime_in_two_files_is_one_object(file) -> None:
+    """Applying the same runtime twice is an update: no priority clash with itself."""
+    runtime = (ROOT_RUNTIMES / "kserve-mlserver.yaml").read_text()
+    code, _, err = cli("-f", file(runtime, "a.yaml"), "-f", file(runtime, "b.yaml"))
+    assert code == 0, err

@@ -484,6 +484,7 @@ def _check_runtime(
         if isinstance(o, ServingRuntime | ClusterServingRuntime)
         and type(o) is type(runtime)
         and o.namespace == runtime.namespace
+        and o.name != runtime.name  # the same object (an update), not a peer
         and not o.spec.disabled
         and bool(o.spec.multi_model) == bool(spec.multi_model)
     ]
