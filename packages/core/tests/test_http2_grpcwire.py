@@ -23,6 +23,7 @@ from moorage.core.http2.grpcwire import (
     decode_metadata_value,
     format_timeout,
     inflate,
+    message_length,
     message_prefix,
     metadata_key,
     metadata_value,
@@ -79,6 +80,20 @@ def test_read_unary() -> None:
     ):
         with pytest.raises(MessageError) as info:
             read_unary(bad, max_length=3)
+        assert info.value.status == status
+
+
+def test_message_length_reads_a_prefix_in_place() -> None:
+    """What a server reading a body in place checks as soon as the prefix arrived."""
+    body = bytearray(message_prefix(3, compressed=True) + b"ab")  # the rest still to come
+    assert message_length(body, max_length=3) == 3
+    assert message_length(body, max_length=None) == 3
+    for bad, status in (
+        (b"\x02" + body[1:], "INTERNAL"),
+        (message_prefix(4), "RESOURCE_EXHAUSTED"),
+    ):
+        with pytest.raises(MessageError) as info:
+            message_length(bad, max_length=3)
         assert info.value.status == status
 
 
@@ -174,6 +189,10 @@ def test_metadata() -> None:
     assert metadata_value(b"x-a", "ok value") == b"ok value"
     assert metadata_value(b"x-a", "line\nbreak") is None
     assert metadata_value(b"x-a", "é") is None
+    # the server's relaxed check: UTF-8 passes, what no HTTP/2 field value may hold does not
+    assert metadata_value(b"x-a", "é", printable=False) == "é".encode()
+    for bad in ("nul\x00", "cr\r", "lf\n"):
+        assert metadata_value(b"x-a", bad, printable=False) is None
     packed = metadata_value(b"x-blob-bin", b"\x00\x01\xff")
     assert packed == b"AAH/"
     assert decode_metadata_value(b"x-blob-bin", b"AAE") == b"\x00\x01"

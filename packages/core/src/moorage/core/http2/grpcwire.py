@@ -32,6 +32,7 @@ __all__ = [
     "decode_metadata_value",
     "format_timeout",
     "inflate",
+    "message_length",
     "message_prefix",
     "metadata_key",
     "metadata_value",
@@ -104,6 +105,18 @@ def message_prefix(length: int, *, compressed: bool = False) -> bytes:
     return PREFIX.pack(1 if compressed else 0, length)
 
 
+def message_length(data: bytes | bytearray | memoryview, *, max_length: int | None) -> int:
+    """The length a message prefix at the start of ``data`` (5 bytes or more) declares,
+    checked: a Compressed-Flag other than 0 or 1 is INTERNAL, a length over ``max_length``
+    (``None``: no limit) RESOURCE_EXHAUSTED."""
+    flag, length = PREFIX.unpack_from(data)
+    if flag > 1:
+        raise MessageError("INTERNAL", f"invalid Compressed-Flag {flag}")
+    if max_length is not None and length > max_length:
+        raise _too_large(length, max_length)
+    return length
+
+
 def read_unary(
     body: bytes | bytearray | memoryview, *, max_length: int | None
 ) -> tuple[bool, memoryview]:
@@ -111,16 +124,12 @@ def read_unary(
     within ``max_length`` (``None``: no limit) and the body exactly one message."""
     if len(body) < PREFIX.size:
         raise MessageError("INTERNAL", "no gRPC message (fewer than 5 bytes)")
-    flag, length = PREFIX.unpack_from(body)
-    if flag > 1:
-        raise MessageError("INTERNAL", f"invalid Compressed-Flag {flag}")
-    if max_length is not None and length > max_length:
-        raise _too_large(length, max_length)
+    length = message_length(body, max_length=max_length)
     size = len(body) - PREFIX.size
     if size != length:
         what = "truncated" if size < length else "followed by more data"
         raise MessageError("INTERNAL", f"gRPC message of {length} bytes {what} ({size} bytes)")
-    return bool(flag), memoryview(body)[PREFIX.size :]
+    return bool(body[0]), memoryview(body)[PREFIX.size :]
 
 
 class MessageReader:
@@ -152,12 +161,7 @@ class MessageReader:
             if self._length < 0:
                 if len(buffer) < PREFIX.size:
                     return messages
-                flag, length = PREFIX.unpack_from(buffer)
-                if flag > 1:
-                    raise MessageError("INTERNAL", f"invalid Compressed-Flag {flag}")
-                if self.max_length is not None and length > self.max_length:
-                    raise _too_large(length, self.max_length)
-                self._length = length
+                self._length = message_length(buffer, max_length=self.max_length)
             end = PREFIX.size + self._length
             if len(buffer) < end:
                 return messages
@@ -251,6 +255,7 @@ def percent_decode(value: bytes | str) -> str:
 # ----------------------------------------------------------------------------- metadata
 _KEY = re.compile(rb"[0-9a-z_.\-]+")
 _ASCII_VALUE = re.compile(rb"[\x20-\x7e]*")
+_FIELD_FORBIDDEN = re.compile(rb"[\x00\r\n]")
 #: Header names a call sets itself: never taken as custom metadata.
 RESERVED_METADATA = frozenset(
     {
@@ -269,14 +274,19 @@ def metadata_key(key: str | bytes) -> bytes | None:
     return raw
 
 
-def metadata_value(key: bytes, value: str | bytes) -> bytes | None:
+def metadata_value(key: bytes, value: str | bytes, *, printable: bool = True) -> bytes | None:
     """The header value of custom metadata: a ``-bin`` key's value base64 (unpadded), other
-    values printable ASCII as they are, ``None`` for text outside printable ASCII."""
+    values as they are (text UTF-8 encoded), ``None`` for text gRPC does not allow: outside
+    printable ASCII (the spec's ASCII-Value), or with ``printable=False`` only what no HTTP/2
+    field value may hold (NUL, CR, LF: RFC 9113 section 8.2.1), so UTF-8 text passes (what
+    the server sends in the metadata a model sets)."""
     if key.endswith(b"-bin"):
         raw = value if isinstance(value, bytes) else value.encode("utf-8")
         return base64.b64encode(raw).rstrip(b"=")
     text = value if isinstance(value, bytes) else value.encode("utf-8", "replace")
-    return text if _ASCII_VALUE.fullmatch(text) else None
+    if printable:
+        return text if _ASCII_VALUE.fullmatch(text) else None
+    return None if _FIELD_FORBIDDEN.search(text) else text
 
 
 def decode_metadata_value(key: bytes, value: bytes) -> bytes:

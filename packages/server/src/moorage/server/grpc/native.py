@@ -40,13 +40,10 @@ grpcio's servers; the context is :class:`~moorage.server.grpc.context.NativeCont
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextvars
 import logging
-import re
 import socket
 import time
-import zlib
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
 from typing import Any
 
@@ -54,6 +51,17 @@ import grpc
 
 from moorage.core.config.server import DEFAULT_MAX_GRPC_MESSAGE_LENGTH
 from moorage.core.errors import ERROR_CODE_METADATA, Overloaded, PayloadTooLarge
+from moorage.core.http2.grpcwire import (
+    ACCEPT_ENCODING,
+    MessageError,
+    inflate,
+    message_length,
+    metadata_key,
+    metadata_value,
+    parse_timeout,
+    percent_encode,
+    read_unary,
+)
 from moorage.core.http2.limits import PeerBudget
 from moorage.core.protocol.grpc import SERVICE_NAME
 from moorage.server.grpc.context import NativeContext, decode_metadata
@@ -75,16 +83,6 @@ Behavior = Callable[[Any, Any], Awaitable[bytes]]
 _CONTENT_TYPE = header_field(b"content-type", b"application/grpc")
 _HEAD_OK = STATUS_200 + _CONTENT_TYPE
 _STATUS_OK = header_field(b"grpc-status", b"0")
-_ACCEPT_ENCODING = b"identity,gzip,deflate"
-_TIMEOUT_UNITS = {
-    ord("H"): 3600.0, ord("M"): 60.0, ord("S"): 1.0,
-    ord("m"): 1e-3, ord("u"): 1e-6, ord("n"): 1e-9,
-}  # fmt: skip
-_PRINTABLE = re.compile(rb"[\x20-\x24\x26-\x7e]*")
-_BAD_VALUE = re.compile(rb"[\x00\r\n]")
-_TOKEN = re.compile(rb"[0-9a-z_.\-]+")
-#: Names the call's own headers use; metadata of the same names is not sent.
-_OWN = frozenset({b"content-type", b"grpc-status", b"grpc-message", b"grpc-encoding", b"te"})
 #: RFC 9113 section 8.3.1: the request pseudo-headers, and those a request must have.
 _PSEUDO = frozenset({b":method", b":scheme", b":path", b":authority"})
 _REQUIRED = frozenset({b":method", b":scheme", b":path"})
@@ -122,49 +120,40 @@ def _malformed(headers: Headers) -> str | None:
 
 _TOO_LARGE_CODE = header_field(ERROR_CODE_METADATA.encode(), PayloadTooLarge.code.encode())
 _OVERLOADED_CODE = header_field(ERROR_CODE_METADATA.encode(), Overloaded.code.encode())
-
-
-def _percent(message: str) -> bytes:
-    """``grpc-message`` encoding: UTF-8, then percent-encoding outside printable ASCII."""
-    data = message.encode("utf-8", "replace")
-    if _PRINTABLE.fullmatch(data):
-        return data
-    return b"".join(bytes((c,)) if 0x20 <= c <= 0x7E and c != 0x25 else b"%%%02X" % c for c in data)
+_ACCEPT_ENCODING_FIELD = header_field(b"grpc-accept-encoding", ACCEPT_ENCODING)
 
 
 def _metadata_fields(metadata: Iterable[tuple[str, str | bytes]]) -> bytes:
-    """Metadata as HPACK fields; ``-bin`` values base64-encoded. Invalid entries are dropped
+    """Metadata as HPACK fields; ``-bin`` values base64-encoded, others UTF-8 (any text an
+    HTTP/2 field may carry, not only gRPC's printable ASCII). Invalid entries are dropped
     (grpcio refuses them; a model's response header should not fail its call)."""
     out = []
     for key, value in metadata:
-        prefix = _NAMES.get(key)
-        if prefix is None:
-            prefix = _name_prefix(key)
-            if prefix is None:
+        entry = _NAMES.get(key)
+        if entry is None:
+            entry = _name_prefix(key)
+            if entry is None:
                 continue
-        if prefix[1]:  # -bin
-            raw = value if isinstance(value, bytes) else value.encode("utf-8")
-            encoded = base64.b64encode(raw).rstrip(b"=")
-        else:
-            encoded = value if isinstance(value, bytes) else value.encode("utf-8", "replace")
-            if _BAD_VALUE.search(encoded):
-                logger.debug("dropped response metadata %r: control characters", key)
-                continue
-        out.append(prefix[0] + _string(encoded))
+        prefix, name = entry
+        encoded = metadata_value(name, value, printable=False)
+        if encoded is None:
+            logger.debug("dropped response metadata %r: control characters", key)
+            continue
+        out.append(prefix + _string(encoded))
     return b"".join(out)
 
 
-#: Metadata key -> (its HPACK field up to the value, whether it is binary), for valid keys.
-_NAMES: dict[str, tuple[bytes, bool]] = {}
+#: Metadata key -> (its HPACK field up to the value, the key as sent), for valid keys.
+_NAMES: dict[str, tuple[bytes, bytes]] = {}
 
 
-def _name_prefix(key: str) -> tuple[bytes, bool] | None:
-    name = key.lower().encode("latin-1", "replace")
-    if not _TOKEN.fullmatch(name) or name in _OWN:
+def _name_prefix(key: str) -> tuple[bytes, bytes] | None:
+    name = metadata_key(key)
+    if name is None:
         logger.debug("dropped response metadata %r", key)
         return None
     prefix = header_field(name, b"")[:-1]  # the field less its empty value's length byte
-    entry = (prefix, name.endswith(b"-bin"))
+    entry = (prefix, name)
     if len(_NAMES) < 1024:
         _NAMES[key] = entry
     return entry
@@ -175,17 +164,8 @@ def _status_fields(code: grpc.StatusCode, details: str | None) -> bytes:
         return _STATUS_OK
     fields = header_field(b"grpc-status", str(code.value[0]).encode())
     if details:
-        fields += header_field(b"grpc-message", _percent(details))
+        fields += header_field(b"grpc-message", percent_encode(details))
     return fields
-
-
-def _timeout(value: bytes) -> float | None:
-    """``grpc-timeout`` (1-8 digits and a unit) in seconds; ``None`` when malformed."""
-    unit = _TIMEOUT_UNITS.get(value[-1]) if value else None
-    digits = value[:-1]
-    if unit is None or not digits.isdigit() or len(digits) > 8:
-        return None
-    return int(digits) * unit
 
 
 #: A request's method, timeout (seconds), grpc-encoding and metadata.
@@ -347,7 +327,7 @@ class GrpcConnection(H2Connection):
             return None
         seconds = None
         if timeout is not None:
-            seconds = _timeout(timeout)
+            seconds = parse_timeout(timeout)
             if seconds is None:
                 logger.debug("ignored malformed grpc-timeout %r", timeout)
         if encoding == b"identity":
@@ -362,9 +342,12 @@ class GrpcConnection(H2Connection):
         if not call.expected:
             if size < 5:
                 return
-            length = int.from_bytes(stream.body[1:5], "big")
-            if length > self.server.max_receive_message_length:
-                self._too_large(stream, length)
+            try:
+                length = message_length(
+                    stream.body, max_length=self.server.max_receive_message_length
+                )
+            except MessageError as exc:
+                self._refuse_message(stream, exc)
                 return
             call.expected = 5 + length
         if size > call.expected:  # a unary call takes one message: the rest is not read
@@ -381,25 +364,15 @@ class GrpcConnection(H2Connection):
         call = stream.call
         if call is None or stream.closed:
             return
-        body = stream.body
-        if len(body) < 5:
-            self._status(stream, grpc.StatusCode.INTERNAL, "the call sent no request message")
-            return
-        length = int.from_bytes(body[1:5], "big")
         limit = self.server.max_receive_message_length
-        if length > limit:
-            self._too_large(stream, length)
+        payload: bytes | memoryview
+        try:
+            compressed, payload = read_unary(stream.body, max_length=limit)
+            if compressed:
+                payload = inflate(payload, call.encoding or b"identity", limit=limit)
+        except MessageError as exc:
+            self._refuse_message(stream, exc)
             return
-        if len(body) != 5 + length:
-            what = "a truncated" if len(body) < 5 + length else "more than one"
-            self._status(stream, grpc.StatusCode.INTERNAL, f"unary call sent {what} message")
-            return
-        payload: bytes | memoryview = memoryview(body)[5:]
-        if body[0]:
-            message = self._decompress(stream, call.encoding, payload, limit)
-            if message is None:
-                return
-            payload = message
         self._starting.append((stream, call, payload))
 
     def on_read_done(self) -> None:
@@ -448,41 +421,16 @@ class GrpcConnection(H2Connection):
         elif not call.task.done():
             call.task.cancel()
 
-    def _too_large(self, stream: Stream, length: int) -> None:
-        limit = self.server.max_receive_message_length
-        self._status(
-            stream, grpc.StatusCode.RESOURCE_EXHAUSTED,
-            f"Received message larger than max ({length} vs. {limit})", extra=_TOO_LARGE_CODE,
-        )  # fmt: skip
-
-    def _decompress(
-        self, stream: Stream, encoding: bytes | None, payload: memoryview | bytes, limit: int
-    ) -> bytes | None:
-        if encoding not in (b"gzip", b"deflate"):
-            self._status(
-                stream, grpc.StatusCode.UNIMPLEMENTED,
-                f"message compressed with {encoding!r}; this server accepts "
-                f"{_ACCEPT_ENCODING.decode()}",
-                extra=header_field(b"grpc-accept-encoding", _ACCEPT_ENCODING),
-            )  # fmt: skip
-            return None
-        inflater = zlib.decompressobj(31 if encoding == b"gzip" else 15)
-        try:
-            message = inflater.decompress(payload, limit + 1)
-        except zlib.error as exc:
-            self._status(stream, grpc.StatusCode.INTERNAL, f"could not decompress: {exc}")
-            return None
-        if len(message) > limit:
-            self._status(
-                stream, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"Received message larger than max (over {limit} bytes decompressed)",
-                extra=_TOO_LARGE_CODE,
-            )  # fmt: skip
-            return None
-        if not inflater.eof:
-            self._status(stream, grpc.StatusCode.INTERNAL, "truncated compressed message")
-            return None
-        return message
+    def _refuse_message(self, stream: Stream, exc: MessageError) -> None:
+        """A request message that cannot be taken (gRPC framing, size or compression; see
+        :mod:`moorage.core.http2.grpcwire`): its status, with the encodings accepted
+        (UNIMPLEMENTED) or the error code of a message too large (RESOURCE_EXHAUSTED)."""
+        extra = b""
+        if exc.status == "UNIMPLEMENTED":
+            extra = _ACCEPT_ENCODING_FIELD
+        elif exc.status == "RESOURCE_EXHAUSTED":
+            extra = _TOO_LARGE_CODE
+        self._status(stream, grpc.StatusCode[exc.status], exc.message, extra=extra)
 
     # ------------------------------------------------------------------ calls
     async def _run(self, stream: Stream, call: _Call, payload: bytes | memoryview) -> None:
