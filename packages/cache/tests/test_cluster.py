@@ -324,3 +324,29 @@ async def test_downloads_stay_within_the_concurrency_bound(
     assert most == 1
     assert (root / "models" / "whole" / "model.bin").read_bytes() == data
     assert (root / "models" / "single" / "model.bin").read_bytes() == data
+
+
+@pytest.mark.slow
+async def test_model_removed_from_disk_behind_the_agents_back_comes_back(
+    cluster: Cluster, s3_model: Any, tmp_path: Path
+) -> None:
+    import shutil
+
+    files = {"model.joblib": os.urandom(256 << 10)}
+    uri = _upload(s3_model, "vanishing", files)
+    await _setup(cluster, ["node-a"])
+    root = tmp_path / "node-a"
+    cluster.controller()
+    cluster.agent("node-a", root, env=s3_model.env())
+    await cluster.create(CACHES, cache("vanishing", uri, size="1Mi"))
+    target = root / "models" / "vanishing" / "model.joblib"
+
+    async def on_disk() -> bool:
+        status = await _cache_status(cluster, "vanishing")
+        return status.get("copies", {}).get("available") == 1 and target.exists()
+
+    await cluster.wait_for(on_disk, what="downloaded")
+    shutil.rmtree(root / "models" / "vanishing")
+    await cluster.wait_for(on_disk, what="fetched again at the next resync")
+    assert target.read_bytes() == files["model.joblib"]
+    assert "found damaged on disk (missing)" in cluster.logs()

@@ -150,7 +150,7 @@ class Agent:
             try:
                 lmn = await self.kube.get(LOCAL_MODEL_NODES, self.node_name)
                 rv = str(((lmn or {}).get("metadata") or {}).get("resourceVersion") or "")
-                await self._observe(lmn)
+                await self._observe(lmn, resync=True)
                 failures = 0
                 async with asyncio.timeout(self.resync_seconds):
                     async for kind, obj in self.kube.watch(
@@ -171,7 +171,9 @@ class Agent:
                 await asyncio.sleep(wait)
 
     # -- decisions ------------------------------------------------------------------------------
-    async def _observe(self, lmn: Mapping[str, Any] | None) -> None:
+    async def _observe(self, lmn: Mapping[str, Any] | None, *, resync: bool = False) -> None:
+        """Act on the LocalModelNode as read; ``resync``: a periodic full read, when downloaded
+        models are also checked on disk (not on every event: each status write is one)."""
         if lmn is None:
             return  # never remove anything without a LocalModelNode saying so
         models = ((lmn.get("spec") or {}).get("localModels")) or []
@@ -184,7 +186,7 @@ class Agent:
                 for name, state in ((lmn.get("status") or {}).get("modelStatus") or {}).items()
             }
             await self._startup_verify(listed)
-        else:
+        elif resync:
             await self._recheck_downloaded()
         await self._apply()
 
