@@ -187,6 +187,21 @@ def test_header_block_across_continuations() -> None:
     assert endpoint.events == [("headers", 1, True, expected)]
 
 
+def test_a_header_block_in_pieces_says_when_it_starts() -> None:
+    """``on_header_block_start`` (a server times the block from there) for a block that
+    CONTINUATION frames complete; ``header_block_stream`` names it until they do."""
+    endpoint = server()
+    starts: list[int] = []
+    endpoint.on_header_block_start = starts.append  # type: ignore[method-assign]
+    endpoint.receive(frame(HEADERS, END_HEADERS | END_STREAM, 1, REQUEST))
+    assert starts == [] and endpoint.header_block_stream == 0
+    endpoint.receive(frame(HEADERS, END_STREAM, 3, REQUEST[:4]))
+    assert starts == [3] and endpoint.header_block_stream == 3
+    endpoint.receive(frame(CONTINUATION, END_HEADERS, 3, REQUEST[4:]))
+    assert starts == [3] and endpoint.header_block_stream == 0
+    assert [event[:3] for event in endpoint.events] == [("headers", 1, True), ("headers", 3, True)]
+
+
 # ----------------------------------------------------------------------------- 6.1, 6.2 padding
 def test_data_padding() -> None:
     endpoint = server()

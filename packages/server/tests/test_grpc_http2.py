@@ -22,6 +22,7 @@ import hpack
 import numpy as np
 import pytest
 
+from moorage.core.http2.hpack import header_field, string_literal
 from moorage.core.http2.limits import PeerBudget
 from moorage.core.protocol import InferRequest, InferResponse, InferTensor
 from moorage.core.protocol.grpc import (
@@ -32,7 +33,7 @@ from moorage.core.protocol.grpc import (
 )
 from moorage.server import DataPlane, Model
 from moorage.server.grpc import NativeGrpcServer, create_grpc_server
-from moorage.server.grpc.frames import header_field, string_literal
+from moorage.server.grpc.native import GrpcConnection
 
 from .conftest import make_repository
 
@@ -244,6 +245,29 @@ async def test_headers_decode_right_as_the_hpack_table_changes(native: NativeGrp
                     echoed[sid] = fields["x-echoed"]
     assert [echoed[2 * i + 1] for i in range(len(blocks))] == expected
     writer.close()
+
+
+async def test_repeated_request_headers_are_interpreted_once(
+    native: NativeGrpcServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that indexes its headers sends the same block call after call: the HPACK
+    decoder hands back the same header tuple for it, and the connection works out what it
+    asks for once (the native server's hot path)."""
+    interpreted: list[int] = []
+    original = GrpcConnection._interpret
+
+    def counting(self: GrpcConnection, stream: Any, headers: Any) -> Any:
+        interpreted.append(stream.id)
+        return original(self, stream, headers)
+
+    monkeypatch.setattr(GrpcConnection, "_interpret", counting)
+    client = await Client.open(port_of(native))
+    body = framed(echo_message(np.ones(2, np.float32)))
+    for _ in range(4):
+        _, _, trailers = await client.response(client.request(INFER, body))
+        assert trailers["grpc-status"] == "0"
+    assert interpreted == [1]  # the first call's block indexed its headers; then all cached
+    await client.close()
 
 
 @pytest.mark.parametrize(

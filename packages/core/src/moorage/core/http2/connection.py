@@ -16,7 +16,8 @@ carry nothing, per second): past it, GOAWAY ENHANCE_YOUR_CALM. Every violation r
 :meth:`Endpoint.on_stream_error` (RST_STREAM) and the connection goes on.
 
 What is left to a subclass is its stream table, through hooks: :meth:`~Endpoint.on_headers`,
-:meth:`~Endpoint.on_data`, :meth:`~Endpoint.on_reset`, :meth:`~Endpoint.on_stream_window`,
+:meth:`~Endpoint.on_header_block_start`, :meth:`~Endpoint.on_data`,
+:meth:`~Endpoint.on_reset`, :meth:`~Endpoint.on_stream_window`,
 :meth:`~Endpoint.on_initial_window`, :meth:`~Endpoint.on_max_streams`,
 :meth:`~Endpoint.on_window_open`, :meth:`~Endpoint.on_goaway`, :meth:`~Endpoint.on_stream_error`
 (and :meth:`~Endpoint.on_ping_ack`, :meth:`~Endpoint.on_settings_ack`). Sending stream frames
@@ -119,7 +120,7 @@ class Endpoint:
         )
         self.encoder = HeaderEncoder() if encoder else None
         #: Frames to write, in order.
-        self.out: list[bytes] = []
+        self.out: list[bytes | memoryview] = []
         #: What the peer allows (its SETTINGS, RFC 9113 defaults until they arrive).
         self.peer_initial_window = DEFAULT_WINDOW
         self.peer_max_frame = DEFAULT_MAX_FRAME
@@ -248,6 +249,7 @@ class Endpoint:
             self._block_stream, self._block_flags = stream_id, flags
             self._block_parts = [fragment]
             self._block_size = len(fragment)
+            self.on_header_block_start(stream_id)
         else:
             if not self._block_stream or stream_id != self._block_stream:
                 raise ConnectionFailure(ErrorCode.PROTOCOL_ERROR, "unexpected CONTINUATION")
@@ -339,6 +341,11 @@ class Endpoint:
     # ------------------------------------------------------------------ hooks
     def on_headers(self, stream_id: int, end_stream: bool, headers: Headers) -> None:
         """A complete header block for ``stream_id`` (request, response or trailers)."""
+
+    def on_header_block_start(self, stream_id: int) -> None:
+        """A header block began that CONTINUATION frames must complete (:attr:`header_block_stream`
+        until they do; :meth:`on_headers` then): a side that bounds the time a block may take
+        starts its clock here. A block in one HEADERS frame does not call it."""
 
     def on_data(
         self, stream_id: int, flags: int, data: bytes, start: int, stop: int, size: int

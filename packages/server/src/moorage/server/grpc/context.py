@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 import grpc
 
-from moorage.server.grpc.http2 import Headers
+from moorage.core.http2.hpack import Headers
 
 __all__ = ["Metadata", "NativeContext"]
 

@@ -62,12 +62,13 @@ from moorage.core.http2.grpcwire import (
     percent_encode,
     read_unary,
 )
+from moorage.core.http2.hpack import Headers
 from moorage.core.http2.limits import PeerBudget
 from moorage.core.protocol.grpc import SERVICE_NAME
 from moorage.server.grpc.context import NativeContext, decode_metadata
 from moorage.server.grpc.frames import STATUS_200, ErrorCode, header_field
 from moorage.server.grpc.frames import string_literal as _string
-from moorage.server.grpc.http2 import H2Connection, Headers, Stream
+from moorage.server.grpc.http2 import H2Connection, Stream
 from moorage.server.grpc.servicer import InferenceServicer
 from moorage.server.sockets import Acceptor, bind_reuseport_socket
 
@@ -334,7 +335,7 @@ class GrpcConnection(H2Connection):
             encoding = None
         return behavior, seconds, encoding, decode_metadata(headers)
 
-    def on_data(self, stream: Stream) -> None:
+    def on_body(self, stream: Stream) -> None:
         call = stream.call
         if call is None:
             return
