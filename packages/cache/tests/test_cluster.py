@@ -350,3 +350,57 @@ async def test_model_removed_from_disk_behind_the_agents_back_comes_back(
     await cluster.wait_for(on_disk, what="fetched again at the next resync")
     assert target.read_bytes() == files["model.joblib"]
     assert "found damaged on disk (missing)" in cluster.logs()
+
+
+async def test_admission_webhook_refuses_duplicates_and_deleting_a_cache_in_use(
+    cluster: Cluster,
+) -> None:
+    import httpx
+
+    from moorage.storage.testing import free_port
+
+    await _setup(cluster, ["node-a"])
+    port = free_port()
+    cluster.start("controller", "controller", "--webhook-port", str(port),
+                  "--webhook-insecure", "true")  # fmt: skip
+    uri = "s3://cache-models/webhooked"
+    await cluster.create(CACHES, cache("first", uri))
+    await cluster.create(ISVCS, isvc("user", uri, namespace="kserve-test"))
+
+    def review(operation: str, obj: dict[str, Any]) -> dict[str, Any]:
+        key = "oldObject" if operation == "DELETE" else "object"
+        return {
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-1", "operation": operation, "userInfo": {"username": "alice"},
+                "kind": {"group": "serving.kserve.io", "version": "v1alpha1",
+                         "kind": "LocalModelCache"},
+                "resource": {"group": "serving.kserve.io", "version": "v1alpha1",
+                             "resource": "localmodelcaches"},
+                "name": obj["metadata"]["name"], key: obj,
+            },
+        }  # fmt: skip
+
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+
+        async def answer(operation: str, obj: dict[str, Any]) -> Any:
+            try:
+                r = await http.post("/localmodelcache", json=review(operation, obj))
+            except httpx.TransportError:
+                return None
+            return r.json()["response"] if r.status_code == 200 else None
+
+        refused = await cluster.wait_for(
+            lambda: answer("CREATE", cache("second", uri)), what="the webhook answering"
+        )
+        assert refused["allowed"] is False
+        assert (
+            refused["status"]["message"] == f"LocalModelCache first has the same StorageURI {uri}"
+        )
+        allowed = await answer("CREATE", cache("third", uri + "-other"))
+        assert allowed["allowed"] is True
+        in_use = await answer("DELETE", cache("first", uri))
+        assert in_use["allowed"] is False
+        assert in_use["status"]["message"] == (
+            "LocalModelCache first is being used by InferenceService kserve-test/user"
+        )

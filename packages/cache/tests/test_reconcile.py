@@ -6,6 +6,7 @@ import pytest
 
 from moorage.cache.reconcile import (
     ClusterState,
+    admission_problem,
     cache_for_isvc,
     group_nodes,
     node_selected,
@@ -275,3 +276,21 @@ def test_deleted_cache_waits_for_its_volumes() -> None:
 def test_disabled_cache_uses_no_isvcs() -> None:
     result = plan(_state(inference_services=[isvc("x", URI)], enabled=False))
     assert result.create == [] and result.uses == {}
+
+
+# -- admission ------------------------------------------------------------------------------------
+def test_admission_refuses_duplicates_and_deleting_a_cache_in_use() -> None:
+    first = cache("first", URI)
+    second = cache("second", URI)
+    other = cache("other", "s3://models/other")
+    assert admission_problem("CREATE", second, [first, other], []) == (
+        f"LocalModelCache first has the same StorageURI {URI}"
+    )
+    assert admission_problem("UPDATE", first, [first, other], []) is None
+    assert admission_problem("CREATE", other, [first], []) is None
+    users = [isvc("x", URI + "/v2", namespace="team-a"), isvc("y", "s3://elsewhere/m")]
+    assert admission_problem("DELETE", first, [first, other], users) == (
+        "LocalModelCache first is being used by InferenceService team-a/x"
+    )
+    assert admission_problem("DELETE", other, [first, other], users) is None
+    assert admission_problem("DELETE", first, [first], users, enabled=False) is None

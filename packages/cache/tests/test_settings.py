@@ -33,6 +33,12 @@ def test_controller_defaults_and_refusals(monkeypatch: pytest.MonkeyPatch) -> No
     assert (s.command, s.pod_namespace, s.resync_seconds) == ("controller", "kserve", None)
     with pytest.raises(ValidationError, match="agent only"):
         CacheSettings.from_cli(["controller", "--root", "/x"])
+    with pytest.raises(ValidationError, match="needs --webhook-cert and --webhook-key"):
+        CacheSettings.from_cli(["controller", "--webhook-port", "9443"])
+    s = CacheSettings.from_cli(
+        ["controller", "--webhook-port", "9443", "--webhook-insecure", "true"]
+    )
+    assert s.webhook_port == 9443
     with pytest.raises(ValidationError, match="'controller' or 'agent'"):
         CacheSettings.from_cli(["proxy"])
 

@@ -64,7 +64,7 @@ async def _serve(settings: CacheSettings) -> int:
             controller = CacheController(
                 kube, namespace=settings.pod_namespace, resync_seconds=settings.resync_seconds
             )
-            await run_operator(controller)
+            await run_operator(controller, settings)
             return 0
         from moorage.cache.agent import Agent
 

@@ -38,7 +38,8 @@ from moorage.cache._kube import (
     KubeError,
 )
 from moorage.cache._names import CACHE_LABEL, FINALIZER
-from moorage.cache.reconcile import ClusterState, Plan, merge_patch, plan
+from moorage.cache.reconcile import ClusterState, Plan, admission_problem, merge_patch, plan
+from moorage.core.config.cache import CacheSettings
 from moorage.core.config.configmap import CONFIGMAP_NAME, LocalModelConfig
 from moorage.core.retry import Backoff
 
@@ -176,6 +177,13 @@ class CacheController:
             if exc.status != 409:
                 raise
 
+    async def admission(self, operation: str, cache: Mapping[str, Any]) -> str | None:
+        """Why the API server should refuse ``operation`` on ``cache``, or ``None``."""
+        config = await self.config()
+        caches, _ = await self.kube.list(CACHES)
+        isvcs, _ = await self.kube.list(ISVCS)
+        return admission_problem(operation, cache, caches, isvcs, enabled=config.enabled)
+
     async def loop(self) -> None:
         failures = 0
         resync = 60.0
@@ -201,11 +209,13 @@ def _ref(obj: Mapping[str, Any]) -> str:
     return f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else str(meta["name"])
 
 
-async def run_operator(controller: CacheController) -> None:
-    """Run the controller under kopf (watches, login) until SIGTERM/SIGINT or cancelled."""
+async def run_operator(controller: CacheController, settings: CacheSettings | None = None) -> None:
+    """Run the controller under kopf (watches, login, the admission webhook when
+    ``settings.webhook_port`` is set) until SIGTERM/SIGINT or cancelled."""
     import kopf
 
     config = controller.kube.config
+    cache_settings = settings
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)
@@ -236,6 +246,21 @@ async def run_operator(controller: CacheController) -> None:
     ]:
         kopf.on.event(group, version, plural, registry=registry)(wake)
 
+    webhook = settings is not None and settings.webhook_port is not None
+    if webhook:
+
+        @kopf.on.validate(
+            "serving.kserve.io", "v1alpha1", "localmodelcaches",
+            operations=["CREATE", "UPDATE", "DELETE"], id="localmodelcache", registry=registry,
+        )  # fmt: skip
+        async def _validate(**kwargs: Any) -> None:
+            body, operation = kwargs["body"], kwargs.get("operation")
+            problem = await controller.admission(str(operation), dict(body))
+            if problem is not None:
+                logger.info("refused %s of LocalModelCache %s: %s", operation,
+                            body.get("metadata", {}).get("name"), problem)  # fmt: skip
+                raise kopf.AdmissionError(problem, code=403)
+
     @kopf.on.startup(registry=registry)
     def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.posting.enabled = False
@@ -243,6 +268,17 @@ async def run_operator(controller: CacheController) -> None:
         settings.watching.server_timeout = 300
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="moorage")
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="moorage")
+        if webhook:
+            assert cache_settings is not None and cache_settings.webhook_port is not None
+            settings.admission.server = kopf.WebhookServer(
+                addr="0.0.0.0",
+                port=cache_settings.webhook_port,
+                host=cache_settings.webhook_host,
+                certfile=str(cache_settings.webhook_cert) if cache_settings.webhook_cert else None,
+                pkeyfile=str(cache_settings.webhook_key) if cache_settings.webhook_key else None,
+                insecure=cache_settings.webhook_insecure,
+            )
+            settings.admission.managed = cache_settings.webhook_configuration
 
     loop_task = asyncio.create_task(controller.loop(), name="cache-reconcile")
     controller.trigger()

@@ -44,6 +44,7 @@ from moorage.cache._names import CACHE_LABEL, DISABLE_ANNOTATION, pv_name, pvc_n
 __all__ = [
     "ClusterState",
     "Plan",
+    "admission_problem",
     "cache_for_isvc",
     "group_nodes",
     "merge_patch",
@@ -446,3 +447,35 @@ def merge_patch(current: Any, desired: Any) -> Any:
         if key not in desired:
             patch[key] = None
     return patch
+
+
+def admission_problem(
+    operation: str,
+    cache: Obj,
+    caches: Iterable[Obj],
+    inference_services: Iterable[Obj],
+    *,
+    enabled: bool = True,
+) -> str | None:
+    """Why the API server should refuse this operation on a LocalModelCache (KServe's validating
+    webhook and messages), or ``None``.
+
+    CREATE/UPDATE: another cache has the same ``sourceModelUri``. DELETE: InferenceServices use it.
+    """
+    name = _name(cache)
+    if operation in ("CREATE", "UPDATE"):
+        uri = (cache.get("spec") or {}).get("sourceModelUri")
+        for other in sorted(caches, key=_name):
+            if _name(other) != name and (other.get("spec") or {}).get("sourceModelUri") == uri:
+                return f"LocalModelCache {_name(other)} has the same StorageURI {uri}"
+        return None
+    if operation == "DELETE":
+        others = [c for c in caches if _name(c) != name and not _deleting(c)]
+        users = sorted(
+            f"{(i.get('metadata') or {}).get('namespace', 'default')}/{_name(i)}"
+            for i in inference_services
+            if cache_for_isvc(i, [cache, *others], enabled=enabled) == name
+        )
+        if users:
+            return f"LocalModelCache {name} is being used by InferenceService {', '.join(users)}"
+    return None

@@ -59,6 +59,28 @@ class CacheSettings(BaseSettings):
         "text", description="Plain text lines or one JSON object a line."
     )
 
+    # ---- controller: the validating admission webhook (KServe refuses at admission too)
+    webhook_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="controller: serve the validating webhook for LocalModelCaches on this port "
+        "(a second cache with the same sourceModelUri, deleting a cache in use); off when unset.",
+    )
+    webhook_host: str | None = Field(
+        None, description="controller: the name the API server reaches the webhook at."
+    )
+    webhook_cert: Path | None = Field(None, description="controller: webhook TLS certificate.")
+    webhook_key: Path | None = Field(None, description="controller: webhook TLS private key.")
+    webhook_insecure: bool = Field(
+        False, description="controller: serve the webhook over plain HTTP (tests only)."
+    )
+    webhook_configuration: str | None = Field(
+        None,
+        description="controller: name of the ValidatingWebhookConfiguration to keep up to date "
+        "(needs RBAC for it); unset: install it yourself.",
+    )
+
     # ---- agent
     node_name: str | None = Field(
         None,
@@ -107,6 +129,9 @@ class CacheSettings(BaseSettings):
     def _agent_only(self) -> CacheSettings:
         if self.command == "controller" and self.root is not None:
             raise ValueError("--root applies to the agent only")
+        tls = self.webhook_cert is not None and self.webhook_key is not None
+        if self.webhook_port is not None and not self.webhook_insecure and not tls:
+            raise ValueError("--webhook-port needs --webhook-cert and --webhook-key")
         return self
 
     @classmethod
