@@ -19,8 +19,11 @@ stamp="$VENV/.moorage-stamp"
 want=$(cat requirements-dev.txt packages/*/pyproject.toml scripts/bootstrap.sh scripts/system-deps.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check uv
+  # torch only ever from pip, pinned, before anything that depends on it: uv (and an unpinned
+  # torch) would resolve a multi-GB CUDA build. uv then keeps the installed one.
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check torch==2.13.0
   editable=()
-  for spec in "core[grpc,test]" "storage[s3,gcs,azure,hf,oci,test]" "server[sklearn,xgboost,lightgbm,test]" \
+  for spec in "core[grpc,test]" "storage[s3,gcs,azure,hf,oci,test]" "server[sklearn,xgboost,lightgbm,huggingface,test]" \
               "client[test]" "controller[operator,test]" "cache[operator,test]"; do
     editable+=(-e "packages/$spec")
   done

@@ -38,6 +38,8 @@ def build_model(name: str, model_dir: Path, settings: ServerSettings) -> Model:
     """An unloaded model for ``model_dir`` (``--model_format`` or detected)."""
     if settings.model_format:
         runtime = get_runtime(settings.model_format)
+    elif any(a.split("=", 1)[0] == "--model_id" for a in settings.extra_args):
+        runtime = get_runtime("huggingface")  # KServe's huggingfaceserver: a Hub id, no files
     else:
         runtime = detect_runtime(model_dir)
     return runtime.create(name, model_dir, settings)

@@ -21,6 +21,12 @@ name                                                        type       labels
 ``moorage_server_inference_logger_events_total``            counter    type
 ``moorage_server_inference_logger_dropped_total``           counter    reason
 ``moorage_server_inference_logger_retries_total``           counter
+``moorage_server_time_to_first_token_seconds``              histogram  model
+``moorage_server_inter_token_latency_seconds``              histogram  model
+``moorage_server_prompt_tokens_total``                      counter    model
+``moorage_server_generation_tokens_total``                  counter    model
+``moorage_server_generation_requests_running``              gauge      model
+``moorage_server_generation_requests_waiting``              gauge      model
 ==========================================================  =========  =========================
 
 ``status`` is the HTTP status of the outcome (``200``, ``400``, ``503``, ...), for gRPC too;
@@ -50,6 +56,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -61,6 +68,7 @@ from moorage.core.errors import MoorageError
 from moorage.server.dataplane import InferenceEvent
 
 __all__ = [
+    "GenerationMetrics",
     "MetricsHook",
     "clear_multiprocess_dir",
     "metrics_router",
@@ -150,6 +158,61 @@ LOGGER_RETRIES = Counter(
     "moorage_server_inference_logger_retries_total",
     "Retried deliveries of inference logger CloudEvents.",
 )
+
+#: Token latencies: 1 ms to 60 s (a tiny model on CPU answers in milliseconds, a large one in
+#: seconds).
+TOKEN_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
+    10.0, 30.0, 60.0,
+)  # fmt: skip
+TIME_TO_FIRST_TOKEN = Histogram(
+    "moorage_server_time_to_first_token_seconds",
+    "Generation: seconds from a request's admission to its first token.",
+    ["model"],
+    buckets=TOKEN_BUCKETS,
+)
+INTER_TOKEN_LATENCY = Histogram(
+    "moorage_server_inter_token_latency_seconds",
+    "Generation: seconds between two tokens of one sequence.",
+    ["model"],
+    buckets=TOKEN_BUCKETS,
+)
+PROMPT_TOKENS = Counter(
+    "moorage_server_prompt_tokens", "Generation: prompt tokens processed.", ["model"]
+)
+GENERATION_TOKENS = Counter(
+    "moorage_server_generation_tokens", "Generation: tokens generated.", ["model"]
+)
+RUNNING_REQUESTS = Gauge(
+    "moorage_server_generation_requests_running",
+    "Generation: sequences in the running batch.",
+    ["model"],
+    multiprocess_mode="livesum",
+)
+WAITING_REQUESTS = Gauge(
+    "moorage_server_generation_requests_waiting",
+    "Generation: sequences waiting to join the batch.",
+    ["model"],
+    multiprocess_mode="livesum",
+)
+
+
+class GenerationMetrics:
+    """The Prometheus observer of generating backends (:data:`moorage.server.llm.observers`)."""
+
+    def first_token(self, model: str, seconds: float) -> None:
+        TIME_TO_FIRST_TOKEN.labels(model).observe(seconds)
+
+    def next_token(self, model: str, seconds: float) -> None:
+        INTER_TOKEN_LATENCY.labels(model).observe(seconds)
+
+    def finished(self, model: str, prompt_tokens: int, completion_tokens: int) -> None:
+        PROMPT_TOKENS.labels(model).inc(prompt_tokens)
+        GENERATION_TOKENS.labels(model).inc(completion_tokens)
+
+    def queue(self, model: str, running: int, waiting: int) -> None:
+        RUNNING_REQUESTS.labels(model).set(running)
+        WAITING_REQUESTS.labels(model).set(waiting)
 
 
 def protocol_label(event: InferenceEvent) -> str:

@@ -14,9 +14,15 @@ from starlette.middleware import Middleware
 from starlette.routing import Router
 
 from moorage.core.config.server import ServerSettings
+from moorage.server import llm
 from moorage.server.access_log import AccessLogMiddleware, GrpcAccessInterceptor
 from moorage.server.dataplane import DataPlane
-from moorage.server.metrics import MetricsHook, clear_multiprocess_dir, metrics_router
+from moorage.server.metrics import (
+    GenerationMetrics,
+    MetricsHook,
+    clear_multiprocess_dir,
+    metrics_router,
+)
 
 if TYPE_CHECKING:
     from moorage.server.inference_logger import InferenceLogger
@@ -43,6 +49,8 @@ class Observability:
         """Add the metrics and inference-logger hooks to ``dataplane``."""
         if self.settings.enable_metrics:
             dataplane.hooks.append(MetricsHook())
+            if not any(isinstance(o, GenerationMetrics) for o in llm.observers):
+                llm.observers.append(GenerationMetrics())
         if self.inference_logger is not None:
             dataplane.hooks.append(self.inference_logger)
 

@@ -22,7 +22,9 @@ from starlette.routing import BaseRoute, Router
 from moorage.server._version import __version__
 from moorage.server.dataplane import DataPlane
 from moorage.server.errors import install_exception_handlers
+from moorage.server.openai import OpenAIDataPlane
 from moorage.server.rest._http import ContentEncodingMiddleware
+from moorage.server.rest.openai import OpenAIEndpoints
 from moorage.server.rest.v1 import V1Endpoints
 from moorage.server.rest.v2 import V2Endpoints
 
@@ -52,6 +54,7 @@ def create_app(
     ]
     # Starlette matches routes in order: inference first keeps the hot path's lookup short.
     routes.sort(key=lambda route: not getattr(route, "path", "").endswith(("/infer", ":predict")))
+    routes.extend(OpenAIEndpoints(OpenAIDataPlane(dataplane), max_body=max_body_bytes).routes())
     for router in routers:
         routes.extend(router.routes)
     if enable_docs_url:

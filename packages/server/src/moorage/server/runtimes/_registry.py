@@ -110,8 +110,16 @@ lightgbm_runtime = FileRuntime(
     sniff=_is_lightgbm_text,
 )
 
+
+def _huggingface() -> Runtime:
+    # The runtime module imports no framework (transformers is imported when a model is made).
+    from moorage.server.runtimes.huggingface import huggingface_runtime
+
+    return huggingface_runtime
+
+
 _BUILTIN: dict[str, Runtime] = {
-    r.name: r for r in (sklearn_runtime, xgboost_runtime, lightgbm_runtime)
+    r.name: r for r in (sklearn_runtime, xgboost_runtime, lightgbm_runtime, _huggingface())
 }
 
 

@@ -1,0 +1,94 @@
+"""What the transformers models share: loading a tokenizer and weights with KServe's flags, and
+reading texts and generation parameters out of OIP requests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from moorage.core.config.huggingface import HuggingFaceSettings
+from moorage.core.errors import InvalidInput
+from moorage.core.protocol import InferRequest
+from moorage.server.llm import SamplingParams
+
+__all__ = ["load_pretrained", "request_texts", "sampling_from_parameters"]
+
+
+def load_pretrained(auto_class: Any, source: str, settings: HuggingFaceSettings) -> tuple[Any, Any]:
+    """``(tokenizer, model)`` from ``source`` (a directory or a Hub id) with the settings'
+    revisions, dtype and ``trust_remote_code``."""
+    import torch
+    import transformers
+
+    extra = {"do_lower_case": False} if settings.disable_lower_case else {}
+    tokenizer = transformers.AutoTokenizer.from_pretrained(
+        source,
+        revision=settings.tokenizer_revision or settings.model_revision,
+        trust_remote_code=settings.trust_remote_code,
+        **extra,
+    )
+    model = auto_class.from_pretrained(
+        source,
+        revision=settings.model_revision,
+        trust_remote_code=settings.trust_remote_code,
+        dtype=getattr(torch, settings.dtype_name),
+    )
+    return tokenizer, model
+
+
+def request_texts(payload: Any, settings: HuggingFaceSettings) -> tuple[list[str], dict[str, Any]]:
+    """The texts of a v1 body (``instances``: strings, or objects with ``text``) or a v2
+    request (its BYTES input: ``text_input`` or the first), and the request's parameters."""
+    if isinstance(payload, InferRequest):
+        if not payload.inputs:
+            raise InvalidInput("the request has no inputs; send one BYTES input of texts")
+        names = [t.name for t in payload.inputs]
+        tensor = payload.input("text_input") if "text_input" in names else payload.inputs[0]
+        if tensor.datatype.value != "BYTES":
+            raise InvalidInput(
+                f"input '{tensor.name}' is {tensor.datatype.value}; a text model takes BYTES"
+            )
+        texts = [_text(v) for v in np.asarray(tensor.as_numpy()).reshape(-1)]
+        return texts, dict(payload.parameters or {})
+    if not isinstance(payload, dict) or not isinstance(payload.get("instances"), list):
+        raise InvalidInput('Expected "instances" to be a list')
+    texts = []
+    for item in payload["instances"]:
+        if isinstance(item, dict) and isinstance(item.get("text"), str):
+            texts.append(item["text"])
+        elif isinstance(item, str):
+            texts.append(item)
+        else:
+            raise InvalidInput('each instance must be a string or {"text": "..."}')
+    params = payload.get("parameters")
+    return texts, params if isinstance(params, dict) else {}
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInput("BYTES input elements must be UTF-8 text") from None
+    return str(value)
+
+
+def sampling_from_parameters(parameters: dict[str, Any]) -> SamplingParams:
+    """OIP request parameters -> :class:`SamplingParams` (greedy, 16 tokens by default)."""
+    try:
+        stop = parameters.get("stop") or ()
+        params = SamplingParams(
+            max_tokens=int(parameters.get("max_tokens", parameters.get("max_new_tokens", 16))),
+            temperature=float(parameters.get("temperature", 0.0)),
+            top_p=float(parameters.get("top_p", 1.0)),
+            seed=None if parameters.get("seed") is None else int(parameters["seed"]),
+            stop=(stop,) if isinstance(stop, str) else tuple(str(s) for s in stop),
+        )
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"invalid generation parameters: {exc}") from None
+    if params.max_tokens is not None and params.max_tokens < 1:
+        raise InvalidInput("max_tokens must be at least 1")
+    if params.temperature < 0 or not 0 < params.top_p <= 1:
+        raise InvalidInput("temperature must be >= 0 and top_p in (0, 1]")
+    return params
