@@ -90,6 +90,9 @@ def test_cache_for_isvc_prefix_label_and_opt_out() -> None:
     assert cache_for_isvc(labelled, caches) == "b-cache"
     opted_out = isvc("x", URI, annotations={"serving.kserve.io/disable-localmodel": "true"})
     assert cache_for_isvc(opted_out, caches) is None
+    # KServe (and core's defaulting) look at the annotation's presence, not its value
+    opted_out = isvc("x", URI, annotations={"serving.kserve.io/disable-localmodel": "false"})
+    assert cache_for_isvc(opted_out, caches) is None
     assert cache_for_isvc(isvc("x", URI), caches, enabled=False) is None
 
 

@@ -21,9 +21,10 @@ it labelled) and returns a :class:`Plan`, what the cluster should look like:
   volume left) so that their finalizer can go.
 
 An InferenceService uses a cache when ``localModel.enabled`` is true, it lacks the annotation
-``serving.kserve.io/disable-localmodel: "true"``, and either its label
-``internal.serving.kserve.io/localmodel`` names the cache or the cache's ``sourceModelUri`` is a
-prefix of its predictor's storage URI (the first such cache by name, as KServe's webhook picks).
+``serving.kserve.io/disable-localmodel`` (any value, as KServe and core's defaulting read it), and
+either its label ``internal.serving.kserve.io/localmodel`` names the cache (core's defaulting sets
+it) or the cache's ``sourceModelUri`` is a prefix of its predictor's storage URI (the first such
+cache by name, as KServe's webhook picks).
 
 A second cache with the ``sourceModelUri`` of an older one is refused (KServe's webhook refuses it
 at admission): it is placed on no node and its ``Ready`` condition says why. A cache being deleted
@@ -182,7 +183,7 @@ def cache_for_isvc(isvc: Obj, caches: Iterable[Obj], *, enabled: bool = True) ->
     if not enabled:
         return None
     meta = isvc.get("metadata") or {}
-    if str((meta.get("annotations") or {}).get(DISABLE_ANNOTATION, "")).lower() == "true":
+    if DISABLE_ANNOTATION in (meta.get("annotations") or {}):
         return None
     by_name = {_name(c): c for c in caches}
     labelled = (meta.get("labels") or {}).get(CACHE_LABEL)
