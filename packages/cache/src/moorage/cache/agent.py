@@ -72,6 +72,11 @@ class _Permanent(Exception):
     pass
 
 
+class _TooBig(_Permanent):
+    """The model does not fit (its modelSize, the group's storageLimit, the disk): what was
+    staged for it is removed, so that a refused model takes no space."""
+
+
 class Agent:
     """The agent of one node. ``await agent.run()`` until cancelled."""
 
@@ -292,6 +297,9 @@ class Agent:
             record.message = str(exc)
             record.failed_at = time.monotonic()
             self._log.error("%s: %s", name, record.message, extra={"model": name})
+            if isinstance(exc, _TooBig) and self.root is not None:
+                await asyncio.to_thread(_disk.remove, self.root, name)
+                record.done = 0
         except Exception as exc:
             record.state = "ModelDownloadError"
             record.message = f"{type(exc).__name__}: {exc}"
@@ -312,7 +320,7 @@ class Agent:
             need=need, limit=self.limit, used_by_others=self._used_by_others(name)
         )
         if problem is not None:
-            raise _Permanent(problem)
+            raise _TooBig(problem)
         self._reserved[name] = need
         record.state = "ModelDownloading"
         record.message = "downloading"
@@ -398,7 +406,7 @@ class Agent:
         record.done, record.total = done, total
         self._dirty.set()
         if size is not None and total > size:
-            raise _Permanent(
+            raise _TooBig(
                 f"the model is {format_bytes(total)}, bigger than its modelSize "
                 f"{format_bytes(size)}"
             )
@@ -412,7 +420,7 @@ class Agent:
                 free=free + _disk.model_bytes(self.root, record.name),
             )
             if problem is not None:
-                raise _Permanent(problem)
+                raise _TooBig(problem)
 
     # -- status ---------------------------------------------------------------------------------
     async def _status_writer(self) -> None:
