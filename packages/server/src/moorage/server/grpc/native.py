@@ -51,6 +51,7 @@ import grpc
 
 from moorage.core.config.server import DEFAULT_MAX_GRPC_MESSAGE_LENGTH
 from moorage.core.errors import ERROR_CODE_METADATA, Overloaded, PayloadTooLarge
+from moorage.core.http2.frames import ErrorCode
 from moorage.core.http2.grpcwire import (
     ACCEPT_ENCODING,
     MessageError,
@@ -62,12 +63,11 @@ from moorage.core.http2.grpcwire import (
     percent_encode,
     read_unary,
 )
-from moorage.core.http2.hpack import Headers
+from moorage.core.http2.hpack import STATUS_200, Headers, header_field
+from moorage.core.http2.hpack import string_literal as _string
 from moorage.core.http2.limits import PeerBudget
 from moorage.core.protocol.grpc import SERVICE_NAME
 from moorage.server.grpc.context import NativeContext, decode_metadata
-from moorage.server.grpc.frames import STATUS_200, ErrorCode, header_field
-from moorage.server.grpc.frames import string_literal as _string
 from moorage.server.grpc.http2 import H2Connection, Stream
 from moorage.server.grpc.servicer import InferenceServicer
 from moorage.server.sockets import Acceptor, bind_reuseport_socket
