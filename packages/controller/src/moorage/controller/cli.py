@@ -6,6 +6,7 @@
     moorage run --model-format sklearn --storage-uri ./model [--name iris]
     moorage validate -f isvc.yaml [-f runtimes.yaml] [-o json]
     moorage render -f isvc.yaml [-f runtimes.yaml] [--namespace default]
+    moorage operator [--kubeconfig FILE] [--namespace NS]
 
 Exit codes: 0 success (``run``: stopped with Ctrl-C), 1 the input or the run failed (the message
 names the file and field path), 2 the command line itself is wrong.
@@ -143,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="inferenceservice-config ConfigMap (YAML) to render with (default: the one among "
         "the -f files, else KServe's shipped one)",
     )
+    from moorage.controller.operator.command import add_parser as add_operator_parser
+
+    add_operator_parser(sub)
     return parser
 
 
@@ -313,6 +317,10 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
             return _run(args, parser, out)
         if args.command == "validate":
             return _validate(args, out)
+        if args.command == "operator":
+            from moorage.controller.operator.command import run as run_operator
+
+            return run_operator(args)
         return _render(args, out)
     except MoorageError as exc:
         sys.stderr.write(f"moorage: error: {format_error(exc)}\n")
