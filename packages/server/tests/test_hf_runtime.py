@@ -228,3 +228,50 @@ async def test_encoder_tasks_over_v1(task: str, check: Any) -> None:
     text = "The capital of France is [MASK]." if task == "fill_mask" else "moorage serves models"
     result = await model.predict({"instances": [text]})
     assert len(result["predictions"]) == 1 and check(result["predictions"])
+
+
+# ---------------------------------------------------------------------------- vLLM (not installed)
+def test_vllm_engine_arguments_pass_through() -> None:
+    from moorage.server.runtimes.huggingface._vllm import engine_arguments
+
+    s = HuggingFaceSettings.from_args(
+        ["--trust_remote_code", "--max_length", "512", "--model_revision", "abc",
+         "--tensor-parallel-size", "2", "--gpu-memory-utilization", "0.8"]
+    )  # fmt: skip
+    args = engine_arguments("/m", s)
+    assert args[:4] == ["--model", "/m", "--dtype", "auto"]
+    assert "--trust-remote-code" in args and args[args.index("--max-model-len") + 1] == "512"
+    assert args[args.index("--revision") + 1] == "abc"
+    assert args[-4:] == ["--tensor-parallel-size", "2", "--gpu-memory-utilization", "0.8"]
+
+
+def test_vllm_shm_too_small_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from moorage.server.runtimes.huggingface import _vllm
+
+    small = SimpleNamespace(f_frsize=4096, f_blocks=16384)  # 64 MiB
+    monkeypatch.setattr(_vllm.os, "statvfs", lambda path: small)
+    _vllm.check_shm(1)
+    with pytest.raises(Exception, match="/dev/shm holds 64 MiB; tensor parallel size 2"):
+        _vllm.check_shm(2)
+
+
+async def test_vllm_backend_without_vllm_and_engine_health(tiny_llm: Path) -> None:
+    import importlib.util
+
+    from moorage.server.runtimes.huggingface._vllm import VLLMModel
+
+    model = VLLMModel("v", str(tiny_llm), HuggingFaceSettings())
+    if importlib.util.find_spec("vllm") is None:
+        with pytest.raises(Exception, match=r"moorage-server\[vllm\]"):
+            model.load()
+
+    class DeadEngine:
+        async def check_health(self) -> None:
+            raise RuntimeError("engine loop died")
+
+    model.engine, model.ready = DeadEngine(), True
+    repository = ModelRepository("/nonexistent")
+    repository.update(model)
+    plane = DataPlane(repository)
+    assert not await plane.ready()  # a dead engine turns the server unready
+    assert not model.ready

@@ -134,6 +134,16 @@ class HuggingFaceEncoderModel(Model):
             results.append(words[0] if len(words) == 1 else words)
         return results
 
+    def get_input_types(self) -> list[dict[str, Any]]:
+        return [{"name": "text_input", "datatype": "BYTES", "shape": [-1]}]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        if self.task in (MLTask.fill_mask, MLTask.token_classification):
+            return [{"name": "output-0", "datatype": "BYTES", "shape": [-1]}]
+        if self.task is MLTask.sequence_classification and not self.settings.return_probabilities:
+            return [{"name": "output-0", "datatype": "INT64", "shape": [-1]}]
+        return [{"name": "output-0", "datatype": "FP32", "shape": [-1, -1]}]
+
     async def predict(
         self, payload: Any, headers: dict[str, str] | None = None, response_headers: Any = None
     ) -> Any:
@@ -150,7 +160,10 @@ class HuggingFaceEncoderModel(Model):
                                 dtype=object)  # fmt: skip
                 tensor = InferTensor.from_numpy("output-0", data, datatype="BYTES")
             else:
-                tensor = InferTensor.from_numpy("output-0", np.asarray(predictions))
+                array = np.asarray(predictions)
+                if array.dtype.kind == "f":
+                    array = array.astype(np.float32)
+                tensor = InferTensor.from_numpy("output-0", array)
             return InferResponse(self.name, [tensor], id=payload.id)
         return {"predictions": predictions}
 

@@ -195,6 +195,12 @@ class HuggingFaceGenerativeModel(Model):
             await stream.aclose()  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------ OIP v1 / v2
+    def get_input_types(self) -> list[dict[str, Any]]:
+        return [{"name": "text_input", "datatype": "BYTES", "shape": [-1]}]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return [{"name": "text_output", "datatype": "BYTES", "shape": [-1]}]
+
     async def predict(
         self, payload: Any, headers: dict[str, str] | None = None, response_headers: Any = None
     ) -> Any:
