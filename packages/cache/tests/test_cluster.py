@@ -88,8 +88,12 @@ async def test_cache_reaches_every_node_then_deletion_cleans_up(
     pv, pvc = await cluster.wait_for(volumes, what="PV and PVC")
     assert pvc["spec"]["volumeName"] == "iris-workers-kserve-test"
     assert pv["spec"]["local"] == {"path": "/models"}
-    status = await _cache_status(cluster, "iris")
-    assert status["inferenceServices"] == [{"namespace": "kserve-test", "name": "iris"}]
+
+    async def listed() -> bool:
+        status = await _cache_status(cluster, "iris")
+        return status.get("inferenceServices") == [{"namespace": "kserve-test", "name": "iris"}]
+
+    await cluster.wait_for(listed, what="the InferenceService in the cache's status")
 
     # In use: deleting the cache is held until the InferenceService goes.
     await cluster.kube.delete(CACHES, "iris")
@@ -188,8 +192,12 @@ async def test_agent_killed_mid_download_resumes_and_verifies(
     await cluster.wait_for(repaired, timeout=60, what="the damaged model fetched again")
     assert target.read_bytes() == data
     assert "found damaged on disk (model.bin does not match its MD5)" in cluster.logs()
-    status = await _cache_status(cluster, "big")
-    assert status["nodeStatus"] == {"node-a": "NodeDownloaded"}
+
+    async def cache_downloaded() -> bool:
+        status = await _cache_status(cluster, "big")
+        return status.get("nodeStatus") == {"node-a": "NodeDownloaded"}
+
+    await cluster.wait_for(cache_downloaded, what="the cache's status")
 
 
 async def test_storage_limit_and_model_size_are_errors_not_full_disks(
