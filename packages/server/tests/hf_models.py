@@ -23,8 +23,11 @@ CHAT_TEMPLATE = (
 )
 
 
-def make_tiny_llm(out: Path, *, max_positions: int = 256) -> Path:
-    """A tiny random-weight Llama and its tokenizer in ``out`` (a couple of MB, seconds)."""
+def make_tiny_llm(
+    out: Path, *, max_positions: int = 256, hidden: int = 128, layers: int = 2
+) -> Path:
+    """A tiny random-weight Llama and its tokenizer in ``out`` (a couple of MB, seconds);
+    ``hidden`` and ``layers`` make it larger (bench/llm.py). Head size stays 64."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (
@@ -55,10 +58,10 @@ def make_tiny_llm(out: Path, *, max_positions: int = 256) -> Path:
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=2,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // 64,
         num_key_value_heads=1,
         max_position_embeddings=max_positions,
         bos_token_id=1,
