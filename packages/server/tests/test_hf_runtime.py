@@ -22,7 +22,7 @@ from moorage.server.runtimes import detect_runtime, get_runtime
 from moorage.server.runtimes.huggingface import MLTask, infer_task, parse_task
 from moorage.server.runtimes.huggingface._runtime import _implied_task
 
-from .hf_models import make_tiny_llm, minilm_dir
+from .hf_models import make_tiny_llm, make_tiny_t5, minilm_dir
 
 pytest.importorskip("transformers")
 pytest.importorskip("torch")
@@ -191,6 +191,17 @@ async def test_oip_v1_and_v2_generate(generator: Any) -> None:
         r = await client.post("/v2/models/tiny/infer", json=body)
         assert r.status_code == 200, r.text
         assert r.json()["outputs"][0]["data"] == [expected]
+
+
+async def test_text2text_generation(tmp_path: Path) -> None:
+    model = _model(make_tiny_t5(tmp_path / "t5"), name="t5")
+    assert model.task is MLTask.text2text_generation
+    model.load()
+    params = SamplingParams(max_tokens=5, temperature=0)
+    first = await model.complete("Hello world", params)
+    assert first == await model.complete("Hello world", params)
+    result = await model.predict({"instances": ["Hello world"], "parameters": {"max_tokens": 5}})
+    assert result == {"predictions": [first]}
 
 
 # ---------------------------------------------------------------------------- encoders

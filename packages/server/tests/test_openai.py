@@ -181,3 +181,36 @@ def test_model_dir_without_model_id_needs_no_network(tmp_path: Path) -> None:
         assert ready.status_code == 200
     finally:
         stop(server)
+
+
+def test_oip_v2_over_grpc_generates_and_embeds(llm_server: Server) -> None:
+    import grpc
+    import numpy as np
+
+    from moorage.core.protocol import InferRequest, InferTensor
+    from moorage.core.protocol.grpc import (
+        METHODS,
+        SERVICE_NAME,
+        request_to_proto,
+        response_from_proto,
+    )
+
+    request_cls, response_cls = METHODS["ModelInfer"]
+    texts = InferTensor.from_numpy("text_input", np.array(["Hello world"], dtype=object))
+    with grpc.insecure_channel(f"127.0.0.1:{llm_server.grpc}") as channel:
+        infer = channel.unary_unary(
+            f"/{SERVICE_NAME}/ModelInfer",
+            request_serializer=request_cls.SerializeToString,
+            response_deserializer=response_cls.FromString,
+        )
+        generated = response_from_proto(
+            infer(request_to_proto(InferRequest("tiny", [texts], parameters={"max_tokens": 5})),
+                  timeout=30)
+        )  # fmt: skip
+        text = generated.output("text_output").data.tolist()[0]
+        assert isinstance(text, bytes | str) and len(text) > 0
+        embedded = response_from_proto(
+            infer(request_to_proto(InferRequest("minilm", [texts])), timeout=30)
+        )
+        vector = embedded.output("output-0")
+        assert vector.datatype.value == "FP32" and vector.shape == (1, 384)
