@@ -167,6 +167,9 @@ def test_missing_group_means_no_nodes() -> None:
     status = plan(_state(groups=[])).status["llama"]
     assert status["nodeStatus"] == {}
     assert status["conditions"][0]["reason"] == "NoNodes"
+    assert status["conditions"][0]["message"] == "LocalModelNodeGroup workers not found"
+    status = plan(_state(nodes=[{"metadata": {"name": "x", "labels": {}}}])).status["llama"]
+    assert status["conditions"][0]["message"].startswith("no node of the node group")
 
 
 # -- duplicates -----------------------------------------------------------------------------------

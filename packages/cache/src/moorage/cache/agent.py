@@ -122,7 +122,8 @@ class Agent:
                 await writer
 
     async def _find_group(self) -> None:
-        """The node group selecting this node: the storage limit and the default root."""
+        """The node group selecting this node: the storage limit and (the first time) the
+        default root. Read again at every resync, so a changed storageLimit applies."""
         node = await self.kube.get(NODES, self.node_name)
         groups, _ = await self.kube.list(GROUPS)
         mine = None
@@ -133,8 +134,9 @@ class Agent:
                     mine = group
                     break
         if mine is None:
+            if self.limit is not None or self.root is None:
+                self._log.warning("no LocalModelNodeGroup selects node %s", self.node_name)
             self.limit = None
-            self._log.warning("no LocalModelNodeGroup selects node %s", self.node_name)
         else:
             spec = mine.get("spec") or {}
             try:
@@ -167,8 +169,11 @@ class Agent:
                         if (obj.get("metadata") or {}).get("name") != self.node_name:
                             continue
                         await self._observe(None if kind == "DELETED" else obj)
-            except TimeoutError:
-                continue  # periodic resync
+            except TimeoutError:  # periodic resync
+                try:
+                    await self._find_group()
+                except KubeError as exc:
+                    self._log.warning("node group not read (%s)", exc)
             except KubeError as exc:
                 failures += 1
                 wait = Backoff(initial=0.5, maximum=30.0).delay(min(failures, 10))

@@ -80,7 +80,12 @@ class CacheController:
 
     async def observe(self) -> ClusterState:
         async def items(kind: Kind, selector: str | None = None) -> list[dict[str, Any]]:
-            return (await self.kube.list(kind, label_selector=selector))[0]
+            try:
+                return (await self.kube.list(kind, label_selector=selector))[0]
+            except KubeError as exc:
+                if exc.status == 404 and kind is ISVCS:
+                    return []  # no InferenceService CRD (yet): nothing uses a cache
+                raise
 
         results = await asyncio.gather(
             items(CACHES),

@@ -290,13 +290,20 @@ def _key(obj: Obj) -> tuple[str, str, str]:
 
 
 def _conditions(
-    status: dict[str, Any], *, refused: str | None, blocked: str | None, errors: list[str]
+    status: dict[str, Any],
+    *,
+    refused: str | None,
+    blocked: str | None,
+    errors: list[str],
+    missing_group: str | None = None,
 ) -> list[dict[str, str]]:
     copies = status["copies"]
     if refused is not None:
         ready = ("False", "DuplicateSourceModelUri", refused)
+    elif missing_group is not None:
+        ready = ("False", "NoNodes", f"LocalModelNodeGroup {missing_group} not found")
     elif copies["total"] == 0:
-        ready = ("False", "NoNodes", "no Ready node in the node group")
+        ready = ("False", "NoNodes", "no node of the node group is selected by its node affinity")
     elif errors:
         ready = ("False", "DownloadError", "; ".join(errors))
     elif copies["available"] < copies["total"]:
@@ -401,8 +408,13 @@ def plan(state: ClusterState) -> Plan:
         if _deleting(cache) and users[name]:
             names = ", ".join(f"{ns}/{isvc}" for ns, isvc in sorted(users[name]))
             blocked = f"LocalModelCache {name} is being used by InferenceService {names}"
+        group_name = _group_of(cache) or ""
         status["conditions"] = _conditions(
-            status, refused=result.refused.get(name), blocked=blocked, errors=errors
+            status,
+            refused=result.refused.get(name),
+            blocked=blocked,
+            errors=errors,
+            missing_group=None if group_name in groups else group_name,
         )
         result.status[name] = status
         if name in retiring or (_deleting(cache) and name in result.refused):
