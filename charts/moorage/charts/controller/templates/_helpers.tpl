@@ -1,0 +1,6 @@
+{{- define "moorage-controller.name" -}}moorage-controller{{- end -}}
+
+{{- define "moorage-controller.selector" -}}
+app.kubernetes.io/name: moorage-controller
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
