@@ -17,7 +17,7 @@ import logging
 import os
 import ssl
 import tempfile
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -282,7 +282,7 @@ class Kube:
         resource_version: str = "",
         timeout_s: int = 60,
         field_selector: str | None = None,
-    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    ) -> AsyncGenerator[tuple[str, dict[str, Any]], None]:
         """``(type, object)`` events until the server ends the watch (``timeout_s``)."""
         params = {"watch": "true", "timeoutSeconds": str(timeout_s)}
         if resource_version:

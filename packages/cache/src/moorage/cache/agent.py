@@ -152,28 +152,35 @@ class Agent:
         (self.root / _disk.MODELS_DIR).mkdir(parents=True, exist_ok=True)
 
     async def _watch(self) -> None:
+        """Read the LocalModelNode, then follow its watch events; every ``resync_seconds`` read
+        it again (and the node group). Only the wait for the next event is timed, never the work
+        an event causes (a cancelled stop or removal would leave a download behind)."""
         failures = 0
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 lmn = await self.kube.get(LOCAL_MODEL_NODES, self.node_name)
                 rv = str(((lmn or {}).get("metadata") or {}).get("resourceVersion") or "")
                 await self._observe(lmn, resync=True)
                 failures = 0
-                async with asyncio.timeout(self.resync_seconds):
-                    async for kind, obj in self.kube.watch(
-                        LOCAL_MODEL_NODES,
-                        resource_version=rv,
-                        timeout_s=int(self.resync_seconds) + 1,
-                        field_selector=f"metadata.name={self.node_name}",
-                    ):
-                        if (obj.get("metadata") or {}).get("name") != self.node_name:
-                            continue
-                        await self._observe(None if kind == "DELETED" else obj)
-            except TimeoutError:  # periodic resync
+                deadline = loop.time() + self.resync_seconds
+                events = self.kube.watch(
+                    LOCAL_MODEL_NODES,
+                    resource_version=rv,
+                    timeout_s=int(self.resync_seconds) + 1,
+                    field_selector=f"metadata.name={self.node_name}",
+                )
                 try:
-                    await self._find_group()
-                except KubeError as exc:
-                    self._log.warning("node group not read (%s)", exc)
+                    while (remaining := deadline - loop.time()) > 0:
+                        try:
+                            kind, obj = await asyncio.wait_for(anext(events), remaining)
+                        except (TimeoutError, StopAsyncIteration):
+                            break
+                        if (obj.get("metadata") or {}).get("name") == self.node_name:
+                            await self._observe(None if kind == "DELETED" else obj)
+                finally:
+                    await events.aclose()
+                await self._find_group()
             except KubeError as exc:
                 failures += 1
                 wait = Backoff(initial=0.5, maximum=30.0).delay(min(failures, 10))
