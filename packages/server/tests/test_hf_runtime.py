@@ -47,6 +47,15 @@ def generator(tiny_llm: Path) -> Any:
     model.stop()
 
 
+async def idle(model: Any) -> None:
+    """Wait until the batcher has dropped the sequences of earlier tests."""
+    for _ in range(200):
+        if model._batcher.running == 0 and model._batcher.waiting == 0:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the batcher did not go idle")
+
+
 def reference(model: Any, prompt: str, max_tokens: int) -> str:
     """transformers' own greedy ``generate`` on the same weights."""
     inputs = model.tokenizer(prompt, return_tensors="pt")
@@ -160,6 +169,7 @@ async def test_cancelled_stream_leaves_the_batch(generator: Any) -> None:
 
 
 async def test_full_queue_is_overloaded_not_growth(generator: Any) -> None:
+    await idle(generator)
     params = SamplingParams(max_tokens=200, ignore_eos=True)
     streams = []
     with pytest.raises(Overloaded):
@@ -168,6 +178,30 @@ async def test_full_queue_is_overloaded_not_growth(generator: Any) -> None:
     assert 4 <= len(streams) <= 6
     for stream in streams:
         await stream.aclose()
+
+
+async def test_overload_is_429_on_openai_routes_and_503_over_oip(generator: Any) -> None:
+    repository = ModelRepository("/nonexistent")
+    repository.update(generator)
+    app = create_app(DataPlane(repository))
+    params = SamplingParams(max_tokens=200, ignore_eos=True)
+    streams = []
+    await idle(generator)
+    try:
+        with pytest.raises(Overloaded):
+            for _ in range(20):
+                streams.append(generator.generate("Hello", params))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            body = {"model": "tiny", "prompt": "Hello", "max_tokens": 2}
+            r = await client.post("/openai/v1/completions", json=body)
+            assert r.status_code == 429, r.text
+            assert r.json()["error"]["code"] == "overloaded"
+            r = await client.post("/v1/models/tiny:predict", json={"instances": ["Hello"]})
+            assert r.status_code == 503 and r.json()["code"] == "overloaded"
+    finally:
+        for stream in streams:
+            await stream.aclose()
 
 
 async def test_oip_v1_and_v2_generate(generator: Any) -> None:

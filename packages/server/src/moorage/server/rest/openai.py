@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from moorage.core.errors import InvalidInput, Overloaded
+from moorage.core.errors import InvalidInput, MoorageError, Overloaded
 from moorage.server.errors import to_moorage_error
 from moorage.server.openai import (
     ChatRequest,
@@ -64,7 +64,7 @@ def _openai_errors(endpoint: Endpoint) -> Endpoint:
         try:
             return await endpoint(self, request)
         except Exception as exc:
-            if to_moorage_error(exc).status >= 500:
+            if not isinstance(exc, MoorageError):
                 logger.exception("OpenAI route %s failed", request.url.path)
             status, body = openai_error(exc)
             return json_response(body, status_code=status)
