@@ -68,3 +68,18 @@ def test_agent_without_a_node_name_exits_2(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert "the agent needs --node-name or $NODE_NAME" in done.stderr
+
+
+def test_json_log_lines_carry_the_extra_fields() -> None:
+    import json
+    import logging
+
+    from moorage.cache.__main__ import _JSONFormatter
+
+    record = logging.makeLogRecord(
+        {"name": "moorage.cache.agent", "levelname": "INFO", "levelno": 20,
+         "msg": "%s: downloaded", "args": ("m",), "model": "m", "bytes": 12}
+    )  # fmt: skip
+    line = json.loads(_JSONFormatter().format(record))
+    assert line["message"] == "m: downloaded"
+    assert (line["model"], line["bytes"], line["level"]) == ("m", 12, "INFO")
