@@ -35,6 +35,12 @@ def test_token_file_and_ca_paths_are_relative_to_the_kubeconfig(tmp_path: Path) 
     assert "s3cret" not in repr(cfg)
 
 
+def test_a_kubeconfig_list_reads_the_first_file_that_exists(tmp_path: Path) -> None:
+    path = _write(tmp_path / "kc", "{token: t}")
+    cfg = KubeConfig.load(f"{tmp_path / 'missing'}{os.pathsep}{path}")
+    assert cfg.token == "t"
+
+
 def test_inline_certificates_and_refused_plugins(tmp_path: Path) -> None:
     data = base64.b64encode(b"PEM").decode()
     user = f"{{client-certificate-data: {data}, client-key-data: {data}}}"

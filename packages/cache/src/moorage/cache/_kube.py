@@ -111,7 +111,10 @@ class KubeConfig:
         """From the kubeconfig file, else in-cluster (``service_host``: the
         ``KUBERNETES_SERVICE_HOST`` a pod gets), else ``~/.kube/config``."""
         if kubeconfig:
-            return cls.from_file(Path(kubeconfig))
+            # KUBECONFIG may list several files; the first that exists is read (not merged).
+            paths = [Path(p) for p in kubeconfig.split(os.pathsep) if p]
+            chosen = next((p for p in paths if p.exists()), paths[0] if paths else Path())
+            return cls.from_file(chosen)
         if service_host and (_SA_DIR / "token").exists():
             return cls.in_cluster(service_host, service_port or "443")
         return cls.from_file(Path.home() / ".kube" / "config")
