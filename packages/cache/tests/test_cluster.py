@@ -413,3 +413,29 @@ async def test_admission_webhook_refuses_duplicates_and_deleting_a_cache_in_use(
         assert in_use["status"]["message"] == (
             "LocalModelCache first is being used by InferenceService kserve-test/user"
         )
+
+
+async def test_unauthorised_source_is_an_error_on_that_node_only(
+    cluster: Cluster, s3_model: Any, tmp_path: Path
+) -> None:
+    uri = _upload(s3_model, "guarded", {"model.joblib": os.urandom(64 << 10)})
+    await _setup(cluster, ["node-a", "node-b"])
+    cluster.controller()
+    cluster.agent("node-a", tmp_path / "node-a", env=s3_model.env())
+    cluster.agent("node-b", tmp_path / "node-b",
+                  env=s3_model.env(AWS_SECRET_ACCESS_KEY="wrong-secret"))  # fmt: skip
+    await cluster.create(CACHES, cache("guarded", uri, size="1Mi"))
+
+    async def settled() -> Any:
+        status = await _cache_status(cluster, "guarded")
+        copies = status.get("copies", {})
+        return status if (copies.get("available"), copies.get("failed")) == (1, 1) else None
+
+    status = await cluster.wait_for(settled, what="one copy and one failure")
+    assert status["nodeStatus"] == {"node-a": "NodeDownloaded", "node-b": "NodeDownloadError"}
+    message = status["conditions"][0]["message"]
+    assert message.startswith("node-b: s3://cache-models/guarded: access denied")
+    assert "wrong-secret" not in message
+    lmn = await cluster.kube.get(LOCAL_MODEL_NODES, "node-b")
+    assert lmn["status"]["modelDetails"]["guarded"]["attempts"] == 1  # refused: no retry
+    assert "wrong-secret" not in cluster.logs()
