@@ -214,3 +214,15 @@ def test_oip_v2_over_grpc_generates_and_embeds(llm_server: Server) -> None:
         )
         vector = embedded.output("output-0")
         assert vector.datatype.value == "FP32" and vector.shape == (1, 384)
+
+
+def test_chat_stream_with_n_choices(llm_server: Server) -> None:
+    stream = client(llm_server).chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "Hello"}], max_tokens=5, n=2,
+        seed=1, stream=True, stream_options={"include_usage": True},
+    )  # fmt: skip
+    chunks = list(stream)
+    finished = {ch.choices[0].index for ch in chunks if ch.choices and ch.choices[0].finish_reason}
+    assert finished == {0, 1}
+    usage = chunks[-1].usage
+    assert usage is not None and usage.completion_tokens <= 10
