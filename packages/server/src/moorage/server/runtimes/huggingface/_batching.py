@@ -119,6 +119,11 @@ class ContinuousBatcher:
             self._thread = None
 
     @property
+    def alive(self) -> bool:
+        """Whether the loop's thread runs (``False`` before :meth:`start`)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
     def running(self) -> int:
         return len(self._rows)
 

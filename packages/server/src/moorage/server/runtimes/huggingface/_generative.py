@@ -88,6 +88,13 @@ class HuggingFaceGenerativeModel(Model):
         if self._batcher is not None:
             self._batcher.stop()
 
+    async def healthy(self) -> bool:
+        """Ready, and the batching thread alive (a dead loop turns the model unready)."""
+        if self._batcher is not None and self.ready and not self._batcher.alive:
+            logger.error("model %s: the generation loop is not running", self.name)
+            self.ready = False
+        return self.ready
+
     def _context_length(self) -> int:
         if self.settings.max_model_len:
             return self.settings.max_model_len
