@@ -320,3 +320,12 @@ async def test_vllm_backend_without_vllm_and_engine_health(tiny_llm: Path) -> No
     plane = DataPlane(repository)
     assert not await plane.ready()  # a dead engine turns the server unready
     assert not model.ready
+
+
+async def test_dead_generation_loop_turns_the_model_unready(tiny_llm: Path) -> None:
+    model = _model(tiny_llm, name="dying")
+    model.load()
+    model.start()
+    assert await model.healthy()
+    model._batcher.stop()  # the loop ends while the model still says it is ready
+    assert not await model.healthy() and not model.ready
