@@ -11,10 +11,12 @@ from moorage.core.resources import (
     ClusterServingRuntime,
     InferenceService,
     LocalModelCache,
+    LocalModelNode,
     ModelFormat,
     ModelSpec,
     PredictorSpec,
     load_resources,
+    matching_cache,
     parse_resource,
 )
 from moorage.core.resources._meta import ObjectMeta
@@ -184,3 +186,55 @@ def test_local_model_cache_matches_by_prefix() -> None:
     assert cache.matches("hf://meta-llama/llama")
     assert cache.matches("hf://meta-llama/llama/sub")
     assert not cache.matches("hf://meta-llama/other")
+
+
+def test_matching_cache_is_the_first_by_name_whose_source_prefixes_the_uri() -> None:
+    sources = {"zeta": "s3://b/models", "alpha": "s3://b/models/llama", "empty": ""}
+    assert matching_cache("s3://b/models/llama/v1", sources) == "alpha"
+    assert matching_cache("s3://b/models/other", sources) == "zeta"
+    assert matching_cache("s3://elsewhere", sources) is None
+    assert matching_cache("s3://b/models", {}) is None
+
+
+def test_cache_status_extensions_round_trip() -> None:
+    """modelDetails and conditions, as moorage-cache's agent and controller write them."""
+    node = {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "LocalModelNode",
+        "metadata": {"name": "node-a"},
+        "spec": {"localModels": [{"sourceModelUri": "s3://b/m", "modelName": "m"}]},
+        "status": {
+            "modelStatus": {"m": "ModelDownloading", "n": "ModelDownloadError"},
+            "modelDetails": {
+                "m": {"message": "downloading", "bytesDownloaded": 10, "bytesTotal": 40,
+                      "bytesFetched": 10, "attempts": 1},
+                "n": {"message": "access denied"},
+            },
+        },
+    }  # fmt: skip
+    parsed = parse_resource(node)
+    assert isinstance(parsed, LocalModelNode) and parsed.status is not None
+    assert parsed.status.model_details is not None
+    assert parsed.status.model_details["m"].bytes_total == 40
+    assert parsed.status.model_details["n"].attempts is None
+    assert parsed.to_dict() == node
+    cache = {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "LocalModelCache",
+        "metadata": {"name": "m"},
+        "spec": {"sourceModelUri": "s3://b/m", "modelSize": "1Gi", "nodeGroups": ["w"]},
+        "status": {
+            "nodeStatus": {"node-a": "NodeDownloading"},
+            "copies": {"total": 1, "available": 0, "failed": 0},
+            "inferenceServices": [],
+            "conditions": [
+                {"type": "Ready", "status": "False", "reason": "Downloading",
+                 "message": "0 of 1 nodes have the model"},
+            ],
+        },
+    }  # fmt: skip
+    parsed_cache = parse_resource(cache)
+    assert isinstance(parsed_cache, LocalModelCache) and parsed_cache.status is not None
+    assert parsed_cache.status.conditions is not None
+    assert parsed_cache.status.conditions[0].reason == "Downloading"
+    assert parsed_cache.to_dict() == cache

@@ -203,6 +203,16 @@ def test_local_model_label() -> None:
     assert default(opted_out, config=enabled, local_model_caches=caches).metadata.labels is None
 
 
+def test_local_model_label_takes_the_first_cache_by_name() -> None:
+    """KServe lists caches sorted by name; the order they are passed in does not matter."""
+    enabled = InferenceServiceConfig.from_configmap({"localModel": '{"enabled": true}'})
+    caches = [cache("b-wide", "s3://bucket/models"), cache("a-narrow", "s3://bucket/models/x")]
+    target = isvc({"sklearn": {"storageUri": "s3://bucket/models/x/v1"}})
+    for ordered in (caches, caches[::-1]):
+        out = default(target, config=enabled, local_model_caches=ordered)
+        assert out.metadata.labels == {"internal.serving.kserve.io/localmodel": "a-narrow"}
+
+
 def test_default_leaves_other_kinds_alone() -> None:
     c = cache("a", "gs://a")
     assert default(c) == c

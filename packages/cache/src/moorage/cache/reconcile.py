@@ -24,7 +24,8 @@ An InferenceService uses a cache when ``localModel.enabled`` is true, it lacks t
 ``serving.kserve.io/disable-localmodel`` (any value, as KServe and core's defaulting read it), and
 either its label ``internal.serving.kserve.io/localmodel`` names the cache (core's defaulting sets
 it) or the cache's ``sourceModelUri`` is a prefix of its predictor's storage URI (the first such
-cache by name, as KServe's webhook picks).
+cache by name, as KServe's webhook picks: :func:`moorage.core.resources.matching_cache`, the rule
+core's defaulting uses too).
 
 A second cache with the ``sourceModelUri`` of an older one is refused (KServe's webhook refuses it
 at admission): it is placed on no node and its ``Ready`` condition says why. A cache being deleted
@@ -41,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moorage.cache._names import CACHE_LABEL, DISABLE_ANNOTATION, pv_name, pvc_name
+from moorage.core.resources import matching_cache
 
 __all__ = [
     "ClusterState",
@@ -192,11 +194,10 @@ def cache_for_isvc(isvc: Obj, caches: Iterable[Obj], *, enabled: bool = True) ->
     uri = storage_uri(isvc)
     if not uri:
         return None
-    for name in sorted(by_name):
-        source = (by_name[name].get("spec") or {}).get("sourceModelUri")
-        if source and uri.startswith(source):
-            return name
-    return None
+    sources = {
+        n: str((c.get("spec") or {}).get("sourceModelUri") or "") for n, c in by_name.items()
+    }
+    return matching_cache(uri, sources)
 
 
 # -- the plan -------------------------------------------------------------------------------------

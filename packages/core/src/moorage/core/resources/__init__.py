@@ -27,7 +27,13 @@ from moorage.core.resources._corekinds import (
     Service,
     ServiceAccount,
 )
-from moorage.core.resources._defaults import default
+from moorage.core.resources._defaults import (
+    DISABLE_LOCAL_MODEL_ANNOTATION,
+    LOCAL_MODEL_LABEL,
+    LOCAL_MODEL_PVC_ANNOTATION,
+    LOCAL_MODEL_SOURCE_URI_ANNOTATION,
+    default,
+)
 from moorage.core.resources._inferencegraph import (
     InferenceGraph,
     InferenceGraphSpec,
@@ -89,8 +95,12 @@ from moorage.core.resources._localmodel import (
     LocalModelNodeGroupStatus,
     LocalModelNodeSpec,
     LocalModelNodeStatus,
+    ModelCopies,
+    ModelDetail,
     ModelDownloadStatus,
+    NamespacedName,
     NodeStatus,
+    matching_cache,
 )
 from moorage.core.resources._meta import (
     Addressable,
@@ -128,7 +138,11 @@ from moorage.core.resources._validation import ensure_valid, validate, validate_
 
 __all__ = [
     "CORE_KINDS",
+    "DISABLE_LOCAL_MODEL_ANNOTATION",
     "KINDS",
+    "LOCAL_MODEL_LABEL",
+    "LOCAL_MODEL_PVC_ANNOTATION",
+    "LOCAL_MODEL_SOURCE_URI_ANNOTATION",
     "ARTExplainerSpec",
     "Addressable",
     "Batcher",
@@ -167,12 +181,15 @@ __all__ = [
     "LocalModelNodeSpec",
     "LocalModelNodeStatus",
     "LoggerSpec",
+    "ModelCopies",
+    "ModelDetail",
     "ModelDownloadStatus",
     "ModelFormat",
     "ModelRevisionStates",
     "ModelSpec",
     "ModelStatus",
     "Namespace",
+    "NamespacedName",
     "NodeStatus",
     "ONNXRuntimeSpec",
     "ObjectMeta",
@@ -217,6 +234,7 @@ __all__ = [
     "default",
     "ensure_valid",
     "load_resources",
+    "matching_cache",
     "parse_documents",
     "parse_resource",
     "resource_class",

@@ -14,8 +14,11 @@ it follows KServe v0.14's ``DefaultInferenceService``:
    gets ``runtimeVersion`` from ``explainers.art.defaultImageVersion``; a logger gets
    ``mode: all``.
 4. With ``localModel.enabled`` (and without the ``serving.kserve.io/disable-localmodel``
-   annotation) the first LocalModelCache whose ``sourceModelUri`` prefixes the predictor's
-   storage URI labels the service (v0.14.1 keys, see below).
+   annotation) the first LocalModelCache by name whose ``sourceModelUri`` prefixes the
+   predictor's storage URI (:func:`~moorage.core.resources.matching_cache`, whatever order the
+   caches come in) labels the service: label ``internal.serving.kserve.io/localmodel: <cache>``,
+   annotations ``internal.serving.kserve.io/localmodel-sourceuri: <sourceModelUri>`` and
+   ``internal.serving.kserve.io/localmodel-pvc-name: <cache>-<nodeGroups[0]>`` (v0.14.1).
 5. With ``security.autoMountServiceAccountToken: false``, components that do not say otherwise
    get ``automountServiceAccountToken: false``.
 
@@ -39,7 +42,7 @@ from moorage.core.resources._inferenceservice import (
     PredictorSpec,
     TransformerSpec,
 )
-from moorage.core.resources._localmodel import LocalModelCache
+from moorage.core.resources._localmodel import LocalModelCache, matching_cache
 from moorage.core.resources._meta import Resource
 
 if TYPE_CHECKING:
@@ -194,13 +197,15 @@ def _set_local_model(isvc: InferenceService, caches: list[LocalModelCache]) -> N
     uri = impl.storage_uri if impl is not None else None
     if not uri:
         return
-    for cache in caches:
-        if cache.matches(uri):
-            meta = isvc.metadata
-            meta.labels = {**(meta.labels or {}), LOCAL_MODEL_LABEL: cache.name}
-            meta.annotations = {
-                **(meta.annotations or {}),
-                LOCAL_MODEL_SOURCE_URI_ANNOTATION: cache.spec.source_model_uri,
-                LOCAL_MODEL_PVC_ANNOTATION: f"{cache.name}-{cache.spec.node_groups[0]}",
-            }
-            return
+    by_name = {cache.name: cache for cache in caches}
+    name = matching_cache(uri, {n: c.spec.source_model_uri for n, c in by_name.items()})
+    if name is None:
+        return
+    cache = by_name[name]
+    meta = isvc.metadata
+    meta.labels = {**(meta.labels or {}), LOCAL_MODEL_LABEL: name}
+    meta.annotations = {
+        **(meta.annotations or {}),
+        LOCAL_MODEL_SOURCE_URI_ANNOTATION: cache.spec.source_model_uri,
+        LOCAL_MODEL_PVC_ANNOTATION: f"{name}-{cache.spec.node_groups[0]}",
+    }

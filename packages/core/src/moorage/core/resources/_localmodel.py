@@ -7,6 +7,7 @@ agent reports each download in its status. (v0.14.0's ``ClusterLocalModel`` is n
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
@@ -14,6 +15,7 @@ from pydantic import Field
 from moorage.core._generated import k8s
 from moorage.core.resources._meta import (
     GROUP,
+    Condition,
     KubeModel,
     PrinterColumn,
     Quantity,
@@ -34,9 +36,11 @@ __all__ = [
     "LocalModelNodeSpec",
     "LocalModelNodeStatus",
     "ModelCopies",
+    "ModelDetail",
     "ModelDownloadStatus",
     "NamespacedName",
     "NodeStatus",
+    "matching_cache",
 ]
 
 _V1ALPHA1 = f"{GROUP}/v1alpha1"
@@ -90,6 +94,9 @@ class LocalModelCacheStatus(StatusModel):
     node_status: dict[str, NodeStatus] | None = None
     copies: ModelCopies | None = None
     inference_services: list[NamespacedName] | None = None
+    #: A moorage extension: ``Ready`` (reason ``Downloaded``, ``Downloading``, ``DownloadError``,
+    #: ``NoNodes`` or ``DuplicateSourceModelUri``) and ``DeletionBlocked`` while in use.
+    conditions: list[Condition] | None = None
 
 
 class LocalModelCache(Resource):
@@ -115,6 +122,22 @@ class LocalModelCache(Resource):
     def matches(self, storage_uri: str) -> bool:
         """Whether an InferenceService with that storage URI uses this cache (prefix match)."""
         return storage_uri.startswith(self.spec.source_model_uri)
+
+
+def matching_cache(storage_uri: str, sources: Mapping[str, str]) -> str | None:
+    """The LocalModelCache an InferenceService with ``storage_uri`` picks up, or None.
+
+    ``sources`` maps each cache's name to its ``sourceModelUri``. The first cache by name whose
+    source is a plain string prefix of ``storage_uri`` wins: KServe's webhook takes the first of
+    the list the API server returns, which for a cluster-scoped kind is sorted by name. An empty
+    source matches nothing. The InferenceService's defaulting and the cache controller both use
+    this rule, so they agree on the cache.
+    """
+    for name in sorted(sources):
+        source = sources[name]
+        if source and storage_uri.startswith(source):
+            return name
+    return None
 
 
 class LocalModelNodeGroupSpec(KubeModel):
@@ -155,8 +178,23 @@ class LocalModelNodeSpec(KubeModel):
     local_models: list[LocalModelInfo]
 
 
+class ModelDetail(StatusModel):
+    """A moorage extension: how one model's download on a node is going, from its node agent."""
+
+    message: str | None = None
+    #: bytes of the model on disk so far, and in all (0 until the size is known).
+    bytes_downloaded: int | None = None
+    bytes_total: int | None = None
+    #: bytes the last download moved over the network (less than the total when it resumed).
+    bytes_fetched: int | None = None
+    #: tries of the current (or last) download.
+    attempts: int | None = None
+
+
 class LocalModelNodeStatus(StatusModel):
     model_status: dict[str, ModelDownloadStatus] | None = None
+    #: A moorage extension, keyed like ``modelStatus``.
+    model_details: dict[str, ModelDetail] | None = None
 
 
 class LocalModelNode(Resource):
