@@ -42,6 +42,16 @@ no webhook between us and the API server when moorage applies these):
 * a ``storage:`` spec: the storage-initializer fetches ``<type>://<bucket>/<path>`` with
   ``STORAGE_CONFIG`` from the ``storage-config`` Secret and ``STORAGE_OVERRIDE_CONFIG``.
 
+* a cached model (KServe v0.14.1's local model cache): with ``localModel.enabled`` and the label
+  ``internal.serving.kserve.io/localmodel: <cache>`` that core's defaulting sets when a
+  LocalModelCache's ``sourceModelUri`` prefixes the predictor's storage URI, the predictor reads
+  ``pvc://<localmodel-pvc-name>/models/<cache><rest of the URI>`` through the ``pvc://`` path
+  above (mounted at ``/mnt/models`` with that ``subPath`` and no storage-initializer under
+  ``enableDirectPvcVolumeMount``); the source URI annotation keeps the original URI. No node
+  affinity is added: the PV that moorage-cache pre-binds to that PVC carries the node group's.
+  The explainer, which KServe's webhook would point at the predictor's cache too, downloads its
+  own URI; a cached ``oci://`` model is read from the PVC, without a modelcar.
+
 Not rendered: the ``global-ca-bundle`` ConfigMap copy (only its mount), Istio, Knative
 (Serverless) and ModelMesh objects. The future
 operator calls this function and applies the result.
@@ -78,6 +88,10 @@ from moorage.controller.workload import Workload
 from moorage.core.config.configmap import InferenceServiceConfig
 from moorage.core.errors import ValidationError
 from moorage.core.resources import (
+    DISABLE_LOCAL_MODEL_ANNOTATION,
+    LOCAL_MODEL_LABEL,
+    LOCAL_MODEL_PVC_ANNOTATION,
+    LOCAL_MODEL_SOURCE_URI_ANNOTATION,
     ExplainerSpec,
     InferenceService,
     PredictorSpec,
@@ -101,6 +115,8 @@ PVC_MOUNT = "/mnt/pvc"
 STORAGE_INITIALIZER = "storage-initializer"
 MODELCAR = "modelcar"
 MODELCAR_INIT = "modelcar-init"
+#: Under a LocalModelCache's PVC, its node agent keeps each model in ``models/<cache name>``.
+CACHE_MODELS_DIR = "models"
 SERVICE_PORT = 80
 
 #: Pod-level fields a ServingRuntime contributes (KServe's MergePodSpec).
@@ -236,21 +252,68 @@ def _modelcar(
     pod["shareProcessNamespace"] = True
 
 
+def _cached_source(workload: Workload, uri: str, config: InferenceServiceConfig) -> str | None:
+    """Where the predictor reads ``uri`` from when a LocalModelCache holds it, else None.
+
+    KServe's pod webhook: with the label ``internal.serving.kserve.io/localmodel: <cache>`` (set
+    by core's defaulting), the source becomes ``pvc://<claim>/models/<cache><sub>``, ``<claim>``
+    from the ``localmodel-pvc-name`` annotation and ``<sub>`` the storage URI past the cache's
+    ``sourceModelUri`` (the ``localmodel-sourceuri`` annotation), with a leading ``/``. Unlike
+    KServe we also require ``localModel.enabled`` and no ``serving.kserve.io/disable-localmodel``
+    annotation (then moorage-cache creates no PVC for the service), and refuse a source
+    annotation that is missing or is not a prefix of the URI (KServe would mount a wrong path).
+    """
+    meta = workload.isvc.metadata
+    cache = (meta.labels or {}).get(LOCAL_MODEL_LABEL)
+    annotations = meta.annotations or {}
+    if not cache or not config.local_model.enabled or DISABLE_LOCAL_MODEL_ANNOTATION in annotations:
+        return None
+    where = {"path": workload.source} if workload.source else {}
+
+    def annotation(key: str) -> str:
+        value = annotations.get(key)
+        if not value:
+            raise ValidationError(
+                f"Annotation {key} not found", field="metadata.annotations", **where
+            )
+        return value
+
+    claim = annotation(LOCAL_MODEL_PVC_ANNOTATION)
+    source = annotation(LOCAL_MODEL_SOURCE_URI_ANNOTATION)
+    if not uri.startswith(source):
+        raise ValidationError(
+            f"storageUri {uri} is not under {source}, the source of LocalModelCache {cache} "
+            f"(annotation {LOCAL_MODEL_SOURCE_URI_ANNOTATION}); remove the label "
+            f"{LOCAL_MODEL_LABEL} to download it",
+            field="metadata.annotations",
+            **where,
+        )
+    sub = uri.removeprefix(source)
+    if sub and not sub.startswith("/"):
+        sub = f"/{sub}"
+    return f"pvc://{claim}/{CACHE_MODELS_DIR}/{cache}{sub}"
+
+
 def _mutate_storage(
     pod: dict[str, Any],
     uri: str,
     *,
     readonly: bool,
     config: InferenceServiceConfig,
+    cached: str | None = None,
 ) -> dict[str, str]:
-    """Apply the storage-initializer / modelcar webhook to ``pod``; returns pod annotations."""
+    """Apply the storage-initializer / modelcar webhook to ``pod``; returns pod annotations.
+
+    ``cached`` (a ``pvc://`` URI from :func:`_cached_source`) is read instead of ``uri``; the
+    source URI annotation keeps ``uri``.
+    """
     main = next(c for c in pod["containers"] if c["name"] == MAIN_CONTAINER)
-    parsed = parse_storage_uri(uri)
+    parsed = parse_storage_uri(cached or uri)
     si = config.storage_initializer
     if isinstance(parsed, OCIURI) and si.enable_modelcar:
         _modelcar(pod, main, uri.removeprefix("oci://"), config)
         return {SOURCE_URI_ANNOTATION: uri}
-    source = uri
+    source = cached or uri
     if isinstance(parsed, PVCURI):
         _add_volume(
             pod,
@@ -567,7 +630,10 @@ def _predictor_objects(
         uri = spec_source.uri
     if uri:
         readonly = annotations.get(READONLY_ANNOTATION, "true") != "false"
-        pod_annotations.update(_mutate_storage(pod, uri, readonly=readonly, config=config))
+        cached = _cached_source(workload, uri, config) if spec_source is None else None
+        pod_annotations.update(
+            _mutate_storage(pod, uri, readonly=readonly, config=config, cached=cached)
+        )
         if spec_source is not None:
             # KServe's webhook: the storage-config Secret instead of the ServiceAccount's.
             pod_annotations.update(spec_source.annotations)
