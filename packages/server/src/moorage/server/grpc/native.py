@@ -6,7 +6,9 @@ application/grpc`` (or ``application/grpc+proto``), one length-prefixed request 
 get ``:status 200``, the response message and the trailers ``grpc-status`` / ``grpc-message``
 (percent-encoded) plus trailing metadata; failures before a response are trailers-only. The
 handlers are :meth:`InferenceServicer.async_handlers` behind the same observability wrapper as
-grpcio's servers; the context is :class:`~moorage.server.grpc.context.NativeContext`.
+grpcio's servers; the context is :class:`~moorage.server.grpc.context.NativeContext`. gRPC's
+wire format (message prefix, bounded inflate, ``grpc-timeout``, ``grpc-message``, metadata
+keys) is :mod:`moorage.core.http2.grpcwire`'s, the client's too.
 
 - ``grpc-timeout`` is honoured: past the deadline the call is cancelled and answered
   DEADLINE_EXCEEDED. A client's RST_STREAM cancels its call.
