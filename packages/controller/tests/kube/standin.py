@@ -4,7 +4,8 @@ Usage: python standin.py SHARED_SCRIPT PORT KUBECONFIG_OUT
 
 It runs ``../shared/testing/kmock_apiserver.py`` (kmock 0.8 with kopf's gaps filled) with two
 more things a real API server does and kmock does not, both in this fixture, never in the
-operator:
+operator (and, for speed, forgets all but the recent requests and finds objects by key rather
+than by scanning them all):
 
 * **server-side apply, as far as a merge goes**: ``PATCH`` with ``application/apply-patch+yaml``
   creates the object when it is absent and merges it otherwise (kmock answers 404 for a patch
@@ -33,8 +34,31 @@ exec(compile(source, SHARED, "exec"), namespace)
 Base = namespace["Emulator"]
 
 
+# kmock finds the reactions to a request by looking for the request in its record of all
+# requests (quadratic in their number): give it the requests being served only.
+SERVING: list = []
+
+
 class Emulator(Base):
+    def __iter__(self):
+        yield from reversed(SERVING)
+
+    def _KubernetesEmulator__get_obj(self, request, strict):  # noqa: N802 (kmock's private name)
+        # kmock scans every object to answer for one; look it up by its key instead.
+        if strict and request.name is not None and request.resource is not None:
+            key = (request.resource, request.namespace, request.name)
+            return self._objects[key] if key in self._objects else None  # noqa: SIM401
+        return super()._KubernetesEmulator__get_obj(request, strict)
+
     async def _handle(self, request):
+        self._requests.clear()  # kmock's record of every request: not needed here
+        SERVING.append(request)
+        try:
+            return await self._handle_one(request)
+        finally:
+            SERVING.remove(request)
+
+    async def _handle_one(self, request):
         if request.resource is not None and request.action == enums.action.UPDATE:
             content_type = request.headers.get("Content-Type", "")
             key = (request.resource, request.namespace, request.name)

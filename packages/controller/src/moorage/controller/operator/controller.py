@@ -91,6 +91,22 @@ class Snapshot:
         return {(namespace, n): sa for n, sa in self.service_accounts.get(namespace, {}).items()}
 
 
+def slim(body: Mapping[str, Any], *, status: bool) -> dict[str, Any]:
+    """The parts of a watched object the reconcile reads (less memory for thousands)."""
+    meta = body.get("metadata") or {}
+    out: dict[str, Any] = {
+        "kind": body.get("kind"),
+        "metadata": {
+            k: meta[k]
+            for k in ("name", "namespace", "labels", "ownerReferences", "generation", "uid")
+            if k in meta
+        },
+    }
+    if status:
+        out["status"] = body.get("status") or {}
+    return out
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -275,6 +291,9 @@ class Controller:
                 generations[target] = int(
                     ((answer or {}).get("metadata") or {}).get("generation") or 0
                 )
+                if answer:  # seen before its watch event arrives: the status can say so
+                    owned_now = self.snapshot.owned.setdefault(key, {})
+                    owned_now[target] = slim(answer, status=target.kind == "Deployment")
             self._applied[key] = _Applied(uid, fingerprint, generations)
             logger.info(
                 "applied %d objects for %s/%s", len(objects), key[0], key[1],
@@ -360,6 +379,8 @@ class Controller:
         async with api_errors(f"write the status of {key[0]}/{key[1]}"):
             await self.client.patch_status(body, patch)
         metrics.STATUS_WRITES.inc()
+        if self.snapshot.isvcs.get(key) is body:  # until the watch brings the written one
+            self.snapshot.isvcs[key] = {**body, "status": status}
 
 
 def event(body: Mapping[str, Any], reason: str, message: str, now: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from typing import Any
 import kopf
 
 from moorage.controller.operator.apply import ObjectRef
-from moorage.controller.operator.controller import COMPONENT_LABEL, ISVC_LABEL, Controller
+from moorage.controller.operator.controller import COMPONENT_LABEL, ISVC_LABEL, Controller, slim
 
 __all__ = ["CONFIGMAP_NAME", "build_registry"]
 
@@ -44,21 +44,6 @@ _OWNED = {
 def _raw(body: Mapping[str, Any]) -> dict[str, Any]:
     """A kopf body as a plain dict (shallow: kopf never mutates what it received)."""
     return {k: body[k] for k in body}
-
-
-def _slim(body: Mapping[str, Any], *, status: bool) -> dict[str, Any]:
-    meta = body.get("metadata") or {}
-    out: dict[str, Any] = {
-        "kind": body.get("kind"),
-        "metadata": {
-            k: meta[k]
-            for k in ("name", "namespace", "labels", "ownerReferences", "generation", "uid")
-            if k in meta
-        },
-    }
-    if status:
-        out["status"] = body.get("status") or {}
-    return out
 
 
 def _key(meta: Mapping[str, Any]) -> tuple[str, str]:
@@ -106,7 +91,7 @@ def build_registry(
         def remember(body: Mapping[str, Any], meta: Mapping[str, Any]) -> tuple[str, str]:
             owner = (meta.get("namespace") or "default", meta["labels"][ISVC_LABEL])
             target = ObjectRef(kind, meta.get("namespace"), meta["name"])
-            snap.owned.setdefault(owner, {})[target] = _slim(body, status=kind == "Deployment")
+            snap.owned.setdefault(owner, {})[target] = slim(body, status=kind == "Deployment")
             return owner
 
         @kopf.index(group, version, plural, registry=registry, labels=labels, id=f"{plural}-index")
@@ -133,7 +118,7 @@ def build_registry(
 
     def _remember_pod(body: Mapping[str, Any], meta: Mapping[str, Any]) -> tuple[str, str]:
         owner = (meta.get("namespace") or "default", meta["labels"][ISVC_LABEL])
-        snap.pods.setdefault(owner, {})[meta["name"]] = _slim(body, status=True)
+        snap.pods.setdefault(owner, {})[meta["name"]] = slim(body, status=True)
         return owner
 
     @kopf.index("", "v1", "pods", registry=registry, labels=pod_labels)

@@ -102,18 +102,64 @@ class ClusterState:
     local_model_caches: list[Mapping[str, Any]] = field(default_factory=list)
 
 
+_DEFAULT_CONFIG = InferenceServiceConfig.default()
+#: Parsed objects by (kind, namespace, name, uid, resourceVersion): a version of an object on
+#: the API server never changes, so it is parsed once however many renderings read it. Bounded.
+_PARSED: dict[tuple[Any, ...], Any] = {}
+_PARSED_MAX = 4096
+
+
+def _version(body: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    meta = body.get("metadata") or {}
+    if not meta.get("resourceVersion") or not meta.get("uid"):
+        return None
+    key = (body.get("kind"), meta.get("namespace"), meta.get("name"))
+    return (*key, meta["uid"], meta["resourceVersion"])
+
+
+def _parse_once(body: Mapping[str, Any]) -> Resource:
+    key = _version(body)
+    found = _PARSED.get(key) if key is not None else None
+    if found is None:
+        try:
+            found = parse_resource(_clean(body))
+        except ValidationError as exc:
+            found = exc
+        if key is not None:
+            if len(_PARSED) >= _PARSED_MAX:
+                _PARSED.clear()
+            _PARSED[key] = found
+    if isinstance(found, ValidationError):
+        raise found
+    return found
+
+
 def parse_config(configmap: Mapping[str, Any] | None) -> InferenceServiceConfig:
     """The ConfigMap decoded; raises ValidationError (``field`` ``data.<key>``)."""
     if configmap is None:
-        return InferenceServiceConfig.default()
-    return InferenceServiceConfig.from_configmap(configmap)
+        return _DEFAULT_CONFIG
+    key = _version(configmap)
+    found = _PARSED.get(key) if key is not None else None
+    if isinstance(found, ValidationError):
+        raise found
+    if found is not None:
+        return found
+    try:
+        config = InferenceServiceConfig.from_configmap(configmap)
+    except ValidationError as exc:
+        if key is not None:
+            _PARSED[key] = exc
+        raise
+    if key is not None:
+        _PARSED[key] = config
+    return config
 
 
 def _parsed(raw: Iterable[Mapping[str, Any]]) -> list[Resource]:
     out = []
     for body in raw:
         try:
-            out.append(parse_resource(_clean(body)))
+            out.append(_parse_once(body))
         except ValidationError:
             continue  # a broken runtime or Secret is skipped, as an unlisted one would be
     return out
