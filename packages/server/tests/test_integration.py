@@ -127,7 +127,9 @@ V2 = {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32",
 def test_httpx_v1_v2(iris_server: Server) -> None:
     with httpx.Client(base_url=iris_server.url) as client:
         assert client.get("/v2/health/ready").json() == {"ready": True}
-        assert client.get("/v1/models").json() == {"models": ["sklearn-iris"]}
+        listing = client.get("/v1/models").json()
+        assert listing["models"] == ["sklearn-iris"]  # KServe's shape
+        assert [m["id"] for m in listing["data"]] == ["sklearn-iris"]  # OpenAI's, beside it
         v1 = client.post("/v1/models/sklearn-iris:predict", json={"instances": IRIS_ROWS})
         assert v1.json() == {"predictions": [1, 1]}
         v2 = client.post("/v2/models/sklearn-iris/infer", json=V2).json()

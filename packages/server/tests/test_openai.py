@@ -167,6 +167,9 @@ def test_models(llm_server: Server) -> None:
     ids = {m.id for m in client(llm_server, "/openai/v1").models.list()}
     assert ids == {"tiny", "minilm"}
     assert client(llm_server, "/openai/v1").models.retrieve("tiny").id == "tiny"
+    # vLLM's prefix: the same listing, with KServe's v1 "models" beside it
+    assert {m.id for m in client(llm_server, "/v1").models.list()} == {"tiny", "minilm"}
+    assert set(httpx.get(f"{llm_server.url}/v1/models").json()["models"]) == {"tiny", "minilm"}
 
 
 def test_model_dir_without_model_id_needs_no_network(tmp_path: Path) -> None:

@@ -48,13 +48,14 @@ def create_app(
     stack = list(middleware)
     if gzip:
         stack.append(Middleware(ContentEncodingMiddleware))
+    openai = OpenAIDataPlane(dataplane)
     routes: list[BaseRoute] = [
         *V2Endpoints(dataplane, max_body=max_body_bytes).routes(),
-        *V1Endpoints(dataplane, max_body=max_body_bytes).routes(),
+        *V1Endpoints(dataplane, max_body=max_body_bytes, listing=openai.models).routes(),
     ]
     # Starlette matches routes in order: inference first keeps the hot path's lookup short.
     routes.sort(key=lambda route: not getattr(route, "path", "").endswith(("/infer", ":predict")))
-    routes.extend(OpenAIEndpoints(OpenAIDataPlane(dataplane), max_body=max_body_bytes).routes())
+    routes.extend(OpenAIEndpoints(openai, max_body=max_body_bytes).routes())
     for router in routers:
         routes.extend(router.routes)
     if enable_docs_url:

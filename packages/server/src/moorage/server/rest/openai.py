@@ -3,8 +3,8 @@
 Served under ``/openai/v1`` (KServe's prefix) and ``/v1`` (vLLM's): ``POST completions``,
 ``POST chat/completions`` (``stream``: Server-Sent Events, ``data: {chunk}`` ... ``data:
 [DONE]``), ``POST embeddings``, ``GET models`` and ``GET models/{model}``. ``GET /v1/models``
-and ``/v1/models/{name}`` stay OIP v1's routes (KServe's); the OpenAI listing is under
-``/openai/v1``.
+and ``/v1/models/{name}`` stay OIP v1's routes (KServe's); ``GET /v1/models`` carries OpenAI's
+list (``object``, ``data``) beside KServe's ``models`` so both kinds of client read it.
 
 Errors use OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``: 400 for a bad
 body, parameter, role or prompt length, 404 for an unknown model, 429 when the model's queue

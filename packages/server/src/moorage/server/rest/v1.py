@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -51,9 +52,16 @@ def render_v1(result: Any, headers: dict[str, str]) -> Response:
 class V1Endpoints:
     """The v1 routes, bound to one data plane."""
 
-    def __init__(self, dataplane: DataPlane, *, max_body: int) -> None:
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        *,
+        max_body: int,
+        listing: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
         self.dataplane = dataplane
         self.max_body = max_body
+        self.listing = listing
 
     async def _run(self, request: Request, verb: Verb) -> Response:
         name = request.path_params["model_name"]
@@ -74,7 +82,12 @@ class V1Endpoints:
         return json_response({"status": "alive"})
 
     async def models(self, request: Request) -> Response:
-        return json_response({"models": self.dataplane.model_names()})
+        """KServe's ``{"models": [names]}``; with ``listing``, OpenAI's model list in the same
+        body (``object``, ``data``), since vLLM's clients read ``GET /v1/models`` too."""
+        body: dict[str, Any] = {"models": self.dataplane.model_names()}
+        if self.listing is not None:
+            body.update(self.listing())
+        return json_response(body)
 
     async def model_status(self, request: Request) -> Response:
         name = request.path_params["model_name"]
