@@ -5,7 +5,10 @@ The stand-in has no Deployment controller: tests write Deployment status and Pod
 
 from __future__ import annotations
 
+import json
+import socket
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,11 +21,27 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler", "Ingress")
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @pytest.fixture
 def operator(kube: Any) -> Iterator[OperatorRunner]:
-    args = ["--kubeconfig", str(kube.kubeconfig), "--metrics-port", "0", "--log-format", "json"]
+    port = _free_port()
+    args = [
+        "--kubeconfig",
+        str(kube.kubeconfig),
+        "--metrics-port",
+        str(port),
+        "--log-format",
+        "json",
+    ]
     with OperatorRunner(args) as runner:
+        runner.metrics_url = f"http://127.0.0.1:{port}/metrics"  # type: ignore[attr-defined]
         yield runner
+    assert runner.exit_code == 0  # SIGTERM: a graceful stop
     assert "Traceback" not in runner.output, runner.output
 
 
@@ -128,6 +147,16 @@ def test_create_update_delete(kube: Any, operator: OperatorRunner) -> None:
     # Deleted: its objects go (owner references; the stand-in's garbage collector).
     kube.delete("InferenceService", "iris")
     kube.wait(lambda: not any(_objects(kube).values()), message="objects deleted")
+
+    # Metrics and structured logs name what happened.
+    with urllib.request.urlopen(operator.metrics_url, timeout=5) as response:  # type: ignore[attr-defined]
+        metrics = response.read().decode()
+    assert 'moorage_controller_reconciles_total{result="success"}' in metrics
+    assert 'moorage_controller_pruned_objects_total{kind="Deployment"} 1.0' in metrics
+    assert "moorage_controller_reconcile_duration_seconds_count" in metrics
+    logs = [json.loads(line) for line in operator.output.splitlines() if line.startswith("{")]
+    applied = [e for e in logs if e["message"].startswith("applied ")]
+    assert applied and all(e["isvc"] == "iris" and e["namespace"] == "default" for e in applied)
 
 
 def test_runtime_and_configmap_changes_render_again(kube: Any, operator: OperatorRunner) -> None:
