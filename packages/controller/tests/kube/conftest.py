@@ -31,6 +31,7 @@ SHARED_SCRIPT = Path(
     or HERE.parents[3].parent / "shared" / "testing" / "kmock_apiserver.py"
 )
 
+_ADMISSION = "/apis/admissionregistration.k8s.io/v1"
 PATHS = {
     "InferenceService": "/apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices",
     "ServingRuntime": "/apis/serving.kserve.io/v1alpha1/namespaces/{ns}/servingruntimes",
@@ -45,6 +46,8 @@ PATHS = {
     "Pod": "/api/v1/namespaces/{ns}/pods",
     "Event": "/api/v1/namespaces/{ns}/events",
     "Lease": "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases",
+    "ValidatingWebhookConfiguration": f"{_ADMISSION}/validatingwebhookconfigurations",
+    "MutatingWebhookConfiguration": f"{_ADMISSION}/mutatingwebhookconfigurations",
 }
 
 

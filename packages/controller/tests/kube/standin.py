@@ -40,6 +40,18 @@ SERVING: list = []
 
 
 class Emulator(Base):
+    def __attrs_post_init__(self):
+        super().__attrs_post_init__()
+        # What kopf writes to keep admission webhooks pointed at the operator.
+        for plural, kind in (
+            ("validatingwebhookconfigurations", "ValidatingWebhookConfiguration"),
+            ("mutatingwebhookconfigurations", "MutatingWebhookConfiguration"),
+        ):
+            info = self.resources[f"admissionregistration.k8s.io/v1/{plural}"]
+            info.kind = kind
+            info.namespaced = False
+            info.verbs = {"get", "list", "watch", "create", "update", "patch", "delete"}
+
     def __iter__(self):
         yield from reversed(SERVING)
 

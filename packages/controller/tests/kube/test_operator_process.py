@@ -5,8 +5,10 @@ The stand-in has no Deployment controller: tests write Deployment status and Pod
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
+import ssl
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -342,3 +344,76 @@ def test_one_replica_leads(kube: Any) -> None:
         first.stop()
         if second is not None:
             second.stop()
+
+
+def _review(
+    url: str, ca: str, obj: dict[str, Any], *, old: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    version = obj["apiVersion"].split("/")[1]
+    plural = url.rsplit("-", 1)[1]
+    request = {
+        "uid": "r-1",
+        "kind": {"group": "serving.kserve.io", "version": version, "kind": obj["kind"]},
+        "resource": {"group": "serving.kserve.io", "version": version, "resource": plural},
+        "operation": "UPDATE" if old else "CREATE",
+        "object": obj,
+        "oldObject": old,
+        "name": obj["metadata"]["name"],
+        "namespace": "default",
+        "userInfo": {"username": "test"},
+        "dryRun": False,
+    }
+    review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+    context = ssl.create_default_context(cadata=ca)
+    data = json.dumps(review).encode()
+    post = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(post, context=context, timeout=10) as response:
+        return dict(json.loads(response.read())["response"])
+
+
+def test_admission_webhooks(kube: Any) -> None:
+    port = _free_port()
+    args = [
+        "--kubeconfig", str(kube.kubeconfig), "--metrics-port", "0", "--no-leader-election",
+        "--webhooks", "--webhook-port", str(port), "--webhook-host", "127.0.0.1",
+    ]  # fmt: skip
+    with OperatorRunner(args) as runner:
+        configuration = kube.wait(
+            lambda: kube.get(
+                "ValidatingWebhookConfiguration", "moorage.serving.kserve.io", ns=None
+            ),
+            message="webhook configuration",
+        )
+        webhooks = {w["name"]: w for w in configuration["webhooks"]}
+        hook = webhooks["validate-inferenceservices.moorage.serving.kserve.io"]
+        assert hook["clientConfig"]["url"] == f"https://127.0.0.1:{port}/validate-inferenceservices"
+        ca = base64.b64decode(hook["clientConfig"]["caBundle"]).decode()
+        mutating = kube.get("MutatingWebhookConfiguration", "moorage.serving.kserve.io", ns=None)
+        assert len(mutating["webhooks"]) == 6
+
+        bad = kube.isvc()
+        bad["spec"]["predictor"].update(minReplicas=5, maxReplicas=2)
+        answer = _review(f"https://127.0.0.1:{port}/validate-inferenceservices", ca, bad)
+        assert answer["allowed"] is False
+        message = "spec.predictor.minReplicas: 'MinReplicas' cannot be greater than MaxReplicas"
+        assert answer["status"] == {"code": 422, "message": message}
+        shorthand = kube.isvc()
+        shorthand["spec"]["predictor"] = {"sklearn": {"storageUri": "gs://b/m"}}
+        answer = _review(f"https://127.0.0.1:{port}/default-inferenceservices", ca, shorthand)
+        assert answer["allowed"] is True and answer["patchType"] == "JSONPatch"
+        ops = json.loads(base64.b64decode(answer["patch"]))
+        assert {"op": "remove", "path": "/spec/predictor/sklearn"} in ops
+        model = next(op for op in ops if op["path"] == "/spec/predictor/model")["value"]
+        assert model["modelFormat"] == {"name": "sklearn"}
+        cache = {
+            "apiVersion": "serving.kserve.io/v1alpha1",
+            "kind": "LocalModelCache",
+            "metadata": {"name": "c"},
+            "spec": {"sourceModelUri": "gs://a/b", "modelSize": "1Gi", "nodeGroups": ["g"]},
+        }
+        moved = {**cache, "spec": {**cache["spec"], "sourceModelUri": "gs://a/c"}}
+        answer = _review(
+            f"https://127.0.0.1:{port}/validate-localmodelcaches", ca, moved, old=cache
+        )
+        assert answer["status"]["message"] == "spec.sourceModelUri: StorageUri is immutable"
+    assert runner.exit_code == 0

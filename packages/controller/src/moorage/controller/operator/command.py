@@ -58,6 +58,18 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="do not wait for the Lease (only with a single replica)",
     )
+    parser.add_argument(
+        "--webhooks",
+        action="store_true",
+        help="serve the admission webhooks (defaulting, validation) of KServe's kinds and keep "
+        "their configurations (moorage.serving.kserve.io) pointing here",
+    )
+    parser.add_argument("--webhook-port", type=int, default=9443, help="HTTPS port (9443)")
+    parser.add_argument(
+        "--webhook-host",
+        help="the name the API server reaches the webhooks at (default: "
+        "moorage-operator.$POD_NAMESPACE.svc)",
+    )
     parser.add_argument("--log-format", choices=("json", "text"), default="text")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs")
     return parser
@@ -135,6 +147,25 @@ async def _main(args: argparse.Namespace) -> int:
         controller, config_namespace=config_namespace, namespace=args.namespace
     )
 
+    certificates = None
+    if args.webhooks:
+        import tempfile
+        from pathlib import Path
+
+        from moorage.controller.operator.webhooks import (
+            CONFIGURATION_NAME,
+            register_webhooks,
+            webhook_server,
+        )
+
+        register_webhooks(registry, controller)
+        certificates = tempfile.TemporaryDirectory(prefix="moorage-webhook-")
+        host = args.webhook_host or f"moorage-operator.{config_namespace}.svc"
+        settings.admission.server = webhook_server(
+            host=host, port=args.webhook_port, directory=Path(certificates.name)
+        )
+        settings.admission.managed = CONFIGURATION_NAME
+
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
         return info
@@ -179,4 +210,6 @@ async def _main(args: argparse.Namespace) -> int:
         if elector is not None and not elector.lost.is_set():
             await elector.release()
         await client.close()
+        if certificates is not None:
+            certificates.cleanup()
     return 1 if elector is not None and elector.lost.is_set() else 0
