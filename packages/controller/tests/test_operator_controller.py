@@ -14,6 +14,7 @@ import kopf
 import pytest
 
 from moorage.controller.operator.apply import ObjectRef, ref
+from moorage.controller.operator.client import RateLimiter
 from moorage.controller.operator.controller import Controller, slim
 from moorage.core.resources import builtin_runtimes
 from moorage.core.retry import Backoff
@@ -201,3 +202,14 @@ async def test_a_deleted_inferenceservice_is_forgotten(controller: Controller) -
     client.calls.clear()
     await controller.reconcile(KEY)
     assert client.calls == [] and len(controller.deps) == 0
+
+
+def test_rate_limiter_allows_bursts_then_paces() -> None:
+    now = [0.0]
+    limiter = RateLimiter(10.0, 3, clock=lambda: now[0])
+    assert [limiter.reserve() for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limiter.reserve() == pytest.approx(0.1)
+    assert limiter.reserve() == pytest.approx(0.2)
+    now[0] = 10.0  # refilled, up to the burst
+    assert [limiter.reserve() for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert RateLimiter(0.0, 1).reserve() == 0.0

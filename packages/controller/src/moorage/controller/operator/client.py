@@ -12,9 +12,11 @@ what was sent) is a :class:`kopf.PermanentError` naming the object.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -30,7 +32,7 @@ from moorage.controller.operator.apply import (
     status_request,
 )
 
-__all__ = ["ApiError", "KubeClient", "api_errors"]
+__all__ = ["ApiError", "KubeClient", "RateLimiter", "api_errors"]
 
 _RETRYABLE = {408, 409, 429, 500, 502, 503, 504}
 
@@ -65,11 +67,48 @@ def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
     return info.as_ssl_context()
 
 
-class KubeClient:
-    """A small async client for the calls the operator makes."""
+class RateLimiter:
+    """A token bucket: ``qps`` calls a second on average, bursts of ``burst`` (``qps`` 0: no
+    limit). ``clock`` is injectable for tests."""
 
-    def __init__(self, info: kopf.ConnectionInfo, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, qps: float, burst: int, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.qps = qps
+        self.burst = max(1, burst)
+        self._clock = clock
+        self._tokens = float(self.burst)
+        self._last = clock()
+
+    def reserve(self) -> float:
+        """Take a token; the seconds to wait before using it."""
+        if self.qps <= 0:
+            return 0.0
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.qps)
+        self._last = now
+        self._tokens -= 1
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.qps
+
+    async def wait(self) -> None:
+        delay = self.reserve()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+class KubeClient:
+    """A small async client for the calls the operator makes, at most ``qps`` a second."""
+
+    def __init__(
+        self,
+        info: kopf.ConnectionInfo,
+        *,
+        timeout: float = 30.0,
+        qps: float = 0.0,
+        burst: int = 100,
+    ) -> None:
         self._info = info
+        self._limiter = RateLimiter(qps, burst)
         self._base = info.server.rstrip("/")
         self._headers = {
             "Accept": "application/json",
@@ -108,6 +147,7 @@ class KubeClient:
     async def send(self, request: Request) -> dict[str, Any] | None:
         """One call; the decoded answer, None for 404 on DELETE; raises :class:`ApiError`."""
         headers = {"Content-Type": request.content_type} if request.content_type else {}
+        await self._limiter.wait()
         async with self._client().request(
             request.method,
             self._base + request.path,

@@ -54,6 +54,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="port of the Prometheus /metrics endpoint (8080; 0 disables it)",
     )
     parser.add_argument(
+        "--api-qps",
+        type=float,
+        default=500.0,
+        help="calls a second to the API server at most, on average, watches aside "
+        "(500; 0: no limit)",
+    )
+    parser.add_argument("--api-burst", type=int, default=1000, help="calls in a burst (1000)")
+    parser.add_argument(
         "--no-leader-election",
         action="store_true",
         help="do not wait for the Lease (only with a single replica)",
@@ -141,7 +149,7 @@ async def _main(args: argparse.Namespace) -> int:
         )
         return 1
     config_namespace = os.environ.get("POD_NAMESPACE") or "kserve"
-    client = KubeClient(info)
+    client = KubeClient(info, qps=args.api_qps, burst=args.api_burst)
     controller = Controller(client, config_namespace=config_namespace, workers=args.workers)
     registry = build_registry(
         controller, config_namespace=config_namespace, namespace=args.namespace
