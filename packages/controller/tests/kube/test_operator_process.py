@@ -417,3 +417,35 @@ def test_admission_webhooks(kube: Any) -> None:
         )
         assert answer["status"]["message"] == "spec.sourceModelUri: StorageUri is immutable"
     assert runner.exit_code == 0
+
+
+def test_one_namespace(kube: Any) -> None:
+    args = ["--kubeconfig", str(kube.kubeconfig), "--metrics-port", "0", "--no-leader-election",
+            "--namespace", "kserve-test"]  # fmt: skip
+    with OperatorRunner(args) as runner:
+        elsewhere = kube.isvc("elsewhere")
+        kube.create(elsewhere)
+        here = kube.isvc("here")
+        here["metadata"]["namespace"] = "kserve-test"
+        kube.create(here)
+        kube.wait(
+            lambda: kube.names("Deployment", "kserve-test") == ["here-predictor"],
+            message="the served namespace",
+        )
+        config = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "inferenceservice-config", "namespace": "kserve"},
+            "data": {"ingress": '{"ingressGateway": "g", "ingressDomain": "ns.test"}'},
+        }
+        kube.create(config)  # in $POD_NAMESPACE, watched as well
+        kube.wait(
+            lambda: (
+                kube.get("InferenceService", "here", "kserve-test")["status"]["url"]
+                == "http://here-kserve-test.ns.test"
+            ),
+            message="the ConfigMap seen",
+        )
+        assert kube.names("Deployment") == []
+        assert not kube.get("InferenceService", "elsewhere").get("status")
+    assert runner.exit_code == 0
