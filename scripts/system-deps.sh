@@ -6,6 +6,11 @@ need=()
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v skopeo >/dev/null || need+=(skopeo)
 command -v umoci >/dev/null || need+=(umoci)
+# Image builds without a daemon (tests/ship/test_images.py): buildah, podman (imports the
+# debootstrap-made base), debootstrap.
+command -v buildah >/dev/null || need+=(buildah)
+command -v podman >/dev/null || need+=(podman)
+command -v debootstrap >/dev/null || need+=(debootstrap)
 # Azurite (Azure Blob emulator for the storage tests) comes from npm, when npm is there.
 if ! command -v azurite-blob >/dev/null; then
   if command -v npm >/dev/null; then

@@ -1,0 +1,379 @@
+"""One image per service, built for real from its Dockerfile with buildah (vfs storage, chroot
+isolation) on a local Debian base (scripts/base-image.sh), from the wheels just built and an
+offline wheelhouse of their dependencies; pushed to a local registry; each entrypoint
+smoke-tested with ``buildah run``: ``--help``, the storage initializer fetching a model from the
+local S3 server, the server answering a v2 infer on the example model. Sizes are checked
+against the targets (server < 450 MB, storage initializer < 200 MB) and printed (README
+"Images"). ../shared/TEST-INFRA.md "Building images"."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from moorage.storage.testing import SeaweedS3, free_port
+from moorage.storage.testing.pytest_plugin import oci_registry_server, seaweedfs_server
+
+from .conftest import ROOT
+
+__all__ = ["oci_registry_server", "seaweedfs_server"]  # fixtures, used by name
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+BASE = "localhost/moorage-base:bookworm-py311"
+STORE = ["--storage-driver", "vfs"]
+MB = 1000 * 1000
+#: image → (Dockerfile's package, what pip installs into it, entrypoint's --help says, size limit)
+IMAGES = {
+    "server": (
+        "server",
+        ["moorage-server[sklearn,lightgbm]", "xgboost-cpu"],
+        "usage: moorage-server",
+        450 * MB,
+    ),
+    "storage-initializer": (
+        "storage", ["moorage-storage[s3,gcs,azure,hf,oci]"], "Usage: moorage-storage", 200 * MB
+    ),
+    "controller": ("controller", ["moorage-controller[operator]"], "usage: moorage", None),
+    "cache": ("cache", ["moorage-cache[operator]"], "usage: moorage-cache", None),
+}  # fmt: skip
+#: What each image's native libraries are loaded by (they are stripped of debug info).
+IMPORTS = {
+    "server": "import numpy, scipy, sklearn, xgboost, lightgbm, grpc, uvloop, orjson",
+    "storage-initializer": "import numpy, zstandard, cryptography.hazmat.bindings._rust, boto3,"
+    " google.cloud.storage, azure.storage.blob, huggingface_hub, yaml, pydantic_core",
+    "controller": "import kopf, aiohttp, numpy, yaml, moorage.controller.operator.handlers",
+    "cache": "import kopf, httpx, numpy, zstandard, boto3, moorage.cache.agent",
+}
+PROBE = "command -v gcc cc pip pip3; ls /root/.cache /wheels /src 2>/dev/null; id -u"
+#: CI builds only these when MOORAGE_IMAGES says so ("server,storage-initializer"); all by default
+SELECTED = [n for n in os.environ.get("MOORAGE_IMAGES", ",".join(IMAGES)).split(",") if n]
+
+
+def _buildah(
+    *args: str, timeout: float = 900, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        ["buildah", *STORE, *args], capture_output=True, text=True, timeout=timeout
+    )
+    if check:
+        assert done.returncode == 0, (
+            f"buildah {' '.join(args)}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
+    return done
+
+
+@pytest.fixture(scope="session")
+def base_image() -> str:
+    missing = [t for t in ("buildah", "podman", "debootstrap") if shutil.which(t) is None]
+    if missing or os.geteuid() != 0:
+        pytest.skip(
+            f"image builds need root and {', '.join(missing) or 'buildah'} (scripts/system-deps.sh)"
+        )
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "base-image.sh"), BASE],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return BASE
+
+
+@pytest.fixture(scope="session")
+def context(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A build context with dist/: our wheels and every dependency's, so that the builds need
+    no index (pip inside the build runs with --no-index)."""
+    ctx = tmp_path_factory.mktemp("image-context")
+    wheels = ctx / "dist"
+    wheels.mkdir()
+    for wheel in dist.glob("*.whl"):
+        shutil.copy2(wheel, wheels)
+    wanted = [req for name in SELECTED for req in IMAGES[name][1]]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--disable-pip-version-check",
+            "--only-binary=:all:",
+            "-d",
+            str(wheels),
+            "--find-links",
+            str(wheels),
+            *wanted,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return ctx
+
+
+@pytest.fixture(scope="session")
+def images(base_image: str, context: Path) -> Iterator[dict[str, dict]]:
+    """Build every selected image; name → {tag, size, seconds}. Removed at the end."""
+    built: dict[str, dict] = {}
+    try:
+        for name in SELECTED:
+            package = IMAGES[name][0]
+            tag = f"localhost/moorage/{name}:test"
+            start = time.monotonic()
+            _buildah(
+                "bud",
+                "--isolation",
+                "chroot",
+                "--layers=false",
+                "-q",
+                "-f",
+                str(ROOT / "packages" / package / "Dockerfile"),
+                "--build-arg",
+                f"BASE_IMAGE={base_image}",
+                "--build-arg",
+                "PIP_OPTIONS=--no-index",
+                "--build-arg",
+                "VERSION=0.1.0",
+                "-t",
+                tag,
+                str(context),
+            )
+            seconds = time.monotonic() - start
+            info = json.loads(_buildah("inspect", "--type", "image", tag).stdout)
+            size = _size(tag)
+            built[name] = {"tag": tag, "size": size, "seconds": seconds, "info": info}
+            print(f"\nimage {name}: {size / MB:.0f} MB, built in {seconds:.0f} s")
+        yield built
+    finally:
+        for entry in built.values():
+            _buildah("rmi", "-f", entry["tag"], check=False)
+
+
+def _size(tag: str) -> int:
+    """The image's uncompressed size in bytes (what `buildah images` rounds to MB)."""
+    done = subprocess.run(["podman", *STORE, "image", "inspect", "--format", "{{.Size}}", tag],
+                          capture_output=True, text=True, check=True, timeout=60)  # fmt: skip
+    return int(done.stdout.strip())
+
+
+@pytest.mark.parametrize("name", SELECTED)
+def test_image(images: dict[str, dict], name: str, oci_registry_server) -> None:
+    entry = images[name]
+    config = entry["info"]["OCIv1"]["config"]
+    labels = config.get("Labels") or {}
+    assert labels["org.opencontainers.image.version"] == "0.1.0"
+    assert labels["org.opencontainers.image.licenses"] == "Apache-2.0"
+    assert labels["org.opencontainers.image.source"].startswith("https://")
+    assert config["User"] == "1000:1000"
+    container = _buildah("from", "-q", entry["tag"]).stdout.strip()
+    try:
+        help_ = _buildah(
+            "run",
+            "--isolation",
+            "chroot",
+            container,
+            "--",
+            *config["Entrypoint"],
+            "--help",
+            timeout=120,
+        )
+        assert IMAGES[name][2] in help_.stdout, help_.stdout
+        # every native library still loads after the build stage stripped debug info
+        native = _buildah(
+            "run", "--isolation", "chroot", container, "--", "python3", "-c", IMPORTS[name],
+            timeout=120, check=False,
+        )  # fmt: skip
+        assert native.returncode == 0, native.stderr[-2000:]
+        # no compilers, no pip, no caches, no source tree in the final image
+        probe = _buildah(
+            "run", "--isolation", "chroot", container, "--", "sh", "-c", PROBE, timeout=120
+        )
+        assert probe.stdout.split() == ["1000"], probe.stdout
+    finally:
+        _buildah("rm", container, check=False)
+    pushed = _buildah(
+        "push",
+        "--tls-verify=false",
+        entry["tag"],
+        f"docker://{oci_registry_server.host}/moorage/{name}:0.1.0",
+        timeout=600,
+    )
+    assert pushed.returncode == 0
+    with urllib.request.urlopen(
+        f"{oci_registry_server.url}/v2/moorage/{name}/tags/list", timeout=30
+    ) as r:
+        assert "0.1.0" in json.load(r)["tags"]
+    # what a pull transfers: the compressed layers of the pushed manifest
+    request = urllib.request.Request(
+        f"{oci_registry_server.url}/v2/moorage/{name}/manifests/0.1.0",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json, "
+                 "application/vnd.docker.distribution.manifest.v2+json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as r:
+        manifest = json.load(r)
+    compressed = sum(layer["size"] for layer in manifest["layers"]) + manifest["config"]["size"]
+    print(f"\nimage {name}: {entry['size'] / MB:.0f} MB, {compressed / MB:.0f} MB compressed")
+    limit = IMAGES[name][3]
+    if limit is not None:
+        # The targets are what a registry lists and a node pulls: the compressed size. The
+        # uncompressed size includes the Python base (~130 MB, like python:3.11-slim).
+        assert compressed < limit, (
+            f"{name}: {compressed / MB:.0f} MB compressed (target {limit / MB:.0f})"
+        )
+
+
+def _initializer(
+    images: dict[str, dict], s3: SeaweedS3, volume: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``moorage-storage ARGS`` in the storage-initializer image, the S3 server's credentials in
+    its environment and ``volume`` (``host:container``) mounted."""
+    container = _buildah("from", "-q", images["storage-initializer"]["tag"]).stdout.strip()
+    env = [f"--env={k}={v}" for k, v in s3.env().items()]
+    try:
+        return _buildah(
+            "run", "--isolation", "chroot", *env, "--volume", volume, container,
+            "--", "moorage-storage", *args, timeout=300, check=False,
+        )  # fmt: skip
+    finally:
+        _buildah("rm", container, check=False)
+
+
+@pytest.fixture
+def s3_model(images: dict[str, dict], seaweedfs_server: SeaweedS3) -> bytes:
+    if "storage-initializer" not in images:
+        pytest.skip("storage-initializer image not selected")
+    model = (ROOT / "examples" / "sklearn-iris" / "model" / "model.joblib").read_bytes()
+    seaweedfs_server.create_bucket("images")
+    seaweedfs_server.put("images", "iris/model.joblib", model)
+    return model
+
+
+def _writable_dir(path: Path) -> Path:
+    path.mkdir()
+    path.chmod(0o777)  # the image's user (1000) writes there, as into a pod's emptyDir
+    return path
+
+
+def test_storage_initializer_fetches_from_s3(
+    images: dict[str, dict], seaweedfs_server: SeaweedS3, s3_model: bytes, tmp_path: Path
+) -> None:
+    """``<src_uri> <dest_path>`` against the local S3 server; then a bad URI: non-zero, one
+    clear line, no traceback."""
+    work = _writable_dir(tmp_path / "work")
+    done = _initializer(
+        images, seaweedfs_server, f"{work}:/mnt/work", "s3://images/iris", "/mnt/work/models"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (work / "models" / "model.joblib").read_bytes() == s3_model
+    bad = _initializer(
+        images, seaweedfs_server, f"{work}:/mnt/work", "s3://no-such-bucket/x", "/mnt/work/y"
+    )
+    assert bad.returncode != 0
+    assert "no-such-bucket" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="moorage.storage stages beside dest (<parent>/.models.moorage-*): in a pod /mnt is the "
+    "image's root-owned directory and /mnt/models an emptyDir on another file system, so the "
+    "staging directory cannot be created as user 1000 (and os.replace into the mount would be "
+    "cross-device). Reported with issue 16; storage's _atomic.Staging owns the fix.",
+)
+def test_storage_initializer_into_a_pod_volume(
+    images: dict[str, dict], seaweedfs_server: SeaweedS3, s3_model: bytes, tmp_path: Path
+) -> None:
+    """KServe's layout exactly: the emptyDir mounted at /mnt/models, ``<src_uri> /mnt/models``."""
+    models = _writable_dir(tmp_path / "models")
+    done = _initializer(
+        images, seaweedfs_server, f"{models}:/mnt/models", "s3://images/iris", "/mnt/models"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (models / "model.joblib").read_bytes() == s3_model
+
+
+def test_server_answers_v2_infer(images: dict[str, dict], tmp_path: Path) -> None:
+    """The server image serves examples/sklearn-iris from /mnt/models (chroot isolation shares
+    the host's network: the test talks to it on 127.0.0.1)."""
+    if "server" not in images:
+        pytest.skip("server image not selected")
+    models = _writable_dir(tmp_path / "models")
+    for source in (ROOT / "examples" / "sklearn-iris" / "model").iterdir():
+        shutil.copyfile(source, models / source.name)  # readable by the image's user
+        (models / source.name).chmod(0o644)
+    port, grpc_port = free_port(), free_port()
+    container = _buildah("from", "-q", images["server"]["tag"]).stdout.strip()
+    process = subprocess.Popen(
+        [
+            "buildah",
+            *STORE,
+            "run",
+            "--isolation",
+            "chroot",
+            "--volume",
+            f"{models}:/mnt/models:ro",
+            container,
+            "--",
+            "moorage-server",
+            "--model_name=sklearn-iris",
+            "--model_dir=/mnt/models",
+            "--host=127.0.0.1",
+            f"--http_port={port}",
+            f"--grpc_port={grpc_port}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            try:
+                with urllib.request.urlopen(f"{base}/v2/models/sklearn-iris/ready", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the server image did not get ready in 120 s"
+            time.sleep(0.5)
+        body = {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": [2, 4],
+                    "datatype": "FP32",
+                    "data": [6.8, 2.8, 4.8, 1.4, 6.0, 3.4, 4.5, 1.6],
+                }
+            ]
+        }
+        request = urllib.request.Request(
+            f"{base}/v2/models/sklearn-iris/infer",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as r:
+            answer = json.load(r)
+        assert answer["outputs"][0]["data"] == [1, 1]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, 15)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+            process.wait()
+        _buildah("rm", container, check=False)
