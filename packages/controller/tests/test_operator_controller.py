@@ -175,9 +175,11 @@ async def test_api_errors_are_retried_with_backoff(controller: Controller) -> No
             if "status" in client.kinds():
                 break
             await asyncio.sleep(0.01)
+        timers_left = len(controller._timers)
     finally:
         await controller.stop()
     assert client.kinds() == ["apply"] * 4 + ["status"]
+    assert timers_left == 0  # fired retry timers are not kept
 
 
 async def test_a_key_is_queued_once(controller: Controller) -> None:

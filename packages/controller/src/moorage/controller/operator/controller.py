@@ -145,7 +145,7 @@ class Controller:
         self._applied: dict[IsvcKey, _Applied] = {}
         self._events: dict[IsvcKey, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._timers: set[asyncio.TimerHandle] = set()
+        self._timers: dict[object, asyncio.TimerHandle] = {}
         self.idle = asyncio.Event()
 
     # -- the queue ---------------------------------------------------------------------------
@@ -153,8 +153,9 @@ class Controller:
     def enqueue(self, key: IsvcKey, *, delay: float = 0.0) -> None:
         """Reconcile ``key`` (after ``delay`` seconds); a no-op while it is queued already."""
         if delay > 0:
-            handle = asyncio.get_running_loop().call_later(delay, self._fire, key)
-            self._timers.add(handle)
+            token = object()
+            handle = asyncio.get_running_loop().call_later(delay, self._fire, key, token)
+            self._timers[token] = handle
             return
         if key in self._active:
             self._again.add(key)
@@ -166,8 +167,8 @@ class Controller:
         self._queue.put_nowait(key)
         metrics.QUEUE_DEPTH.set(len(self._queued))
 
-    def _fire(self, key: IsvcKey) -> None:
-        self._timers = {t for t in self._timers if not t.cancelled() and t.when() > 0}
+    def _fire(self, key: IsvcKey, token: object) -> None:
+        self._timers.pop(token, None)
         self.enqueue(key)
 
     def enqueue_dependents(self, kind: str, namespace: str | None, name: str) -> None:
@@ -179,8 +180,9 @@ class Controller:
         self._tasks = [loop.create_task(self._worker(i)) for i in range(self._workers)]
 
     async def stop(self) -> None:
-        for handle in self._timers:
+        for handle in self._timers.values():
             handle.cancel()
+        self._timers.clear()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -254,6 +256,7 @@ class Controller:
             # Its objects go with it: the API server's garbage collector follows the owner
             # references.
             self.deps.remove(key)
+            self._failures.pop(key, None)
             self._applied.pop(key, None)
             self._events.pop(key, None)
             return
