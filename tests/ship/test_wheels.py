@@ -13,6 +13,7 @@ from __future__ import annotations
 import email.parser
 import json
 import subprocess
+import sys
 import tarfile
 import tomllib
 import zipfile
@@ -122,7 +123,7 @@ def test_wheel_and_sdist_contents(dist: Path, name: str) -> None:
 def _venv(tmp_path: Path, dist: Path, requirement: str) -> Path:
     uv = uv_binary()
     venv = tmp_path / "venv"
-    subprocess.run([uv, "venv", "-q", "--python", "3.11", str(venv)], check=True)
+    subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
     python = venv / "bin" / "python"
     # Our packages come from the wheels just built, never from an index (--no-sources: the
     # workspace's own paths are not consulted).
