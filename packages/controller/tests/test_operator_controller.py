@@ -215,3 +215,12 @@ def test_rate_limiter_allows_bursts_then_paces() -> None:
     now[0] = 10.0  # refilled, up to the burst
     assert [limiter.reserve() for _ in range(3)] == [0.0, 0.0, 0.0]
     assert RateLimiter(0.0, 1).reserve() == 0.0
+
+
+async def test_modelmesh_inferenceservices_are_left_to_modelmesh(controller: Controller) -> None:
+    client: Recorder = controller.client  # type: ignore[assignment]
+    isvc = _isvc()
+    isvc["metadata"]["annotations"] = {"serving.kserve.io/deploymentMode": "ModelMesh"}
+    controller.snapshot.isvcs[KEY] = isvc
+    await controller.reconcile(KEY)
+    assert client.calls == []

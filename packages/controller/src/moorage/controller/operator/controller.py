@@ -56,6 +56,7 @@ logger = logging.getLogger(__name__)
 
 ISVC_LABEL = "serving.kserve.io/inferenceservice"
 COMPONENT_LABEL = "component"
+DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 
 
 @dataclass
@@ -259,6 +260,11 @@ class Controller:
             self._failures.pop(key, None)
             self._applied.pop(key, None)
             self._events.pop(key, None)
+            return
+        annotations = (body.get("metadata") or {}).get("annotations") or {}
+        if annotations.get(DEPLOYMENT_MODE_ANNOTATION) == "ModelMesh":
+            # ModelMesh's controller serves these (KServe's controller skips them too).
+            self.deps.remove(key)
             return
         self.deps.update(
             key,
