@@ -57,7 +57,9 @@ VALUES: dict[str, dict[str, Any]] = {
                   "webhook": {"enabled": True, "certificate": {"secretName": "my-tls"}},
                   "agent": {"prepareRoot": False}},
     },
-    "single-replica-no-metrics": {"controller": {"leaderElection": False, "metricsPort": 0}},
+    "single-replica-no-metrics-no-webhooks": {
+        "controller": {"leaderElection": False, "metricsPort": 0, "webhook": {"enabled": False}},
+    },
 }  # fmt: skip
 
 
@@ -160,6 +162,10 @@ def test_default_install(helm: Path, tmp_path: Path) -> None:
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "moorage/controller:0.1.0"
     assert container["args"][0] == "operator"
+    assert "--webhooks" in container["args"]
+    assert "--webhook-host=moorage-operator.kserve.svc" in container["args"]
+    webhook = _by_kind(objects, "Service")["moorage-operator"]["spec"]["ports"][0]
+    assert webhook["port"] == 9443 and webhook["targetPort"] == "webhook"
     assert {
         "name": "POD_NAMESPACE",
         "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
@@ -300,6 +306,13 @@ def _operator_calls() -> set[tuple[str, str, str]]:
             calls.add((group(kind), apply.KINDS[kind].plural, verb))
     calls.add(("serving.kserve.io", "inferenceservices/status", "patch"))
     calls.add(("", "events", "create"))
+    # --webhooks: kopf creates and patches the webhook configurations it is told to keep
+    from moorage.controller.operator import webhooks
+
+    assert webhooks.CONFIGURATION_NAME
+    for resource in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations"):
+        for verb in ("create", "patch"):
+            calls.add(("admissionregistration.k8s.io", resource, verb))
     return calls
 
 

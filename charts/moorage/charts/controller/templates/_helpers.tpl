@@ -4,3 +4,5 @@
 app.kubernetes.io/name: moorage-controller
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
+
+{{- define "moorage-controller.webhookService" -}}moorage-operator{{- end -}}
