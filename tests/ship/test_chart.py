@@ -16,8 +16,12 @@ import pytest
 import yaml
 
 from moorage.core.config.configmap import InferenceServiceConfig
+from moorage.storage.testing import Registry
+from moorage.storage.testing.pytest_plugin import oci_registry_server
 
 from .conftest import ROOT
+
+__all__ = ["oci_registry_server"]  # a fixture, used by name
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -381,10 +385,24 @@ def test_refusals_in_templates(helm: Path, tmp_path: Path) -> None:
     assert done.returncode != 0 and "leaderElection" in done.stderr
 
 
-def test_package(helm: Path, tmp_path: Path) -> None:
+def test_package_and_push(helm: Path, tmp_path: Path, oci_registry_server: Registry) -> None:
     _helm(helm, "package", str(CHART), "-d", str(tmp_path))
     packaged = tmp_path / "moorage-0.1.0.tgz"
     assert packaged.is_file()
+    env_home = ["--registry-config", str(tmp_path / "registry.json")]
+    _helm(
+        helm,
+        "push",
+        str(packaged),
+        f"oci://{oci_registry_server.host}/charts",
+        "--plain-http",
+        *env_home,
+    )
+    pulled = tmp_path / "pulled"
+    pulled.mkdir()
+    _helm(helm, "pull", f"oci://{oci_registry_server.host}/charts/moorage", "--version", "0.1.0",
+          "--plain-http", "-d", str(pulled), *env_home)  # fmt: skip
+    assert (pulled / "moorage-0.1.0.tgz").read_bytes() == packaged.read_bytes()
     # the package renders the same as the directory
     assert (
         _helm(helm, "template", "moorage", str(packaged)).stdout
