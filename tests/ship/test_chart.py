@@ -331,8 +331,6 @@ def test_operator_rbac_matches_its_calls(helm: Path, tmp_path: Path) -> None:
         ("apiextensions.k8s.io", "customresourcedefinitions", "list"),  # kopf's resource scan
         ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
         ("events.k8s.io", "events", "create"),  # kopf posts to either events API
-        ("serving.kserve.io", "inferenceservices", "get"),  # read before a status patch
-        ("serving.kserve.io", "inferenceservices/status", "get"),
     }
     assert granted - calls - framework == set(), "the ClusterRole grants more than is used"
     assert lease == {("coordination.k8s.io", "leases", v) for v in ("get", "create", "patch")}
@@ -419,3 +417,98 @@ def test_runtimes_in_sync() -> None:
         cwd=ROOT,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _cache_calls(module: str) -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) of the API calls in moorage-cache's ``module`` (controller.py
+    or agent.py), read from its source: ``self.kube.<verb>(KIND, ...)`` and the controller's
+    helpers around it (``items(KIND)`` lists, ``self._create(KIND, ...)`` creates), a ``kind``
+    variable resolved from its assignments, ``status=True`` for the status subresource, and
+    the kinds kopf watches (``kopf.on.event`` over a list of (group, version, plural))."""
+    import ast
+
+    from moorage.cache import _kube
+
+    kinds = {name: value for name, value in vars(_kube).items() if isinstance(value, _kube.Kind)}
+    source = Path(_kube.__file__).with_name(f"{module}.py").read_text()
+    tree = ast.parse(source)
+    verbs = {"get": "get", "list": "list", "watch": "watch", "create": "create", "patch": "patch",
+             "delete": "delete", "items": "list", "_create": "create"}  # fmt: skip
+    calls: set[tuple[str, str, str]] = set()
+    for function in ast.walk(tree):
+        if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        variables: dict[str, set[str]] = {}
+        for node in ast.walk(function):
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.IfExp):
+                names = {
+                    n.id for n in ast.walk(node.value) if isinstance(n, ast.Name) and n.id in kinds
+                }
+                for target in node.targets:
+                    if isinstance(target, ast.Name) and names:
+                        variables.setdefault(target.id, set()).update(names)
+        for node in ast.walk(function):
+            if not isinstance(node, ast.Call) or not node.args:
+                continue
+            func = node.func
+            method = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            if method not in verbs:
+                continue
+            if isinstance(func, ast.Attribute) and method in ("get", "list", "watch", "create",
+                                                               "patch", "delete"):  # fmt: skip
+                owner = func.value
+                if not (isinstance(owner, ast.Attribute) and owner.attr == "kube"):
+                    continue
+            first = node.args[0]
+            if not isinstance(first, ast.Name):
+                continue
+            names = {first.id} if first.id in kinds else variables.get(first.id, set())
+            status = any(k.arg == "status" for k in node.keywords)
+            for name in names:
+                kind = kinds[name]
+                resource = kind.plural + ("/status" if status else "")
+                calls.add((kind.group, resource, verbs[method]))
+    if module == "controller":  # kopf's watches
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Tuple) and len(node.elts) == 3:
+                values = [e.value for e in node.elts if isinstance(e, ast.Constant)]
+                if (
+                    len(values) == 3
+                    and all(isinstance(v, str) for v in values)
+                    and values[2].endswith("s")
+                ):
+                    calls.update({(values[0], values[2], "list"), (values[0], values[2], "watch")})
+    return calls
+
+
+def test_cache_rbac_matches_its_calls(helm: Path, tmp_path: Path) -> None:
+    pytest.importorskip("moorage.cache")
+    objects = _render(helm, tmp_path, VALUES["all-features"])
+    roles = _by_kind(objects, "ClusterRole")
+    controller = _grants(roles["moorage-cache-controller"]) | _grants(
+        _by_kind(objects, "Role")["moorage-cache-controller"]
+    )
+    agent = _grants(roles["moorage-cache-agent"])
+    controller_calls = _cache_calls("controller")
+    agent_calls = _cache_calls("agent")
+    assert ("", "configmaps", "get") in controller_calls and (
+        "",
+        "nodes",
+        "watch",
+    ) in controller_calls
+    assert controller_calls - controller == set(), (
+        "the cache controller calls what it is not granted"
+    )
+    assert agent_calls - agent == set(), "the cache agent calls what it is not granted"
+    framework = {
+        ("apiextensions.k8s.io", "customresourcedefinitions", "list"),  # kopf's resource scan
+        ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+        ("", "events", "create"), ("events.k8s.io", "events", "create"),  # kopf's Events
+        ("admissionregistration.k8s.io", "validatingwebhookconfigurations", "create"),  # kopf
+        ("admissionregistration.k8s.io", "validatingwebhookconfigurations", "patch"),
+    }  # fmt: skip
+    assert controller - controller_calls - framework == set(), (
+        "the controller is granted more than it uses"
+    )
+    # the agent's watch of its own LocalModelNode lists it first (field selector)
+    assert agent - agent_calls - {("serving.kserve.io", "localmodelnodes", "list")} == set()
