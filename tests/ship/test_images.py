@@ -377,3 +377,21 @@ def test_server_answers_v2_infer(images: dict[str, dict], tmp_path: Path) -> Non
             os.killpg(process.pid, 9)
             process.wait()
         _buildah("rm", container, check=False)
+
+
+def test_server_refuses_a_missing_model(images: dict[str, dict]) -> None:
+    """A model directory that is not there: non-zero exit and one clear line, no traceback."""
+    if "server" not in images:
+        pytest.skip("server image not selected")
+    container = _buildah("from", "-q", images["server"]["tag"]).stdout.strip()
+    try:
+        done = _buildah(
+            "run", "--isolation", "chroot", container, "--", "moorage-server",
+            "--model_name=m", "--model_dir=/mnt/models/missing", f"--http_port={free_port()}",
+            timeout=120, check=False,
+        )  # fmt: skip
+    finally:
+        _buildah("rm", container, check=False)
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert "/mnt/models/missing" in output and "Traceback" not in output, output
