@@ -130,7 +130,7 @@ def images(base_image: str, context: Path) -> Iterator[dict[str, dict]]:
     try:
         for name in SELECTED:
             package = IMAGES[name][0]
-            tag = f"localhost/moorage/{name}:test"
+            tag = f"localhost/moorage/{name}:test-{os.getpid()}"  # runs side by side
             start = time.monotonic()
             _buildah(
                 "bud",
