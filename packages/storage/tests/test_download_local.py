@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,6 +86,31 @@ def test_existing_mount_point_dest_gets_files_directly(tmp_path: Path) -> None:
     download(str(src), dest)
     assert (dest / "model.joblib").exists() and (dest / MANIFEST_NAME).exists()
     assert (dest / "stale.txt").exists(), "KServe writes into an existing directory"
+
+
+def test_pod_volume_stages_inside_the_destination(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KServe's pod layout: ``/mnt`` belongs to root, ``/mnt/models`` is a volume that the
+    initializer's non-root user may write (on another file system). Nothing may be created
+    beside an existing destination: staging goes inside it, and is gone afterwards.
+    (tests/ship/test_images.py runs the real image as user 1000 on this layout.)"""
+    mnt = tmp_path / "mnt"
+    dest = mnt / "models"
+    dest.mkdir(parents=True)
+    src = model_dir(tmp_path / "src")
+    made: list[Path] = []
+    real_mkdir = os.mkdir
+
+    def recording_mkdir(path: Any, *args: Any, **kwargs: Any) -> None:
+        real_mkdir(path, *args, **kwargs)
+        made.append(Path(path))  # what was created, not what existed already
+
+    monkeypatch.setattr(os, "mkdir", recording_mkdir)
+    download(str(src), dest)
+    assert made and all(dest in p.parents for p in made), made
+    assert sorted(p.name for p in mnt.iterdir()) == ["models"]
+    assert listing(dest) == [MANIFEST_NAME, "model.joblib", "sub"]
 
 
 def test_new_source_replaces_previous_download(tmp_path: Path) -> None:

@@ -1,15 +1,16 @@
-"""Atomic destinations: a staging directory beside ``dest``, a manifest, and the final move.
+"""Atomic destinations: a staging directory on ``dest``'s file system, a manifest, the final move.
 
-A download is assembled in ``<parent>/.<dest-name>.moorage-<hash of the URI>`` (same file
-system as ``dest``, so the final step is a rename) under an exclusive ``flock``, so two
-processes downloading into the same place take turns. Once every file is verified, the staging
-directory receives the manifest ``.moorage-download.json`` and becomes ``dest``:
+A download is assembled in a staging directory under an exclusive ``flock``, so two processes
+downloading into the same place take turns. Once every file is verified, the staging directory
+receives the manifest ``.moorage-download.json`` and its content becomes ``dest``:
 
-* ``dest`` missing (or an empty directory we may remove): one ``rename``; ``dest`` appears
-  complete or not at all.
-* ``dest`` an existing directory that cannot be replaced (a mount point such as the pod's
-  ``/mnt/models`` emptyDir): entries are renamed into it one by one and the manifest comes
-  last, so a crash in that short window leaves no manifest and the next run redoes the move.
+* ``dest`` missing: staged beside it, in ``<parent>/.<dest-name>.moorage-<hash of the URI>``,
+  then one ``rename``; ``dest`` appears complete or not at all.
+* ``dest`` an existing directory (in a pod, ``/mnt/models`` is an emptyDir mounted on a
+  root-owned ``/mnt`` that the initializer's user cannot write, on another file system):
+  staged inside it, in ``<dest>/.moorage-staging-<hash>``, so every move is a rename on the same
+  file system; entries are renamed into ``dest`` one by one and the manifest comes last, so a
+  crash in that short window leaves no manifest and the next run redoes the move.
 
 The manifest records the source URI (its query string redacted, plus a SHA-256 of the full URI),
 revision/digest, and every file with its size and known hashes. A later call with the same
@@ -38,6 +39,8 @@ __all__ = ["MANIFEST_NAME", "Staging", "read_manifest", "uri_fingerprint"]
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = ".moorage-download.json"
+#: Name prefix of a staging directory inside the destination.
+STAGING_PREFIX = ".moorage-staging-"
 MANIFEST_VERSION = 1
 
 
@@ -78,13 +81,18 @@ class Staging:
     def __init__(self, uri: str, dest: Path) -> None:
         self.uri = uri
         self.dest = dest
-        name = dest.name or "models"
-        self.path = dest.parent / f".{name}.moorage-{uri_fingerprint(uri)[:16]}"
+        tag = uri_fingerprint(uri)[:16]
+        #: Staged inside an existing destination directory (see the module docstring).
+        self.inside = dest.is_dir() and not dest.is_symlink()
+        if self.inside:
+            self.path = dest / f"{STAGING_PREFIX}{tag}"
+        else:
+            self.path = dest.parent / f".{dest.name or 'models'}.moorage-{tag}"
         self._lock_fd = -1
 
     @contextlib.contextmanager
     def locked(self, *, timeout: float = 3600.0) -> Iterator[Staging]:
-        self.dest.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.mkdir(exist_ok=True)
         fd = os.open(self.path, os.O_RDONLY)
         deadline = time.monotonic() + timeout
@@ -136,12 +144,13 @@ class Staging:
         old = read_manifest(dest)
         if old is not None:
             self._remove_listed(dest, old)
-        with contextlib.suppress(OSError):
-            if not any(dest.iterdir()):
-                dest.rmdir()
-                os.rename(self.path, dest)
-                return
-        if any(p.name != MANIFEST_NAME for p in dest.iterdir()):
+        if not self.inside:
+            with contextlib.suppress(OSError):
+                if not any(dest.iterdir()):
+                    dest.rmdir()
+                    os.rename(self.path, dest)
+                    return
+        if any(p.name != MANIFEST_NAME and p != self.path for p in dest.iterdir()):
             logger.warning("%s: %s is not empty; same-named files are replaced", self.uri, dest)
         (dest / MANIFEST_NAME).unlink(missing_ok=True)
         for entry in sorted(self.path.iterdir(), key=lambda p: p.name == MANIFEST_NAME):
