@@ -17,11 +17,8 @@ import yaml
 
 from moorage.core.config.configmap import InferenceServiceConfig
 from moorage.storage.testing import Registry
-from moorage.storage.testing.pytest_plugin import oci_registry_server
 
 from .conftest import ROOT
-
-__all__ = ["oci_registry_server"]  # a fixture, used by name
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -309,6 +306,8 @@ def _operator_calls() -> set[tuple[str, str, str]]:
         for verb in ("create", "patch", "delete"):
             calls.add((group(kind), apply.KINDS[kind].plural, verb))
     calls.add(("serving.kserve.io", "inferenceservices/status", "patch"))
+    calls.add(("serving.kserve.io", "trainedmodels/status", "patch"))
+    calls.add(("serving.kserve.io", "trainedmodels", "patch"))  # KServe's labels
     calls.add(("", "events", "create"))
     # --webhooks: kopf creates and patches the webhook configurations it is told to keep
     from moorage.controller.operator import webhooks

@@ -22,11 +22,8 @@ from pathlib import Path
 import pytest
 
 from moorage.storage.testing import SeaweedS3, free_port
-from moorage.storage.testing.pytest_plugin import oci_registry_server, seaweedfs_server
 
 from .conftest import ROOT
-
-__all__ = ["oci_registry_server", "seaweedfs_server"]  # fixtures, used by name
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

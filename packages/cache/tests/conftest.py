@@ -17,8 +17,6 @@ import pytest
 from moorage.cache._kube import CACHES, CONFIGMAPS, LOCAL_MODEL_NODES, Kind, Kube, KubeConfig
 from moorage.storage.testing import ServerProcess, free_port
 
-pytest_plugins = ["moorage.storage.testing.pytest_plugin"]
-
 REPO = Path(__file__).resolve().parents[3]
 KMOCK_SCRIPT = Path(
     os.environ.get("MOORAGE_KMOCK_APISERVER", REPO.parent / "shared/testing/kmock_apiserver.py")
