@@ -7,6 +7,10 @@ reachable from ROOTS, give them short class names, make ``Quantity`` / ``IntOrSt
 plain JSON scalars (so a parsed YAML dumps back byte-for-byte), drop descriptions (they would
 triple the size of the CRDs) and hand the result to ``datamodel-code-generator``.
 
+The ``x-kubernetes-*`` extensions the API server merges by (list and map types, list-map keys)
+and the integer formats (``int32``/``int64``) become each field's ``json_schema_extra``, so the
+models' JSON schemas, and the CRDs made from them, carry them as Kubernetes' own schemas do.
+
 Run: ``.venv/bin/python scripts/gen-k8s-models.py`` (writes
 ``packages/core/src/moorage/core/_generated/k8s.py``). ``test_crds.py`` checks the output is
 fresh (by hashes, without running the generator).
@@ -125,6 +129,20 @@ def _short_names(names: list[str]) -> dict[str, str]:
     return short
 
 
+#: Integer formats, recorded on the models as Kubernetes' schemas declare them. The generator keeps extra keys only when they start with ``x-`` and strips the prefix
+#: again (``--field-extra-keys-without-x-prefix``); it keeps none on array items, so an item
+#: with a format refers to one of these named integers instead.
+INT_FORMATS = {"int32": "Int32", "int64": "Int64"}
+
+
+def _int_format(node: Any) -> str | None:
+    if isinstance(node, dict) and node.get("format") in INT_FORMATS:
+        kinds = node.get("type")
+        if kinds == "integer" or (isinstance(kinds, list) and "integer" in kinds):
+            return str(node["format"])
+    return None
+
+
 def _clean(node: Any, short: dict[str, str]) -> Any:
     if isinstance(node, dict):
         out: dict[str, Any] = {}
@@ -133,6 +151,12 @@ def _clean(node: Any, short: dict[str, str]) -> Any:
                 continue
             if key == "$ref":
                 out[key] = "#/$defs/" + short[value.rsplit("/", 1)[-1]]
+                continue
+            if key == "items" and (fmt := _int_format(value)):
+                out[key] = {"$ref": "#/$defs/" + INT_FORMATS[fmt]}
+                continue
+            if key == "format" and _int_format(node):
+                out["x-format"] = value
                 continue
             if key == "type" and isinstance(value, list):
                 # ["string", "null"]: the null only says "optional"; required-ness says the rest.
@@ -162,6 +186,12 @@ def build_schema() -> dict[str, Any]:
                 if not body[key]:
                     del body[key]
         out[short[name]] = _clean(body, short)
+    used = {ref.rsplit("/", 1)[-1] for ref in _refs(out)}
+    for fmt, alias in INT_FORMATS.items():
+        if alias in used:
+            if alias in out:
+                raise SystemExit(f"name clash: a Kubernetes definition is named {alias}")
+            out[alias] = {"type": "integer", "x-format": fmt}
     # No top-level type: the generator then emits only the definitions.
     return {"$schema": "http://json-schema.org/draft-07/schema#", "$defs": out}
 
@@ -216,6 +246,8 @@ def generate() -> str:
             "--enum-field-as-literal",
             "all",
             "--use-schema-description",
+            "--field-extra-keys-without-x-prefix",
+            "x-format",
             "--field-extra-keys",
             "x-kubernetes-list-type",
             "x-kubernetes-list-map-keys",

@@ -283,3 +283,189 @@ def test_status_keeps_unknown_fields_and_no_ephemeral_containers() -> None:
         if "status" in schema["properties"]:
             assert schema["properties"]["status"]["x-kubernetes-preserve-unknown-fields"] is True
         assert "ephemeralContainers" not in yaml.safe_dump(crd)
+
+
+# --- integer formats and merge extensions, as Kubernetes' and KServe's schemas have them ----------
+
+
+def _at(schema: dict[str, Any], path: str) -> dict[str, Any]:
+    """The schema node at a dotted path; ``[]`` steps into a list's items."""
+    node = schema
+    for part in path.split("."):
+        node = node["properties"][part.removesuffix("[]")]
+        if part.endswith("[]"):
+            node = node["items"]
+    return node
+
+
+def _spec_schema(kind: str) -> dict[str, Any]:
+    for crd in GENERATED.values():
+        if crd["spec"]["names"]["kind"] == kind:
+            schema: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+            return schema["properties"]["spec"]
+    raise KeyError(kind)
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "expected"),
+    [
+        # Kubernetes' core types, as its OpenAPI definitions declare them.
+        ("InferenceService", "predictor.containers[].ports[].containerPort", "int32"),
+        ("InferenceService", "predictor.model.ports[].hostPort", "int32"),
+        ("InferenceService", "predictor.terminationGracePeriodSeconds", "int64"),
+        ("InferenceService", "predictor.model.readinessProbe.periodSeconds", "int32"),
+        ("InferenceService", "predictor.volumes[].secret.defaultMode", "int32"),
+        ("InferenceService", "predictor.securityContext.runAsUser", "int64"),
+        ("InferenceService", "predictor.securityContext.supplementalGroups[]", "int64"),
+        ("InferenceService", "predictor.tolerations[].tolerationSeconds", "int64"),
+        ("ServingRuntime", "containers[].livenessProbe.grpc.port", "int32"),
+        # KServe's Go types: int64 and int32 fields carry a format, Go's int none.
+        ("InferenceService", "predictor.containerConcurrency", "int64"),
+        ("InferenceService", "predictor.timeout", "int64"),
+        ("InferenceService", "transformer.canaryTrafficPercent", "int64"),
+        ("InferenceService", "predictor.minReplicas", None),
+        ("InferenceService", "predictor.maxReplicas", None),
+        ("InferenceService", "predictor.scaleTarget", None),
+        ("InferenceService", "predictor.batcher.maxBatchSize", None),
+        ("InferenceService", "predictor.workerSpec.size", None),
+        ("ServingRuntime", "supportedModelFormats[].priority", "int32"),
+        ("ClusterServingRuntime", "replicas", None),  # *uint16
+        ("InferenceGraph", "timeout", "int64"),
+        ("InferenceGraph", "minReplicas", None),
+    ],
+)
+def test_integer_formats(kind: str, path: str, expected: str | None) -> None:
+    node = _at(_spec_schema(kind), path)
+    assert node["type"] == "integer"
+    assert node.get("format") == expected
+
+
+def test_integer_formats_keep_other_constraints() -> None:
+    priority = _at(_spec_schema("ServingRuntime"), "supportedModelFormats[].priority")
+    assert priority == {"type": "integer", "format": "int32", "minimum": 1}
+    step = _spec_schema("InferenceGraph")["properties"]["nodes"]["additionalProperties"]
+    assert _at(step, "steps[].weight")["format"] == "int64"
+
+
+def test_status_integer_formats() -> None:
+    crd = GENERATED["serving.kserve.io_inferenceservices.yaml"]
+    status = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    assert _at(status, "observedGeneration")["format"] == "int64"
+    assert _at(status, "modelStatus.lastFailureInfo.exitCode")["format"] == "int32"
+    assert _at(status, "modelStatus.copies.totalCopies").get("format") is None
+
+
+def _int_checker() -> jsonschema.FormatChecker:
+    """The API server's check of integer formats: a value must fit the declared width."""
+    checker = jsonschema.FormatChecker()
+    for fmt, bits in (("int32", 32), ("int64", 64)):
+        low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+        checker.checks(fmt)(
+            lambda v, low=low, high=high: not isinstance(v, int) or low <= v <= high
+        )
+    return checker
+
+
+def test_crd_refuses_integers_out_of_their_format() -> None:
+    schema = _isvc_schema()
+    validator = jsonschema.Draft7Validator(schema, format_checker=_int_checker())
+    doc = yaml.safe_load(PROBE_ISVC)
+    validator.validate(doc)
+    doc["spec"]["predictor"]["model"]["ports"][0]["containerPort"] = 2**31
+    assert [e.validator for e in validator.iter_errors(doc)] == ["format"]
+    doc["spec"]["predictor"]["model"]["ports"][0]["containerPort"] = 8080
+    doc["spec"]["predictor"]["containerConcurrency"] = 2**31  # int64: fits
+    validator.validate(doc)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_fit_their_integer_formats(path: Path) -> None:
+    for doc in yaml.load_all(path.read_text(), Loader=_Loader):
+        if doc is None or doc.get("kind") == "ConfigMap":
+            continue
+        validator = _validator(doc["kind"])
+        formats = type(validator)(validator.schema, format_checker=_int_checker())
+        formats.validate(doc)
+
+
+# Kubernetes' own definitions, which the core models are generated from.
+_EXTENSIONS = ("x-kubernetes-list-type", "x-kubernetes-list-map-keys", "x-kubernetes-map-type")
+
+#: Where KServe's CRDs, and so ours, depart from Kubernetes' extensions: KServe's copy of
+#: PodSpec (components, workerSpec) declares no list type on these (they merge as atomic lists).
+_MAP_BY_NAME = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}
+_KSERVE_PODSPEC = {
+    ".containers": _MAP_BY_NAME,
+    ".initContainers": _MAP_BY_NAME,
+    ".volumes": _MAP_BY_NAME,
+    ".imagePullSecrets": _MAP_BY_NAME,
+    ".hostAliases": {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["ip"]},
+}
+
+
+@functools.cache
+def _kubernetes_definitions() -> dict[str, Any]:
+    base = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+    text = (base / f"v{K8S_VERSION}-local-strict" / "_definitions.json").read_text()
+    definitions: dict[str, Any] = yaml.load(text, Loader=_Loader)["$defs"]
+    return definitions
+
+
+def _deref(node: dict[str, Any]) -> dict[str, Any]:
+    """The definition a node refers to; the node's own keys win (``claimRef`` is a granular
+    ObjectReference, though ObjectReference is atomic)."""
+    while "$ref" in node:
+        target = _kubernetes_definitions()[node["$ref"].rsplit("/", 1)[-1]]
+        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
+
+
+def _compare(
+    theirs: dict[str, Any],
+    ours: dict[str, Any],
+    path: str,
+    out: list[str],
+    departures: dict[str, dict[str, Any]],
+) -> None:
+    theirs = _deref(theirs)
+    wanted = {k: theirs[k] for k in _EXTENSIONS if k in theirs}
+    kinds = theirs.get("type")
+    if theirs.get("format") in ("int32", "int64") and "integer" in (kinds or ()):
+        wanted["format"] = theirs["format"]
+    for key, value in departures.get(path, {}).items():
+        assert wanted.pop(key) == value, (path, key)
+    got = {k: ours[k] for k in (*_EXTENSIONS, "format") if k in ours}
+    if got != wanted:
+        out.append(f"{path}: ours {got}, Kubernetes {wanted}")
+    for name, child in theirs.get("properties", {}).items():
+        if name in ours.get("properties", {}):
+            _compare(child, ours["properties"][name], f"{path}.{name}", out, departures)
+        elif name != "ephemeralContainers":  # none in KServe's CRDs
+            out.append(f"{path}.{name}: missing")
+    if isinstance(theirs.get("items"), dict):
+        _compare(theirs["items"], ours["items"], f"{path}[]", out, departures)
+    extra = theirs.get("additionalProperties")
+    if isinstance(extra, dict) and isinstance(ours.get("additionalProperties"), dict):
+        _compare(extra, ours["additionalProperties"], f"{path}{{}}", out, departures)
+
+
+@pytest.mark.parametrize(
+    ("definition", "kind", "path"),
+    [
+        ("io.k8s.api.core.v1.Container", "InferenceService", "predictor.containers[]"),
+        ("io.k8s.api.core.v1.Container", "ServingRuntime", "containers[]"),
+        ("io.k8s.api.core.v1.Container", "ClusterStorageContainer", "container"),
+        ("io.k8s.api.core.v1.PodSpec", "InferenceService", "predictor"),
+        ("io.k8s.api.core.v1.PodSpec", "InferenceService", "transformer"),
+        ("io.k8s.api.core.v1.PodSpec", "InferenceService", "predictor.workerSpec"),
+        ("io.k8s.api.core.v1.Volume", "InferenceService", "predictor.volumes[]"),
+        ("io.k8s.api.core.v1.Volume", "ClusterServingRuntime", "volumes[]"),
+        ("io.k8s.api.core.v1.PersistentVolumeSpec", "LocalModelNodeGroup", "persistentVolumeSpec"),
+    ],
+)
+def test_extensions_and_formats_match_kubernetes(definition: str, kind: str, path: str) -> None:
+    """Server-side apply merges lists and maps by these extensions: ours are Kubernetes'."""
+    departures = _KSERVE_PODSPEC if definition.endswith(".PodSpec") else {}
+    problems: list[str] = []
+    _compare({"$ref": definition}, _at(_spec_schema(kind), path), "", problems, departures)
+    assert problems == []

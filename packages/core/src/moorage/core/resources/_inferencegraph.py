@@ -10,6 +10,7 @@ from moorage.core._generated import k8s
 from moorage.core.resources._meta import (
     GROUP,
     Condition,
+    Int64,
     KubeModel,
     PrinterColumn,
     Resource,
@@ -37,7 +38,7 @@ class InferenceStep(KubeModel):
     service_name: str | None = None
     service_url: str | None = None
     data: str | None = None
-    weight: int | None = None
+    weight: Int64 | None = None
     condition: str | None = None
     dependency: Literal["Soft", "Hard"] | None = None
 
@@ -51,7 +52,7 @@ class InferenceGraphSpec(KubeModel):
     nodes: dict[str, InferenceRouter]
     resources: k8s.ResourceRequirements | None = None
     affinity: k8s.Affinity | None = None
-    timeout: int | None = None
+    timeout: Int64 | None = None
     min_replicas: int | None = None
     max_replicas: int | None = None
     scale_target: int | None = None
@@ -59,7 +60,7 @@ class InferenceGraphSpec(KubeModel):
 
 
 class InferenceGraphStatus(StatusModel):
-    observed_generation: int | None = None
+    observed_generation: Int64 | None = None
     conditions: list[Condition] | None = None
     annotations: dict[str, str] | None = None
     url: str | None = None

@@ -17,6 +17,8 @@ from moorage.core.resources._meta import (
     GROUP,
     Addressable,
     Condition,
+    Int32,
+    Int64,
     KubeModel,
     PrinterColumn,
     ProtocolVersion,
@@ -94,11 +96,18 @@ class InlineContainer(k8s.Container):
 
 class PodSpec(k8s.PodSpec):
     """KServe's copy of corev1.PodSpec, inlined into components: ``containers`` is optional; each
-    container has a ``name`` (KServe's CRD requires it, as corev1 does)."""
+    container has a ``name`` (KServe's CRD requires it, as corev1 does).
+
+    The copy declares no list type on its container and volume lists (corev1 makes them maps
+    keyed by name), so KServe's CRD has none there: server-side apply replaces those lists
+    whole, and so it does with ours.
+    """
 
     model_config = _INLINE_CONFIG
 
     containers: list[k8s.Container] | None = None  # type: ignore[assignment]
+    init_containers: list[k8s.Container] | None = None
+    volumes: list[k8s.Volume] | None = None
 
 
 class StorageSpec(KubeModel):
@@ -133,9 +142,9 @@ class ComponentExtensionSpec(KubeModel):
     max_replicas: int | None = None
     scale_target: int | None = None
     scale_metric: ScaleMetric | None = None
-    container_concurrency: int | None = None
-    timeout: int | None = None
-    canary_traffic_percent: int | None = None
+    container_concurrency: Int64 | None = None
+    timeout: Int64 | None = None
+    canary_traffic_percent: Int64 | None = None
     logger: LoggerSpec | None = None
     batcher: Batcher | None = None
     labels: dict[str, str] | None = None
@@ -279,7 +288,7 @@ class TrafficTarget(StatusModel):
     revision_name: str | None = None
     configuration_name: str | None = None
     latest_revision: bool | None = None
-    percent: int | None = None
+    percent: Int64 | None = None
     url: str | None = None
 
 
@@ -319,7 +328,7 @@ class FailureInfo(StatusModel):
     message: str | None = None
     model_revision_name: str | None = None
     time: str | None = None
-    exit_code: int | None = None
+    exit_code: Int32 | None = None
 
 
 class ModelCopies(StatusModel):
@@ -337,7 +346,7 @@ class ModelStatus(StatusModel):
 
 
 class InferenceServiceStatus(StatusModel):
-    observed_generation: int | None = None
+    observed_generation: Int64 | None = None
     conditions: list[Condition] | None = None
     annotations: dict[str, str] | None = None
     url: str | None = None

@@ -16,6 +16,7 @@ from moorage.core._generated import k8s
 from moorage.core.resources._meta import (
     GROUP,
     Condition,
+    Int64,
     KubeModel,
     PrinterColumn,
     Quantity,
@@ -183,10 +184,10 @@ class ModelDetail(StatusModel):
 
     message: str | None = None
     #: bytes of the model on disk so far, and in all (0 until the size is known).
-    bytes_downloaded: int | None = None
-    bytes_total: int | None = None
+    bytes_downloaded: Int64 | None = None
+    bytes_total: Int64 | None = None
     #: bytes the last download moved over the network (less than the total when it resumed).
-    bytes_fetched: int | None = None
+    bytes_fetched: Int64 | None = None
     #: tries of the current (or last) download.
     attempts: int | None = None
 

@@ -32,6 +32,8 @@ __all__ = [
     "GROUP",
     "Addressable",
     "Condition",
+    "Int32",
+    "Int64",
     "KubeModel",
     "ObjectMeta",
     "PrinterColumn",
@@ -45,6 +47,12 @@ GROUP = "serving.kserve.io"
 
 ObjectMeta = k8s.ObjectMeta
 Quantity = k8s.Quantity
+
+#: Integers of KServe's Go types, with the format its CRDs give them (controller-gen writes
+#: ``format: int32`` for ``int32`` fields and ``int64`` for ``int64`` ones; Go's ``int`` has none,
+#: so ``minReplicas`` and the like stay plain ``int`` here too).
+Int32 = Annotated[int, Field(json_schema_extra={"format": "int32"})]
+Int64 = Annotated[int, Field(json_schema_extra={"format": "int64"})]
 
 #: Inference protocol versions a model or runtime speaks (constants.InferenceServiceProtocol).
 ProtocolVersion = Literal["v1", "v2", "grpc-v1", "grpc-v2"]

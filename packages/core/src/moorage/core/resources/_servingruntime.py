@@ -14,6 +14,7 @@ from pydantic import Field
 from moorage.core._generated import k8s
 from moorage.core.resources._meta import (
     GROUP,
+    Int32,
     KubeModel,
     PrinterColumn,
     ProtocolVersion,
@@ -39,7 +40,7 @@ class SupportedModelFormat(KubeModel):
     name: str
     version: str | None = None
     auto_select: bool | None = None
-    priority: Annotated[int | None, Field(ge=1)] = None
+    priority: Annotated[Int32 | None, Field(ge=1)] = None
 
 
 class StorageHelper(KubeModel):

@@ -10,6 +10,7 @@ from moorage.core.resources._meta import (
     GROUP,
     Addressable,
     Condition,
+    Int64,
     KubeModel,
     PrinterColumn,
     Quantity,
@@ -43,7 +44,7 @@ class TrainedModelSpec(KubeModel):
 
 
 class TrainedModelStatus(StatusModel):
-    observed_generation: int | None = None
+    observed_generation: Int64 | None = None
     conditions: list[Condition] | None = None
     annotations: dict[str, str] | None = None
     url: str | None = None

@@ -13,6 +13,11 @@ except ports, whose ``protocol`` key gets the API server's default ``TCP``. As K
 quantities carry their pattern, ``status`` preserves unknown fields, there are no
 ``ephemeralContainers``, and probes' ``httpGet``/``tcpSocket`` do not require ``port`` (that one
 is in the generated core models, ``scripts/gen-k8s-models.py``).
+
+Integer formats (``int32``/``int64``) and the ``x-kubernetes-list-type``/``-list-map-keys``/
+``-map-type`` extensions that server-side apply merges by come from the models themselves: the
+core types' from Kubernetes' OpenAPI definitions (the generator copies them), KServe's from its
+Go types (``Int32``/``Int64`` in ``_meta``; Go's ``int`` has no format).
 """
 
 from __future__ import annotations
