@@ -62,7 +62,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             settings.model_dir, sync_mode=settings.sync_mode, loader=repository_loader(settings)
         )
         server = ModelServer(settings, registered_models=repository)
-        if settings.workers > 1:
+        if settings.model_config_file:
+            # The watcher loads what the model-config file lists; nothing else is served.
+            server.start([])
+        elif settings.workers > 1:
             # Each worker loads its own copy: frameworks with thread pools are not fork-safe.
             server.start(lambda: build_models(settings))
         else:

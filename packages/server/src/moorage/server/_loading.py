@@ -7,12 +7,12 @@ import tempfile
 from pathlib import Path
 
 from moorage.core.config.server import ServerSettings
-from moorage.core.errors import ServerError, StorageNotFound
+from moorage.core.errors import InvalidInput, ServerError, StorageNotFound
 from moorage.server.model import Model
 from moorage.server.repository import ModelLoader
 from moorage.server.runtimes import detect_runtime, get_runtime
 
-__all__ = ["build_models", "repository_loader", "resolve_model_dir"]
+__all__ = ["build_listed_model", "build_models", "repository_loader", "resolve_model_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,18 @@ def build_model(name: str, model_dir: Path, settings: ServerSettings) -> Model:
     elif any(a.split("=", 1)[0] == "--model_id" for a in settings.extra_args):
         runtime = get_runtime("huggingface")  # KServe's huggingfaceserver: a Hub id, no files
     else:
+        runtime = detect_runtime(model_dir)
+    return runtime.create(name, model_dir, settings)
+
+
+def build_listed_model(
+    name: str, model_dir: Path, framework: str, settings: ServerSettings
+) -> Model:
+    """An unloaded model of a model-config file's entry: the runtime called ``framework`` (a
+    TrainedModel's ``spec.model.framework``), else the one its files show."""
+    try:
+        runtime = get_runtime(framework) if framework else detect_runtime(model_dir)
+    except InvalidInput:
         runtime = detect_runtime(model_dir)
     return runtime.create(name, model_dir, settings)
 

@@ -136,6 +136,8 @@ class DataPlane:
         if self.stopping:
             return False
         for model in self.repository.get_models().values():
+            if getattr(model, "load_error", None):
+                continue  # a model-config entry that failed: its own ready says so
             if not await model.healthy():
                 return False
         return True
@@ -161,6 +163,9 @@ class DataPlane:
         meta["platform"] = getattr(model, "platform", "")
         meta["inputs"] = model.get_input_types()
         meta["outputs"] = model.get_output_types()
+        error = getattr(model, "load_error", None)
+        if error:
+            meta["error"] = error
         return meta
 
     # ------------------------------------------------------------------ repository

@@ -17,6 +17,7 @@ import socket
 import time
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -164,6 +165,8 @@ class ModelServer:
         #: Actual ports once serving (useful with port 0).
         self.http_port: int | None = None
         self.grpc_port: int | None = None
+        #: The ``--model_config_file`` watcher, once serving with one.
+        self.model_config_watcher: Any = None
 
     # ------------------------------------------------------------------ registration
     def register_model(self, model: Model) -> None:
@@ -267,9 +270,44 @@ class ModelServer:
         )
         serving = asyncio.ensure_future(self._uvicorn.serve(sockets=[sock]))
         stopper = asyncio.ensure_future(self._stop_requested.wait())
+        watching = self._watch_model_config()
         await asyncio.wait({serving, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if watching is not None:
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
         await self._shutdown(serving)
         stopper.cancel()
+
+    def _watch_model_config(self) -> asyncio.Task[None] | None:
+        """With ``--model_config_file``: the task that serves what it lists
+        (:mod:`moorage.server.modelconfig`)."""
+        s = self.settings
+        if not s.model_config_file:
+            return None
+        from moorage.server._loading import build_listed_model
+        from moorage.server.modelconfig import ModelConfigWatcher
+
+        def build(name: str, path: Path, framework: str) -> Model:
+            return build_listed_model(name, path, framework, s)
+
+        watcher = ModelConfigWatcher(
+            s.model_config_file,
+            self.registered_models,
+            model_dir=s.model_dir,
+            build=build,
+            register=self.register_model,
+            poll_seconds=s.model_config_poll_seconds,
+            concurrency=s.model_config_concurrency,
+        )
+        self.model_config_watcher = watcher
+
+        async def run() -> None:
+            try:
+                await watcher.run()
+            finally:
+                await watcher.aclose()
+
+        return asyncio.ensure_future(run())
 
     def _grpc_threaded(self) -> bool:
         """The threaded gRPC server when every model's stages are sync and every hook is

@@ -66,6 +66,18 @@ class ServerSettings(BaseSettings):
         description="Runtime to serve model_dir with (sklearn, xgboost, lightgbm or a plugin's "
         "name); detected from the files when unset.",
     )
+    model_config_file: str | None = Field(
+        None,
+        description="A KServe model-config file to watch (models.json of a multi-model "
+        "InferenceService, mounted from its modelconfig ConfigMap at /mnt/configs): each model "
+        "it lists is downloaded into model_dir/<name> and loaded; one it drops is unloaded.",
+    )
+    model_config_poll_seconds: float = Field(
+        1.0, gt=0, description="How often model_config_file is checked for a change."
+    )
+    model_config_concurrency: int = Field(
+        4, ge=1, description="Models of model_config_file downloaded and loaded at once."
+    )
     predict_proba: bool = Field(
         default_factory=lambda: _env_flag("PREDICT_PROBA"),
         description="sklearn: answer with predict_proba instead of predict (KServe's "

@@ -97,7 +97,10 @@ class V2Endpoints:
     async def repository_index(self, request: Request) -> Response:
         index = []
         for name, model in self.dataplane.repository.get_models().items():
-            index.append({"name": name, "state": "READY" if model.ready else "UNAVAILABLE"})
+            entry = {"name": name, "state": "READY" if model.ready else "UNAVAILABLE"}
+            if getattr(model, "load_error", None):
+                entry["reason"] = model.load_error  # type: ignore[attr-defined]
+            index.append(entry)
         return Response(orjson.dumps(index), media_type="application/json")
 
     def routes(self) -> list[Route]:
