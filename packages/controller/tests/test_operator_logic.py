@@ -215,7 +215,10 @@ def test_prune_deletes_what_the_rendering_no_longer_has() -> None:
     assert prune(render(external, _state()).objects, predictor_only) == [
         ObjectRef("HorizontalPodAutoscaler", "ns", "iris-predictor")
     ]
-    assert prune(now, [ObjectRef("ConfigMap", "ns", "x")]) == []  # only kinds it renders
+    assert prune(now, [ObjectRef("Secret", "ns", "x")]) == []  # only kinds it renders
+    # a model config (rendered while the predictor is multi-model) goes when it is not
+    stale = ObjectRef("ConfigMap", "ns", "modelconfig-iris-0")
+    assert prune(now, [stale]) == [stale]
 
 
 def test_digest_ignores_key_order_and_merge_patch_is_minimal() -> None:

@@ -36,6 +36,7 @@ PATHS = {
     "InferenceService": "/apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices",
     "ServingRuntime": "/apis/serving.kserve.io/v1alpha1/namespaces/{ns}/servingruntimes",
     "ClusterServingRuntime": "/apis/serving.kserve.io/v1alpha1/clusterservingruntimes",
+    "TrainedModel": "/apis/serving.kserve.io/v1alpha1/namespaces/{ns}/trainedmodels",
     "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments",
     "Service": "/api/v1/namespaces/{ns}/services",
     "HorizontalPodAutoscaler": "/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers",

@@ -378,17 +378,19 @@ def test_admission_webhooks(kube: Any) -> None:
         "--webhooks", "--webhook-port", str(port), "--webhook-host", "127.0.0.1",
     ]  # fmt: skip
     with OperatorRunner(args) as runner:
+        # kopf creates each configuration, then patches its webhooks in: wait for both.
+        def filled(kind: str) -> Any:
+            found = kube.get(kind, "moorage.serving.kserve.io", ns=None)
+            return found if found and found.get("webhooks") else None
+
         configuration = kube.wait(
-            lambda: kube.get(
-                "ValidatingWebhookConfiguration", "moorage.serving.kserve.io", ns=None
-            ),
-            message="webhook configuration",
+            lambda: filled("ValidatingWebhookConfiguration"), message="webhook configuration"
         )
         webhooks = {w["name"]: w for w in configuration["webhooks"]}
         hook = webhooks["validate-inferenceservices.moorage.serving.kserve.io"]
         assert hook["clientConfig"]["url"] == f"https://127.0.0.1:{port}/validate-inferenceservices"
         ca = base64.b64decode(hook["clientConfig"]["caBundle"]).decode()
-        mutating = kube.get("MutatingWebhookConfiguration", "moorage.serving.kserve.io", ns=None)
+        mutating = kube.wait(lambda: filled("MutatingWebhookConfiguration"))
         assert len(mutating["webhooks"]) == 6
 
         bad = kube.isvc()

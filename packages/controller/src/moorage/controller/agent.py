@@ -29,7 +29,13 @@ from typing import Any
 from moorage.core.config.configmap import InferenceServiceConfig
 from moorage.core.resources import Batcher, LoggerSpec
 
-__all__ = ["AGENT_CONTAINER", "AGENT_PORT", "Sidecar", "apply_logger_and_batcher"]
+__all__ = [
+    "AGENT_CONTAINER",
+    "AGENT_PORT",
+    "Sidecar",
+    "apply_logger_and_batcher",
+    "apply_model_config",
+]
 
 AGENT_CONTAINER = "agent"
 AGENT_PORT = 9081
@@ -37,6 +43,11 @@ CA_VOLUME = "agent-ca-bundle"
 CA_MOUNT = "/etc/tls/logger"
 _INTERNAL = "internal.serving.kserve.io"
 _SERVER_COMMANDS = {"moorage-server"}
+MODEL_DIR = "/mnt/models"
+MODEL_CONFIG_DIR = "/mnt/configs"
+MODEL_CONFIG_KEY = "models.json"
+MODEL_CONFIG_VOLUME = "model-config"
+MODEL_DIR_VOLUME = "model-dir"
 
 
 @dataclass
@@ -163,9 +174,21 @@ def apply_logger_and_batcher(
             "--max-batchsize", annotations[f"{_INTERNAL}/batcher-max-batchsize"],
             "--max-latency", annotations[f"{_INTERNAL}/batcher-max-latency"],
         ]  # fmt: skip
-    args += ["--component-port", str(_port(main))]
     sizes = config.batcher if batcher is not None else config.logger
-    agent: dict[str, Any] = {
+    agent = _agent_container(main, args, sizes, config)
+    if logger is not None:
+        _mount_ca(pod, agent, config)
+    pod["containers"] = [*pod["containers"], agent]
+    annotations[f"{_INTERNAL}/agent"] = "true"
+    return Sidecar(annotations=annotations, service_port=AGENT_PORT)
+
+
+def _agent_container(
+    main: Mapping[str, Any], args: list[str], sizes: Any, config: InferenceServiceConfig
+) -> dict[str, Any]:
+    """KServe's ``agent`` container with ``args`` (``--component-port`` is added)."""
+    args = [*args, "--component-port", str(_port(main))]
+    return {
         "name": AGENT_CONTAINER,
         "image": config.agent.image,
         "args": args,
@@ -194,8 +217,52 @@ def apply_logger_and_batcher(
         "imagePullPolicy": "IfNotPresent",
         "terminationMessagePolicy": "File",
     }
-    if logger is not None:
-        _mount_ca(pod, agent, config)
-    pod["containers"] = [*pod["containers"], agent]
-    annotations[f"{_INTERNAL}/agent"] = "true"
-    return Sidecar(annotations=annotations, service_port=AGENT_PORT)
+
+
+def apply_model_config(
+    pod: dict[str, Any],
+    main: dict[str, Any],
+    *,
+    configmap: str,
+    config: InferenceServiceConfig,
+) -> dict[str, str]:
+    """Serve the TrainedModels of a multi-model predictor; returns pod annotations.
+
+    The ``model-dir`` emptyDir is mounted at ``/mnt/models`` in the model container. moorage-server
+    reads the model config itself: the ``configmap`` (``modelconfig-<isvc>-0``) is mounted at
+    ``/mnt/configs`` in it and it gets ``--model_config_file=/mnt/configs/models.json``. Other
+    servers get KServe's puller: the ``agent`` container (the one the logger/batcher added, or a
+    new one) with ``--enable-puller --config-dir /mnt/configs --model-dir /mnt/models`` first,
+    both volumes mounted in it, and KServe's internal ``agent``/``configVolumeName``/
+    ``configMountPath``/``modelDir`` annotations.
+    """
+    config_volume = {"name": MODEL_CONFIG_VOLUME, "configMap": {"name": configmap}}
+    dir_volume = {"name": MODEL_DIR_VOLUME, "emptyDir": {}}
+    for volume in (dir_volume, config_volume):
+        if all(v.get("name") != volume["name"] for v in pod.get("volumes", [])):
+            pod["volumes"] = [*pod.get("volumes", []), volume]
+    dir_mount = {"name": MODEL_DIR_VOLUME, "mountPath": MODEL_DIR}
+    config_mount = {"name": MODEL_CONFIG_VOLUME, "mountPath": MODEL_CONFIG_DIR}
+    main["volumeMounts"] = [
+        *(m for m in main.get("volumeMounts", []) if m.get("mountPath") != MODEL_DIR),
+        dir_mount,
+    ]
+    if runs_moorage_server(main):
+        main["volumeMounts"] = [*main["volumeMounts"], {**config_mount, "readOnly": True}]
+        flag = f"--model_config_file={MODEL_CONFIG_DIR}/{MODEL_CONFIG_KEY}"
+        main["args"] = [*main.get("args", []), flag]
+        return {}
+    puller = ["--enable-puller", "--config-dir", MODEL_CONFIG_DIR, "--model-dir", MODEL_DIR]
+    agent = next((c for c in pod["containers"] if c.get("name") == AGENT_CONTAINER), None)
+    if agent is None:
+        agent = _agent_container(main, puller, config.agent, config)
+        pod["containers"] = [*pod["containers"], agent]
+    else:
+        agent["args"] = [*puller, *agent.get("args", [])]
+    agent["volumeMounts"] = [*agent.get("volumeMounts", []), dir_mount, config_mount]
+    return {
+        f"{_INTERNAL}/agent": "true",
+        f"{_INTERNAL}/configVolumeName": configmap,
+        f"{_INTERNAL}/configMountPath": MODEL_CONFIG_DIR,
+        f"{_INTERNAL}/modelDir": MODEL_DIR,
+    }

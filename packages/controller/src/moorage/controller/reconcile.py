@@ -42,6 +42,11 @@ no webhook between us and the API server when moorage applies these):
 * a ``storage:`` spec: the storage-initializer fetches ``<type>://<bucket>/<path>`` with
   ``STORAGE_CONFIG`` from the ``storage-config`` Secret and ``STORAGE_OVERRIDE_CONFIG``.
 
+* a multi-model predictor (no ``storageUri``, :mod:`moorage.controller.trainedmodel`): the
+  ``modelconfig-<isvc>-0`` ConfigMap listing the TrainedModels among the workload's resources,
+  mounted at ``/mnt/configs``; moorage-server watches it (``--model_config_file``), other
+  servers get KServe's puller (:func:`moorage.controller.agent.apply_model_config`).
+
 * a cached model (KServe v0.14.1's local model cache): with ``localModel.enabled`` and the label
   ``internal.serving.kserve.io/localmodel: <cache>`` that core's defaulting sets when a
   LocalModelCache's ``sourceModelUri`` prefixes the predictor's storage URI, the predictor reads
@@ -64,7 +69,7 @@ from typing import Any
 
 import yaml
 
-from moorage.controller.agent import apply_logger_and_batcher
+from moorage.controller.agent import apply_logger_and_batcher, apply_model_config
 from moorage.controller.arguments import (
     DEFAULT_HTTP_PORT,
     MAIN_CONTAINER,
@@ -84,6 +89,7 @@ from moorage.controller.credentials import (
 )
 from moorage.controller.ingress import ingress_for
 from moorage.controller.runtime_selection import predictor_model
+from moorage.controller.trainedmodel import is_multi_model, model_config_name, plan_model_config
 from moorage.controller.workload import Workload
 from moorage.core.config.configmap import InferenceServiceConfig
 from moorage.core.errors import ValidationError
@@ -95,6 +101,7 @@ from moorage.core.resources import (
     ExplainerSpec,
     InferenceService,
     PredictorSpec,
+    TrainedModel,
     TransformerSpec,
 )
 from moorage.core.storage_uri import OCIURI, PVCURI, parse_storage_uri
@@ -647,6 +654,10 @@ def _predictor_objects(
         service_name=name, config=config,
     )  # fmt: skip
     pod_annotations.update(extra)
+    if is_multi_model(isvc):
+        pod_annotations.update(
+            apply_model_config(pod, main, configmap=model_config_name(isvc.name), config=config)
+        )
     # KServe puts the runtime's annotations and the source URI on every object, not only the pod.
     return _component_objects(
         name, namespace, labels, pod_annotations, pod_annotations, pod, predictor, target
@@ -731,6 +742,12 @@ def desired_objects(
     ingress = ingress_for(workload.isvc, ns, config, service_port=SERVICE_PORT)
     if ingress is not None:
         objects.append(ingress)
+    trained = [r for r in workload.others if isinstance(r, TrainedModel)]
+    plan = plan_model_config(
+        workload.isvc, trained, isvc_name=workload.isvc.name, namespace=ns, config=config
+    )
+    if plan.configmap is not None:
+        objects.append(plan.configmap)
     return objects
 
 

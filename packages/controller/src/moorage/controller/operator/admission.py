@@ -8,7 +8,8 @@
 * :func:`refusals` is the validating webhook: every rule the object breaks, each
   ``<field path>: <message>`` as ``kubectl`` prints admission errors (schema first: an object
   that does not parse is refused with the path of the offending field), plus the rules on what an
-  update may change (:func:`moorage.core.resources.validate_update`).
+  update may change (:func:`moorage.core.resources.validate_update`); for a TrainedModel, the
+  rules that need its InferenceService (:mod:`moorage.controller.trainedmodel`).
 
 Served for InferenceService, ServingRuntime, ClusterServingRuntime, TrainedModel,
 InferenceGraph and LocalModelCache (:data:`WEBHOOK_KINDS`).
@@ -20,11 +21,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from moorage.controller.operator.apply import merge_patch
+from moorage.controller.trainedmodel import admission_errors
 from moorage.core.config.configmap import InferenceServiceConfig
 from moorage.core.errors import ValidationError
 from moorage.core.resources import (
+    InferenceService,
     LocalModelCache,
     Resource,
+    TrainedModel,
     default,
     parse_resource,
     validate,
@@ -90,10 +94,16 @@ def refusals(
     *,
     old: Mapping[str, Any] | None = None,
     existing: Iterable[Mapping[str, Any]] = (),
+    inference_services: Mapping[str, Mapping[str, Any]] | None = None,
+    config: InferenceServiceConfig | None = None,
 ) -> list[str]:
     """Why the API server must refuse ``body`` (``old``: the stored object, on an update);
     ``existing`` holds the other stored objects of its kind for cross-object rules. Empty when
-    it is admitted."""
+    it is admitted.
+
+    For a TrainedModel created or whose spec changes, ``inference_services`` (the namespace's,
+    by name; None to skip) adds :func:`moorage.controller.trainedmodel.admission_errors`: its
+    InferenceService exists, is multi-model, serves its framework and has the memory."""
     try:
         resource = _parse(body)
     except ValidationError as exc:
@@ -114,4 +124,26 @@ def refusals(
             errors = validate_update(previous, resource, existing=others)
     else:
         errors = validate(resource, existing=others)
+    changed = old is None or (old.get("spec") != body.get("spec"))
+    if isinstance(resource, TrainedModel) and inference_services is not None and changed:
+        errors += _trained_model_errors(resource, others, inference_services, config)
     return [str(e) for e in errors]
+
+
+def _trained_model_errors(
+    tm: TrainedModel,
+    others: list[Resource],
+    inference_services: Mapping[str, Mapping[str, Any]],
+    config: InferenceServiceConfig | None,
+) -> list[ValidationError]:
+    raw = inference_services.get(tm.spec.inference_service)
+    isvc = None
+    if raw is not None:
+        try:
+            parsed = _parse(raw)
+        except ValidationError:
+            return []  # its own webhook refused it; nothing to compare with
+        if isinstance(parsed, InferenceService):
+            isvc = default(parsed, config=config)
+    siblings = [o for o in others if isinstance(o, TrainedModel)]
+    return admission_errors(tm, isvc, siblings, config=config)

@@ -54,12 +54,14 @@ KINDS: dict[str, Kind] = {
     "Ingress": Kind("networking.k8s.io/v1", "ingresses"),
     "PersistentVolumeClaim": Kind("v1", "persistentvolumeclaims"),
     "InferenceService": Kind("serving.kserve.io/v1beta1", "inferenceservices"),
+    "ConfigMap": Kind("v1", "configmaps"),
+    "TrainedModel": Kind("serving.kserve.io/v1alpha1", "trainedmodels"),
     "Event": Kind("v1", "events"),
     "Lease": Kind("coordination.k8s.io/v1", "leases"),
 }
 
 #: The kinds a rendering creates, which the operator prunes.
-OWNED_KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler", "Ingress")
+OWNED_KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler", "Ingress", "ConfigMap")
 
 
 class ObjectRef(NamedTuple):
@@ -130,9 +132,11 @@ def apply_request(obj: Mapping[str, Any], *, field_manager: str = FIELD_MANAGER)
 
 
 def status_request(isvc: Mapping[str, Any], status: Mapping[str, Any]) -> Request:
-    """A merge patch of the InferenceService's ``status`` subresource."""
+    """A merge patch of the ``status`` subresource of the InferenceService (or the object of
+    another kind, a TrainedModel) ``isvc``."""
     meta = isvc["metadata"]
-    path = object_path("InferenceService", meta.get("namespace"), meta["name"]) + "/status"
+    kind = isvc.get("kind") or "InferenceService"
+    path = object_path(kind, meta.get("namespace"), meta["name"]) + "/status"
     return Request("PATCH", path, {}, MERGE_CONTENT_TYPE, orjson.dumps({"status": dict(status)}))
 
 

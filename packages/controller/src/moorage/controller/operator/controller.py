@@ -11,7 +11,9 @@ workers at once. One reconcile:
    then deletes the owned objects the rendering no longer contains;
    on failure applies nothing, records a Warning Event once per distinct failure;
 3. computes the status from the observed Deployments and Pods and patches it only when it
-   differs from the InferenceService's current status.
+   differs from the InferenceService's current status;
+4. patches the status of the TrainedModels that name it where it differs (their model config,
+   the ``modelconfig-<isvc>-0`` ConfigMap, is one of the rendered objects).
 
 A :class:`kopf.TemporaryError` (the API server was unavailable, a conflict, throttling) puts the
 key back after its delay, growing exponentially with jitter per key (:mod:`moorage.core.retry`'s
@@ -44,10 +46,18 @@ from moorage.controller.operator.apply import (
 )
 from moorage.controller.operator.client import KubeClient, api_errors
 from moorage.controller.operator.dependencies import DependencyIndex, IsvcKey, dependencies_of
-from moorage.controller.operator.rendering import ClusterState, Rendering, parse_config, render
+from moorage.controller.operator.rendering import (
+    ClusterState,
+    Rendering,
+    parse_config,
+    render,
+    trained_models,
+)
 from moorage.controller.operator.status import compute_status
+from moorage.controller.trainedmodel import ALLOCATED_LABEL, plan_model_config
 from moorage.core.config.configmap import InferenceServiceConfig
 from moorage.core.errors import ValidationError
+from moorage.core.resources import InferenceService
 from moorage.core.retry import Backoff
 
 __all__ = ["Controller", "Snapshot"]
@@ -77,9 +87,11 @@ class Snapshot:
     local_model_caches: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     owned: dict[IsvcKey, dict[ObjectRef, Mapping[str, Any]]] = field(default_factory=dict)
     pods: dict[IsvcKey, dict[str, Mapping[str, Any]]] = field(default_factory=dict)
+    trained_models: dict[str, dict[str, Mapping[str, Any]]] = field(default_factory=dict)
 
     def state_for(self, namespace: str) -> ClusterState:
         return ClusterState(
+            trained_models=list(self.trained_models.get(namespace, {}).values()),
             runtimes=list(self.runtimes.get(namespace, {}).values()),
             cluster_runtimes=list(self.cluster_runtimes.values()),
             config=self.config,
@@ -260,6 +272,7 @@ class Controller:
             self._failures.pop(key, None)
             self._applied.pop(key, None)
             self._events.pop(key, None)
+            await self._write_trained_models(key, None, None)
             return
         annotations = (body.get("metadata") or {}).get("annotations") or {}
         if annotations.get(DEPLOYMENT_MODE_ANNOTATION) == "ModelMesh":
@@ -281,6 +294,8 @@ class Controller:
         else:
             await self._record_failure(key, body, rendering)
         await self._write_status(key, body, rendering)
+        isvc = rendering.isvc if isinstance(rendering.isvc, InferenceService) else None
+        await self._write_trained_models(key, self.snapshot.isvcs.get(key, body), isvc)
 
     async def _apply(self, key: IsvcKey, body: Mapping[str, Any], rendering: Rendering) -> None:
         uid = body["metadata"]["uid"]
@@ -390,6 +405,69 @@ class Controller:
         metrics.STATUS_WRITES.inc()
         if self.snapshot.isvcs.get(key) is body:  # until the watch brings the written one
             self.snapshot.isvcs[key] = {**body, "status": status}
+
+    async def _write_trained_models(
+        self, key: IsvcKey, body: Mapping[str, Any] | None, isvc: InferenceService | None
+    ) -> None:
+        """The status of every TrainedModel naming the InferenceService ``key``
+        (:func:`moorage.controller.trainedmodel.plan_model_config`), patched where it differs."""
+        namespace, name = key
+        raw = {
+            (tm.get("metadata") or {}).get("name"): tm
+            for tm in self.snapshot.trained_models.get(namespace, {}).values()
+            if (tm.get("spec") or {}).get("inferenceService") == name
+        }
+        if not raw:
+            return
+        models = trained_models(ClusterState(trained_models=list(raw.values())), namespace)
+        plan = plan_model_config(
+            isvc,
+            models,
+            isvc_name=name,
+            namespace=namespace,
+            isvc_status=(body or {}).get("status"),
+            config=self.config(),
+            now=self._now(),
+        )
+        for state in plan.models:
+            tm = raw.get(state.name)
+            if tm is None:
+                continue
+            await self._label_trained_model(tm, name, allocated=state.allocated)
+            patch = merge_patch(tm.get("status") or {}, state.status)
+            if not patch:
+                continue
+            async with api_errors(f"write the status of TrainedModel {namespace}/{state.name}"):
+                await self.client.patch_status(tm, patch)
+            metrics.STATUS_WRITES.inc()
+            stored = self.snapshot.trained_models.get(namespace, {})
+            if stored.get(state.name) is tm:  # until the watch brings the written one
+                stored[state.name] = {**tm, "status": state.status}
+
+    async def _label_trained_model(
+        self, tm: Mapping[str, Any], isvc_name: str, *, allocated: bool
+    ) -> None:
+        """KServe's labels on a TrainedModel: its InferenceService, and once it is listed in the
+        model config ``serving.kserve.io/trainedmodel-allocated`` (which keeps its place)."""
+        meta = tm.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        wanted = {ISVC_LABEL: isvc_name}
+        if allocated:
+            wanted[ALLOCATED_LABEL] = isvc_name
+        missing = {k: v for k, v in wanted.items() if labels.get(k) != v}
+        if not missing:
+            return
+        patch = {
+            "apiVersion": tm.get("apiVersion", "serving.kserve.io/v1alpha1"),
+            "kind": "TrainedModel",
+            "metadata": {
+                "name": meta["name"],
+                "namespace": meta.get("namespace"),
+                "labels": missing,
+            },
+        }
+        async with api_errors(f"label TrainedModel {meta.get('namespace')}/{meta['name']}"):
+            await self.client.merge(patch)
 
 
 def event(body: Mapping[str, Any], reason: str, message: str, now: str) -> dict[str, Any]:

@@ -8,9 +8,11 @@ Every watched kind has an indexing handler and an event handler:
   (no InferenceService is reported ``NoSupportingRuntime`` because its runtime was listed later);
 * the event handler removes deleted objects from the snapshot and enqueues the
   InferenceServices the change concerns: the InferenceService itself; the owner of a
-  Deployment, Service, HPA, Ingress or Pod labelled ``serving.kserve.io/inferenceservice``;
+  Deployment, Service, HPA, Ingress, model-config ConfigMap or Pod labelled
+  ``serving.kserve.io/inferenceservice``;
   the dependents (:class:`~moorage.controller.operator.dependencies.DependencyIndex`) of a
-  ServingRuntime, ClusterServingRuntime, ConfigMap, ServiceAccount, Secret or LocalModelCache.
+  ServingRuntime, ClusterServingRuntime, ConfigMap, ServiceAccount, Secret or LocalModelCache;
+  the InferenceService a TrainedModel names (and named, when that changed).
 
 kopf itself writes nothing to the watched objects: there are only event handlers, so no
 finalizers and no kopf annotations.
@@ -38,6 +40,7 @@ _OWNED = {
     "Service": ("", "v1", "services"),
     "HorizontalPodAutoscaler": ("autoscaling", "v2", "horizontalpodautoscalers"),
     "Ingress": ("networking.k8s.io", "v1", "ingresses"),
+    "ConfigMap": ("", "v1", "configmaps"),  # modelconfig-<isvc>-0 of a multi-model one
 }
 
 
@@ -83,6 +86,30 @@ def build_registry(
         else:
             snap.isvcs[key] = _raw(body)
         controller.enqueue(key)
+
+    # -- TrainedModels: their InferenceService renders their model config and status ---------
+    def _remember_tm(body: Mapping[str, Any], meta: Mapping[str, Any]) -> tuple[str, str | None]:
+        namespace = meta.get("namespace") or "default"
+        snap.trained_models.setdefault(namespace, {})[meta["name"]] = _raw(body)
+        return namespace, (body.get("spec") or {}).get("inferenceService")
+
+    @kopf.index(GROUP, "v1alpha1", "trainedmodels", registry=registry, when=_served)
+    async def tm_index(body: kopf.Body, meta: kopf.Meta, **_: Any) -> None:
+        _remember_tm(body, meta)
+
+    @kopf.on.event(GROUP, "v1alpha1", "trainedmodels", registry=registry, when=_served)
+    async def tm_event(type: str | None, body: kopf.Body, meta: kopf.Meta, **_: Any) -> None:
+        namespace = meta.get("namespace") or "default"
+        previous = snap.trained_models.get(namespace, {}).get(meta["name"])
+        if type == "DELETED":
+            snap.trained_models.get(namespace, {}).pop(meta["name"], None)
+            target = (body.get("spec") or {}).get("inferenceService")
+        else:
+            target = _remember_tm(body, meta)[1]
+        before = ((previous or {}).get("spec") or {}).get("inferenceService")
+        for parent in {target, before}:
+            if isinstance(parent, str) and parent:
+                controller.enqueue((namespace, parent))
 
     # -- the objects they own, and their Pods ------------------------------------------------
     def _owned(kind: str, group: str, version: str, plural: str) -> None:

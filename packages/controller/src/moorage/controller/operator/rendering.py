@@ -39,12 +39,13 @@ from moorage.core.resources import (
     Secret,
     ServiceAccount,
     ServingRuntime,
+    TrainedModel,
     default,
     ensure_valid,
     parse_resource,
 )
 
-__all__ = ["ClusterState", "Failure", "Rendering", "render"]
+__all__ = ["ClusterState", "Failure", "Rendering", "render", "trained_models"]
 
 #: KServe's reasons (``modelStatus.lastFailureInfo.reason``) and transition states.
 INVALID_SPEC = "InvalidSpec"
@@ -100,6 +101,7 @@ class ClusterState:
     service_accounts: list[Mapping[str, Any]] = field(default_factory=list)
     secrets: list[Mapping[str, Any]] = field(default_factory=list)
     local_model_caches: list[Mapping[str, Any]] = field(default_factory=list)
+    trained_models: list[Mapping[str, Any]] = field(default_factory=list)
 
 
 _DEFAULT_CONFIG = InferenceServiceConfig.default()
@@ -163,6 +165,15 @@ def _parsed(raw: Iterable[Mapping[str, Any]]) -> list[Resource]:
         except ValidationError:
             continue  # a broken runtime or Secret is skipped, as an unlisted one would be
     return out
+
+
+def trained_models(state: ClusterState, namespace: str) -> list[TrainedModel]:
+    """The TrainedModels of ``namespace`` in ``state`` (malformed ones skipped)."""
+    return [
+        r
+        for r in _parsed(state.trained_models)
+        if isinstance(r, TrainedModel) and (r.namespace or "default") == namespace
+    ]
 
 
 def _clean(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -250,7 +261,7 @@ def render(
         runtimes=runtimes,
         base_dir=Path("/"),
         runtime=selected,
-        others=[*others, *caches],
+        others=[*others, *caches, *trained_models(state, namespace)],
         config=config,
     )
     try:

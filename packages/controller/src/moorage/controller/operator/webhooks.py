@@ -97,10 +97,17 @@ def register_webhooks(registry: kopf.OperatorRegistry, controller: Controller) -
             elif kind == "ServingRuntime":
                 namespace = (body.get("metadata") or {}).get("namespace") or "default"
                 existing = list(snap.runtimes.get(namespace, {}).values())
+            parents = None
+            if kind == "TrainedModel":
+                namespace = (body.get("metadata") or {}).get("namespace") or "default"
+                existing = list(snap.trained_models.get(namespace, {}).values())
+                parents = {n: isvc for (ns, n), isvc in snap.isvcs.items() if ns == namespace}
             problems = refusals(
                 {k: body[k] for k in body},
                 old={k: old[k] for k in old} if old else None,
                 existing=existing,
+                inference_services=parents,
+                config=controller.config(),
             )
             if problems:
                 raise kopf.AdmissionError("; ".join(problems), code=422)
