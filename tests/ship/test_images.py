@@ -248,13 +248,23 @@ def _initializer(
 
 
 @pytest.fixture
-def s3_model(images: dict[str, dict], seaweedfs_server: SeaweedS3) -> bytes:
+def s3_model(
+    images: dict[str, dict], seaweedfs_server: SeaweedS3, tmp_path_factory: pytest.TempPathFactory
+) -> bytes:
     if "storage-initializer" not in images:
         pytest.skip("storage-initializer image not selected")
-    model = (ROOT / "examples" / "sklearn-iris" / "model" / "model.joblib").read_bytes()
+    built = _example_model(tmp_path_factory.mktemp("iris"))
+    model = (built / "model.joblib").read_bytes()
     seaweedfs_server.create_bucket("images")
     seaweedfs_server.put("images", "iris/model.joblib", model)
     return model
+
+
+def _example_model(out: Path) -> Path:
+    """The example model, built here: it is not shipped (examples/sklearn-iris/train.py)."""
+    train = ROOT / "examples" / "sklearn-iris" / "train.py"
+    subprocess.run([sys.executable, str(train), str(out)], check=True)
+    return out
 
 
 def _writable_dir(path: Path) -> Path:
@@ -299,10 +309,7 @@ def test_server_answers_v2_infer(images: dict[str, dict], tmp_path: Path) -> Non
     if "server" not in images:
         pytest.skip("server image not selected")
     models = _writable_dir(tmp_path / "models")
-    # the example model is built, not shipped (examples/sklearn-iris/train.py): build it here
-    train = ROOT / "examples" / "sklearn-iris" / "train.py"
-    subprocess.run([sys.executable, str(train), str(models)], check=True)
-    for made in models.iterdir():
+    for made in _example_model(models).iterdir():
         made.chmod(0o644)  # readable by the image's user
     port, grpc_port = free_port(), free_port()
     container = _buildah("from", "-q", images["server"]["tag"]).stdout.strip()
