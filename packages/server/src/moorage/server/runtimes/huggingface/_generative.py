@@ -18,15 +18,9 @@ from typing import Any
 
 from moorage.core.config.huggingface import HuggingFaceSettings
 from moorage.core.errors import InvalidInput, ModelNotReady
-from moorage.core.protocol import InferRequest, InferResponse, InferTensor
 from moorage.server.llm import FinishReason, GenerationChunk, SamplingParams
-from moorage.server.model import Model
 from moorage.server.runtimes.huggingface._task import MLTask
-from moorage.server.runtimes.huggingface._text import (
-    load_pretrained,
-    request_texts,
-    sampling_from_parameters,
-)
+from moorage.server.runtimes.huggingface._text import TextGenerationModel, load_pretrained
 
 __all__ = ["HuggingFaceGenerativeModel"]
 
@@ -35,7 +29,7 @@ logger = logging.getLogger(__name__)
 _DEFAULT_CONTEXT = 2048
 
 
-class HuggingFaceGenerativeModel(Model):
+class HuggingFaceGenerativeModel(TextGenerationModel):
     """A ``text_generation`` / ``text2text_generation`` model on the transformers backend."""
 
     platform = "huggingface"
@@ -192,29 +186,3 @@ class HuggingFaceGenerativeModel(Model):
                 return GenerationChunk(text[: text.index(stop)], len(ids), len(tokens), "stop")
         reason: FinishReason = "length" if len(tokens) >= max_tokens else "stop"
         return GenerationChunk(text, len(ids), len(tokens), reason)
-
-    async def complete(self, prompt: str, params: SamplingParams) -> str:
-        """The whole text generated for ``prompt``."""
-        stream = self.generate(prompt, params)
-        try:
-            return "".join([chunk.text async for chunk in stream])
-        finally:
-            await stream.aclose()  # type: ignore[attr-defined]
-
-    # ------------------------------------------------------------------ OIP v1 / v2
-    def get_input_types(self) -> list[dict[str, Any]]:
-        return [{"name": "text_input", "datatype": "BYTES", "shape": [-1]}]
-
-    def get_output_types(self) -> list[dict[str, Any]]:
-        return [{"name": "text_output", "datatype": "BYTES", "shape": [-1]}]
-
-    async def predict(
-        self, payload: Any, headers: dict[str, str] | None = None, response_headers: Any = None
-    ) -> Any:
-        texts, parameters = request_texts(payload, self.settings)
-        params = sampling_from_parameters(parameters)
-        outputs = await asyncio.gather(*(self.complete(t, params) for t in texts))
-        if isinstance(payload, InferRequest):
-            tensor = InferTensor.from_numpy("text_output", list(outputs), datatype="BYTES")
-            return InferResponse(self.name, [tensor], id=payload.id)
-        return {"predictions": list(outputs)}

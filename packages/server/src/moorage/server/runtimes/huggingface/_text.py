@@ -1,18 +1,27 @@
-"""What the transformers models share: loading a tokenizer and weights with KServe's flags, and
-reading texts and generation parameters out of OIP requests."""
+"""What the Hugging Face models share: loading a tokenizer and weights with KServe's flags,
+reading texts and generation parameters out of OIP requests, and the OIP surface of a text
+generator (both backends: transformers and vLLM)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
 
 from moorage.core.config.huggingface import HuggingFaceSettings
 from moorage.core.errors import InvalidInput
-from moorage.core.protocol import InferRequest
-from moorage.server.llm import SamplingParams
+from moorage.core.protocol import InferRequest, InferResponse, InferTensor
+from moorage.server.llm import GenerationChunk, SamplingParams
+from moorage.server.model import Model
 
-__all__ = ["load_pretrained", "request_texts", "sampling_from_parameters"]
+__all__ = [
+    "TextGenerationModel",
+    "load_pretrained",
+    "request_texts",
+    "sampling_from_parameters",
+]
 
 
 def load_pretrained(auto_class: Any, source: str, settings: HuggingFaceSettings) -> tuple[Any, Any]:
@@ -92,3 +101,40 @@ def sampling_from_parameters(parameters: dict[str, Any]) -> SamplingParams:
     if params.temperature < 0 or not 0 < params.top_p <= 1:
         raise InvalidInput("temperature must be >= 0 and top_p in (0, 1]")
     return params
+
+
+class TextGenerationModel(Model):
+    """OIP v1/v2 over :meth:`generate` (BYTES ``text_input`` -> ``text_output``), shared by the
+    transformers and vLLM backends, which implement :meth:`generate`."""
+
+    settings: HuggingFaceSettings
+
+    def generate(
+        self, prompt: str | list[int], params: SamplingParams
+    ) -> AsyncIterator[GenerationChunk]:
+        raise NotImplementedError
+
+    async def complete(self, prompt: str, params: SamplingParams) -> str:
+        """The whole text generated for ``prompt``."""
+        stream = self.generate(prompt, params)
+        try:
+            return "".join([chunk.text async for chunk in stream])
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        return [{"name": "text_input", "datatype": "BYTES", "shape": [-1]}]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return [{"name": "text_output", "datatype": "BYTES", "shape": [-1]}]
+
+    async def predict(
+        self, payload: Any, headers: dict[str, str] | None = None, response_headers: Any = None
+    ) -> Any:
+        texts, parameters = request_texts(payload, self.settings)
+        params = sampling_from_parameters(parameters)
+        outputs = await asyncio.gather(*(self.complete(t, params) for t in texts))
+        if isinstance(payload, InferRequest):
+            tensor = InferTensor.from_numpy("text_output", list(outputs), datatype="BYTES")
+            return InferResponse(self.name, [tensor], id=payload.id)
+        return {"predictions": list(outputs)}

@@ -15,7 +15,6 @@ backend does: v1 ``instances`` of prompts, v2 a BYTES ``text_input``.
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import logging
 import os
@@ -26,11 +25,9 @@ from typing import Any
 
 from moorage.core.config.huggingface import HuggingFaceSettings
 from moorage.core.errors import InvalidInput, ModelNotReady, ServerError
-from moorage.core.protocol import InferRequest, InferResponse, InferTensor
 from moorage.server import llm
 from moorage.server.llm import GenerationChunk, SamplingParams
-from moorage.server.model import Model
-from moorage.server.runtimes.huggingface._text import request_texts, sampling_from_parameters
+from moorage.server.runtimes.huggingface._text import TextGenerationModel
 
 __all__ = ["VLLMModel", "check_shm", "engine_arguments"]
 
@@ -99,7 +96,7 @@ def _token_input(ids: list[int]) -> Any:
     return tokens_input(ids)
 
 
-class VLLMModel(Model):
+class VLLMModel(TextGenerationModel):
     """A generative model served by vLLM's async engine."""
 
     platform = "vllm"
@@ -276,29 +273,3 @@ class VLLMModel(Model):
         if rest and full.startswith(text) and set(rest) == {_REPLACEMENT}:
             return rest
         return ""
-
-    async def complete(self, prompt: str, params: SamplingParams) -> str:
-        """The whole text generated for ``prompt``."""
-        stream = self.generate(prompt, params)
-        try:
-            return "".join([chunk.text async for chunk in stream])
-        finally:
-            await stream.aclose()  # type: ignore[attr-defined]
-
-    # ------------------------------------------------------------------ OIP v1 / v2
-    def get_input_types(self) -> list[dict[str, Any]]:
-        return [{"name": "text_input", "datatype": "BYTES", "shape": [-1]}]
-
-    def get_output_types(self) -> list[dict[str, Any]]:
-        return [{"name": "text_output", "datatype": "BYTES", "shape": [-1]}]
-
-    async def predict(
-        self, payload: Any, headers: dict[str, str] | None = None, response_headers: Any = None
-    ) -> Any:
-        texts, parameters = request_texts(payload, self.settings)
-        params = sampling_from_parameters(parameters)
-        outputs = await asyncio.gather(*(self.complete(t, params) for t in texts))
-        if isinstance(payload, InferRequest):
-            tensor = InferTensor.from_numpy("text_output", list(outputs), datatype="BYTES")
-            return InferResponse(self.name, [tensor], id=payload.id)
-        return {"predictions": list(outputs)}
