@@ -398,3 +398,40 @@ def test_runtime_priority_clash() -> None:
     assert isinstance(b, ServingRuntime)
     assert set(fields(b, existing=[a])) == {"spec.supportedModelFormats[0].priority"}
     assert fields(c, existing=[a]) == {}
+
+
+# -- integers must fit the Go types KServe decodes them into ------------------------------------
+
+
+def test_out_of_range_integers_are_refused_with_their_paths() -> None:
+    predictor = {
+        "containerConcurrency": 2**63,  # int64
+        "minReplicas": 2**40,  # Go int: fits
+        "model": {
+            "modelFormat": {"name": "sklearn"},
+            "storageUri": "gs://bucket/model",
+            "ports": [{"containerPort": 2**31}],  # int32, from the generated core types
+        },
+    }
+    with pytest.raises(ValidationError) as info:
+        isvc(predictor)
+    found = {e.field: e.reason for e in info.value.details["errors"]}
+    assert found == {
+        "spec.predictor.containerConcurrency": f"Invalid value: {2**63}: must fit in int64",
+        "spec.predictor.model.ports[0].containerPort": f"Invalid value: {2**31}: must fit in int32",
+    }
+
+
+def test_integers_at_the_edges_of_their_types_are_accepted() -> None:
+    resource = isvc(
+        {
+            "containerConcurrency": 2**63 - 1,
+            "model": {
+                "modelFormat": {"name": "sklearn"},
+                "storageUri": "gs://bucket/model",
+                "ports": [{"containerPort": 2**31 - 1}],
+                "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": -(2**31)},
+            },
+        }
+    )
+    assert resource.spec.predictor.container_concurrency == 2**63 - 1

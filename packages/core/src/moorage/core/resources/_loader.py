@@ -23,6 +23,7 @@ import yaml
 from moorage.core.errors import ValidationError
 from moorage.core.resources._corekinds import CORE_KINDS
 from moorage.core.resources._meta import GROUP, Resource
+from moorage.core.resources._ranges import out_of_range
 
 __all__ = [
     "KINDS",
@@ -209,9 +210,13 @@ def parse_resource(data: Mapping[str, Any], **details: Any) -> Resource:
     except ValidationError as exc:
         raise ValidationError(exc.reason, field=exc.field, **details) from None
     try:
-        return cls.model_validate(data)
+        resource = cls.model_validate(data)
     except pydantic.ValidationError as exc:
         raise _translate(exc, data, **details) from None
+    if wide := out_of_range(resource):
+        errors = [ValidationError(reason, field=where, **details) for where, reason in wide]
+        raise ValidationError(errors[0].reason, field=errors[0].field, errors=errors, **details)
+    return resource
 
 
 def _read(source: str | os.PathLike[str]) -> tuple[str, str | None]:
