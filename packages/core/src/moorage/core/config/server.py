@@ -21,7 +21,12 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, CliUnknownArgs, SettingsConfigDict
 
-__all__ = ["AGENT_LOGGER_FLAGS", "DEFAULT_MAX_GRPC_MESSAGE_LENGTH", "ServerSettings"]
+__all__ = [
+    "AGENT_BATCHER_FLAGS",
+    "AGENT_LOGGER_FLAGS",
+    "DEFAULT_MAX_GRPC_MESSAGE_LENGTH",
+    "ServerSettings",
+]
 
 #: KServe's MAX_GRPC_MESSAGE_LENGTH (8 MiB).
 DEFAULT_MAX_GRPC_MESSAGE_LENGTH = 8 * 1024 * 1024
@@ -228,6 +233,28 @@ class ServerSettings(BaseSettings):
     graceful_shutdown_seconds: float = Field(
         30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
     )
+
+    # ---- batcher (KServe's `batcher` spec, in-process; the agent's flags are accepted too)
+    enable_batcher: bool = Field(
+        False,
+        description="Batch concurrent predict requests of a model into one predict call "
+        "(agent --enable-batcher; a bare --enable_batcher means true).",
+    )
+    max_batchsize: int = Field(
+        32, ge=1, description="Rows in one batch at most (agent --max-batchsize)."
+    )
+    max_latency: float = Field(
+        5000,
+        ge=0,
+        description="Milliseconds a request waits for its batch to start at most "
+        "(agent --max-latency).",
+    )
+    batcher_timeout: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds a request may wait for its batch's result (queue and predict); "
+        "then 504 / DEADLINE_EXCEEDED. Unset: no deadline.",
+    )
     sync_mode: Literal["auto", "thread", "inline"] = Field(
         "auto",
         description="How sync model methods run: in a thread, inline on the event loop, or "
@@ -349,10 +376,26 @@ AGENT_LOGGER_FLAGS = {
 }
 
 
+#: The KServe agent's batcher flags -> ours.
+AGENT_BATCHER_FLAGS = {
+    "--enable-batcher": "--enable_batcher",
+    "--max-batchsize": "--max_batchsize",
+    "--max-latency": "--max_latency",
+}
+
+#: Boolean flags that may be given bare (``--enable_batcher``), as the agent's Go flags are.
+_BARE_FLAGS = {"--enable_batcher"}
+_BOOL_WORDS = _TRUE | {"0", "false", "no", "off", "n", "f"}
+
+
 def _agent_flags(argv: Sequence[str]) -> list[str]:
     out = []
-    for arg in argv:
+    for i, arg in enumerate(argv):
         name, sep, value = arg.partition("=")
-        flag = AGENT_LOGGER_FLAGS.get(name)
-        out.append(f"{flag}{sep}{value}" if flag is not None else arg)
+        flag = AGENT_LOGGER_FLAGS.get(name) or AGENT_BATCHER_FLAGS.get(name)
+        arg = f"{flag}{sep}{value}" if flag is not None else arg
+        bare = (flag or name) in _BARE_FLAGS and not sep
+        if bare and (i + 1 >= len(argv) or argv[i + 1].strip().lower() not in _BOOL_WORDS):
+            arg += "=true"
+        out.append(arg)
     return out
