@@ -27,6 +27,7 @@ from moorage.core.errors import (
 )
 from moorage.core.protocol import InferRequest, InferResponse
 from moorage.server._version import __version__
+from moorage.server.batcher import Batcher
 from moorage.server.model import BoundModel, Headers
 from moorage.server.repository import ModelRepository
 
@@ -120,9 +121,12 @@ class DataPlane:
         *,
         max_inflight: int = 1024,
         hooks: list[InferenceHook] | None = None,
+        batcher: Batcher | None = None,
     ) -> None:
         self.repository = repository
         self.max_inflight = max_inflight
+        #: Joins concurrent predicts of a model (``--enable_batcher``); None: no batching.
+        self.batcher = batcher
         #: Inference hooks, called in order; append to add one (metrics, loggers, ...).
         self.hooks: list[InferenceHook] = list(hooks or [])
         self.stopping = False
@@ -214,8 +218,12 @@ class DataPlane:
             else:
                 value, t1 = payload, t0
             stage = verb
-            run = bound.explain if verb == "explain" else bound.predict
-            value = await run(value, headers, response_headers)
+            if verb == "explain":
+                value = await bound.explain(value, headers, response_headers)
+            elif self.batcher is not None:
+                value = await self.batcher.predict(bound, value, headers, response_headers)
+            else:
+                value = await bound.predict(value, headers, response_headers)
             t2 = time.perf_counter()
             stage = "postprocess"
             if bound.postprocess is not None:
@@ -250,12 +258,16 @@ class DataPlane:
 
         When the model's stages are all sync and every hook is thread-safe, the stages run right
         here, in the calling thread (it is already off the event loop, so no hop to another
-        thread is needed). Otherwise the inference runs on ``loop`` and this waits for it.
-        Same errors and hooks as :meth:`infer`.
+        thread is needed). Otherwise (or with a batcher, which lives on the loop) the inference
+        runs on ``loop`` and this waits for it. Same errors and hooks as :meth:`infer`.
         """
         bound = self.repository.bound(model_name)
         hooks = self.hooks
-        if not bound.sync_only or not all(getattr(h, "thread_safe", False) for h in hooks):
+        if (
+            self.batcher is not None
+            or not bound.sync_only
+            or not all(getattr(h, "thread_safe", False) for h in hooks)
+        ):
             coro = self._infer_in_context(
                 request_id_var.get(), model_name, payload, headers=headers, version=version,
                 protocol=protocol, transport=transport,

@@ -27,6 +27,7 @@ from starlette.applications import Starlette
 from moorage.core.config.server import ServerSettings
 from moorage.core.errors import ModelNotReady
 from moorage.core.http2.limits import PeerBudget
+from moorage.server.batcher import Batcher, BatchPolicy
 from moorage.server.dataplane import DataPlane, LatencyLogger
 from moorage.server.grpc import create_grpc_server
 from moorage.server.http1 import RestLimits, TimedHttpProtocol, sweep
@@ -150,7 +151,14 @@ class ModelServer:
         self.registered_models = registered_models or ModelRepository(
             s.model_dir, sync_mode=s.sync_mode
         )
-        self.dataplane = DataPlane(self.registered_models, max_inflight=s.max_inflight_requests)
+        batcher = (
+            Batcher(BatchPolicy(s.max_batchsize, s.max_latency / 1000, s.batcher_timeout))
+            if s.enable_batcher
+            else None
+        )
+        self.dataplane = DataPlane(
+            self.registered_models, max_inflight=s.max_inflight_requests, batcher=batcher
+        )
         if s.enable_latency_logging:
             self.dataplane.hooks.append(LatencyLogger())
         self.observability = Observability(s)
@@ -317,7 +325,8 @@ class ModelServer:
         native server needs neither.)"""
         bound = self.registered_models.bound_models()
         return (
-            all(b.sync_only for b in bound)
+            self.dataplane.batcher is None  # batches form on the loop
+            and all(b.sync_only for b in bound)
             and all(getattr(h, "thread_safe", False) for h in self.dataplane.hooks)
             and not any(isinstance(i, grpc.aio.ServerInterceptor) for i in self.grpc_interceptors)
         )
