@@ -155,6 +155,25 @@ def test_model_dir_is_given_where_the_runtime_leaves_it_out(tmp_path: Path) -> N
     assert "--model_name=m" in spec.argv
 
 
+def test_a_batcher_becomes_moorage_server_flags(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    isvc = {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": "iris"},
+        "spec": {
+            "predictor": {
+                "model": {"modelFormat": {"name": "sklearn"}, "storageUri": "./m"},
+                "batcher": {"maxBatchSize": 16, "maxLatency": 10},
+            }
+        },
+    }
+    workload = workload_for(tmp_path, [isvc])
+    [spec] = plan_processes(workload, model_dir=tmp_path / "m", http_port=1, grpc_port=2)
+    assert spec.argv[:3] == [sys.executable, "-m", "moorage.server"]
+    assert spec.argv[-3:] == ["--enable_batcher=true", "--max_batchsize=16", "--max_latency=10"]
+
+
 def test_one_off_names(tmp_path: Path) -> None:
     made = one_off_workload(model_format="sklearn", storage_uri="s3://bucket/Iris_Model/")
     assert made.isvc.name == "iris-model"

@@ -407,6 +407,36 @@ def test_logger_on_moorage_server_is_in_process(tmp_path: Path) -> None:
     assert service["spec"]["ports"][0]["targetPort"] == 8080
 
 
+def test_batcher_on_moorage_server_is_in_process(tmp_path: Path) -> None:
+    logger = {"url": "http://sink.ml"}
+    config = InferenceServiceConfig.from_configmap(
+        {"batcher": json.dumps({"maxBatchSize": "64", "maxLatency": "20"})}
+    )
+    objects = render(
+        tmp_path, {**model("gs://b/m"), "logger": logger, "batcher": {"timeout": 3}}, config=config
+    )
+    for obj in objects:
+        kubernetes_validate.validate(obj, "1.30.0", strict=True)
+    pod = pod_of(objects)
+    assert [c["name"] for c in pod["containers"]] == ["kserve-container"]  # no agent sidecar
+    args = pod["containers"][0]["args"]
+    assert "--logger_url=http://sink.ml" in args
+    assert args[-4:] == [
+        "--enable_batcher=true", "--max_batchsize=64", "--max_latency=20", "--batcher_timeout=3",
+    ]  # fmt: skip
+    deployment, service = objects[0], objects[1]
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["internal.serving.kserve.io/batcher"] == "true"
+    assert annotations["internal.serving.kserve.io/batcher-max-batchsize"] == "64"
+    assert annotations["internal.serving.kserve.io/batcher-max-latency"] == "20"
+    assert "internal.serving.kserve.io/agent" not in annotations
+    assert service["spec"]["ports"][0]["targetPort"] == 8080
+
+    objects = render(tmp_path, {**model("gs://b/m"), "batcher": {"maxBatchSize": 8}})
+    args = pod_of(objects)["containers"][0]["args"]
+    assert args[-3:] == ["--enable_batcher=true", "--max_batchsize=8", "--max_latency=5000"]
+
+
 def test_logger_and_batcher_on_other_servers_use_the_agent(tmp_path: Path) -> None:
     predictor = {
         "model": {"modelFormat": {"name": "pytorch"}, "storageUri": "gs://b/m"},

@@ -1,16 +1,18 @@
 """A component's ``logger`` and ``batcher``, rendered as KServe v0.14's webhook would, or better
 where the server is moorage's.
 
-* moorage-server logs in-process: a component whose ``kserve-container`` runs moorage-server and
-  has a ``logger`` (no ``batcher``) gets the logger as server flags (``--logger_url``,
-  ``--logger_mode``, ...) and no sidecar: one hop less per request.
-* Otherwise (another server, or a ``batcher``, which moorage-server does not implement) the pod
-  gets KServe's ``agent`` sidecar: image ``agent.image``, port 9081 (``agent-port``), the
-  logger flags (``--log-url``, ``--source-uri``, ``--log-mode``, ``--inference-service``,
-  ``--namespace``, ``--endpoint``, ``--component``, ``--metadata-headers``) and/or the batcher
-  flags (``--enable-batcher``, ``--max-batchsize``, ``--max-latency``, defaults from the
-  ``batcher`` config), ``--component-port`` the model container's port, the model container's
-  readiness probe in ``SERVING_READINESS_PROBE``; the component's Service then targets 9081.
+* moorage-server logs and batches in-process: a component whose ``kserve-container`` runs
+  moorage-server gets the logger as server flags (``--logger_url``, ``--logger_mode``, ...) and
+  the batcher as ``--enable_batcher=true --max_batchsize=N --max_latency=MS`` (and
+  ``--batcher_timeout=S`` when the spec sets ``timeout``; size and latency default from the
+  ``batcher`` config, as KServe's do), and no sidecar: one hop less per request.
+* Other servers get KServe's ``agent`` sidecar: image ``agent.image``, port 9081
+  (``agent-port``), the logger flags (``--log-url``, ``--source-uri``, ``--log-mode``,
+  ``--inference-service``, ``--namespace``, ``--endpoint``, ``--component``,
+  ``--metadata-headers``) and/or the batcher flags (``--enable-batcher``, ``--max-batchsize``,
+  ``--max-latency``, defaults from the ``batcher`` config), ``--component-port`` the model
+  container's port, the model container's readiness probe in ``SERVING_READINESS_PROBE``; the
+  component's Service then targets 9081.
 
 Either way the logger's TLS settings (``logger.caBundle``/``caCertFile``/``tlsSkipVerify``)
 apply: the CA bundle ConfigMap is mounted (optional) as ``agent-ca-bundle`` at
@@ -35,6 +37,7 @@ __all__ = [
     "Sidecar",
     "apply_logger_and_batcher",
     "apply_model_config",
+    "batcher_flags",
 ]
 
 AGENT_CONTAINER = "agent"
@@ -122,6 +125,18 @@ def _annotations(
     return out
 
 
+def batcher_flags(batcher: Batcher, config: InferenceServiceConfig) -> list[str]:
+    """moorage-server's flags for a component's ``batcher`` (defaults from ``config.batcher``)."""
+    flags = [
+        "--enable_batcher=true",
+        f"--max_batchsize={batcher.max_batch_size or config.batcher.max_batch_size}",
+        f"--max_latency={batcher.max_latency or config.batcher.max_latency}",
+    ]
+    if batcher.timeout:
+        flags.append(f"--batcher_timeout={batcher.timeout}")
+    return flags
+
+
 def apply_logger_and_batcher(
     pod: dict[str, Any],
     main: dict[str, Any],
@@ -141,17 +156,22 @@ def apply_logger_and_batcher(
     annotations = _annotations(logger, batcher, sink, config)
     mode = (logger.mode if logger is not None else None) or "all"
     headers = ",".join(logger.metadata_headers or []) if logger is not None else ""
-    if logger is not None and batcher is None and runs_moorage_server(main):
-        flags = [
-            f"--logger_url={sink}",
-            f"--logger_mode={mode}",
-            f"--logger_inference_service={isvc_name}",
-            f"--logger_namespace={namespace}",
-            f"--logger_component={component}",
-            *([f"--logger_metadata_headers={headers}"] if headers else []),
-        ]
-        main["args"] = [*main.get("args", []), *flags, *_tls(config, agent=False)]
-        _mount_ca(pod, main, config)
+    if runs_moorage_server(main):
+        flags: list[str] = []
+        if logger is not None:
+            flags += [
+                f"--logger_url={sink}",
+                f"--logger_mode={mode}",
+                f"--logger_inference_service={isvc_name}",
+                f"--logger_namespace={namespace}",
+                f"--logger_component={component}",
+                *([f"--logger_metadata_headers={headers}"] if headers else []),
+                *_tls(config, agent=False),
+            ]
+            _mount_ca(pod, main, config)
+        if batcher is not None:
+            flags += batcher_flags(batcher, config)
+        main["args"] = [*main.get("args", []), *flags]
         return Sidecar(annotations=annotations)
     args: list[str] = []
     if logger is not None:

@@ -36,8 +36,8 @@ no webhook between us and the API server when moorage applies these):
 * the explainer (``<isvc>-explainer`` Deployment, Service, HPA): ART's image from
   ``explainers.art`` with KServe's arguments, or the custom container; its host in the Ingress.
 
-* ``logger``/``batcher`` (:mod:`moorage.controller.agent`): moorage-server's own logger flags,
-  or KServe's ``agent`` sidecar on 9081 with the Service targeting it.
+* ``logger``/``batcher`` (:mod:`moorage.controller.agent`): moorage-server's own logger and
+  batcher flags, or KServe's ``agent`` sidecar on 9081 with the Service targeting it.
 
 * a ``storage:`` spec: the storage-initializer fetches ``<type>://<bucket>/<path>`` with
   ``STORAGE_CONFIG`` from the ``storage-config`` Secret and ``STORAGE_OVERRIDE_CONFIG``.

@@ -7,6 +7,8 @@ The predictor runs the runtime's ``kserve-container`` command line as the contro
   moorage.server``, so the server comes from the same environment as ``moorage``; other commands
   run from ``PATH`` as given (``python``/``python3`` mean this interpreter);
 * ``/mnt/models`` in args and env values becomes the local model directory;
+* a predictor ``batcher`` becomes moorage-server's batcher flags, as on a cluster
+  (:func:`moorage.controller.agent.batcher_flags`);
 * ``--http_port`` / ``--grpc_port`` are set (replaced or appended) to the chosen ports, and
   ``--host`` to the address to bind (127.0.0.1 unless ``moorage run --host`` says otherwise)
   where the command is moorage-server or a transformer (KServe's parser ignores flags it does
@@ -30,6 +32,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from moorage.controller.agent import batcher_flags
 from moorage.controller.arguments import (
     MODEL_MOUNT_PATH,
     predictor_container,
@@ -239,6 +242,8 @@ def plan_processes(
         if model_dir is not None and _flag_value(argv, "--model_dir") is None:
             # KServe's huggingfaceserver args give no --model_dir (its default is /mnt/models).
             argv = set_flag(argv, "--model_dir", str(model_dir))
+        if isvc.spec.predictor.batcher is not None:
+            argv = [*argv, *batcher_flags(isvc.spec.predictor.batcher, workload.config)]
     _check_runnable(argv, cwd=cwd, what="predictor", python=python)
     env, warnings = _env(container, model_dir, "predictor")
     model_name = _flag_value(argv, "--model_name") or isvc.name
