@@ -228,6 +228,21 @@ async def test_a_cancelled_caller_leaves_the_batch_alone() -> None:
     ]  # fmt: skip
 
 
+async def test_a_failure_of_the_batcher_itself_reaches_every_caller(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*args: Any) -> None:
+        raise RuntimeError("split broke")
+
+    monkeypatch.setattr("moorage.server.batcher.split", broken)
+    plane = _plane(RowModel())
+    requests = [_v2(np.full((1, 2), i, np.float32)) for i in range(4)]
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(*(_infer(plane, r) for r in requests), return_exceptions=True), 5
+    )
+    assert all("split broke" in str(o) for o in outcomes), outcomes
+
+
 async def test_timeout_answers_504_and_the_batch_goes_on() -> None:
     model = RowModel(delay=0.5)
     plane = _plane(model, timeout=0.1)

@@ -320,6 +320,11 @@ class _ModelQueue:
                 if entry.future is not None and not entry.future.done():
                     entry.future.cancel()
             raise
+        except Exception as exc:  # a bug here must not leave callers waiting forever
+            logger.exception("batch of model %s failed", self.bound.name)
+            for entry in entries:
+                if entry.future is not None and not entry.future.done():
+                    entry.future.set_exception(exc)
         finally:
             self.running -= 1
             if self.running == 0 and self.filling:
