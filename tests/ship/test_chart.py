@@ -319,19 +319,68 @@ def _operator_calls() -> set[tuple[str, str, str]]:
     return calls
 
 
-def test_operator_rbac_matches_its_calls(helm: Path, tmp_path: Path) -> None:
-    objects = _render(helm, tmp_path, {})
-    granted = _grants(_by_kind(objects, "ClusterRole")["moorage-controller"])
+def _cluster_scoped() -> set[str]:
+    """The cluster-scoped resources the operator may touch: ours from the chart's CRDs, and
+    the built-in kinds kopf reads or keeps."""
+    ours = {
+        crd["spec"]["names"]["plural"]
+        for crd in map(yaml.safe_load, map(Path.read_text, (CHART / "crds").glob("*.yaml")))
+        if crd["spec"]["scope"] == "Cluster"
+    }
+    return ours | {
+        "customresourcedefinitions",
+        "namespaces",
+        "mutatingwebhookconfigurations",
+        "validatingwebhookconfigurations",
+    }
+
+
+@pytest.mark.parametrize("watch", ["", "models"], ids=["cluster-wide", "watch-namespace"])
+def test_operator_rbac_matches_its_calls(helm: Path, tmp_path: Path, watch: str) -> None:
+    """Every call the operator makes is granted and nothing else is, each where it is made:
+    cluster-wide in a ClusterRole when it serves every namespace; with watchNamespace, the
+    namespaced kinds in a Role in that namespace and in the release namespace (kopf watches
+    both), the ClusterRole left with the cluster-scoped kinds."""
+    objects = _render(helm, tmp_path, {"controller": {"watchNamespace": watch}})
+    cluster = _grants(_by_kind(objects, "ClusterRole")["moorage-controller"])
+    roles = {
+        o["metadata"]["namespace"]: _grants(o)
+        for o in objects
+        if o["kind"] == "Role" and o["metadata"]["name"] == "moorage-controller"
+    }
+    bindings = {
+        o["metadata"]["namespace"]: o
+        for o in objects
+        if o["kind"] == "RoleBinding" and o["metadata"]["name"] == "moorage-controller"
+    }
     lease = _grants(_by_kind(objects, "Role")["moorage-controller-leader-election"])
     calls = _operator_calls()
-    assert calls - granted == set(), "the operator calls what its ClusterRole does not grant"
-    # what the ClusterRole grants beyond the calls, each for a reason named in rbac.yaml
+    # what is granted beyond the calls, each for a reason named in rbac.yaml
     framework = {
         ("apiextensions.k8s.io", "customresourcedefinitions", "list"),  # kopf's resource scan
         ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
         ("events.k8s.io", "events", "create"),  # kopf posts to either events API
     }
-    assert granted - calls - framework == set(), "the ClusterRole grants more than is used"
+    if not watch:
+        assert roles == {} and bindings == {}
+        granted = cluster
+    else:
+        framework |= {("", "namespaces", "list"), ("", "namespaces", "watch")}  # kopf observes
+        assert set(roles) == {watch, NAMESPACE} == set(bindings)
+        assert roles[watch] == roles[NAMESPACE]
+        for binding in bindings.values():
+            assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io",
+                                          "kind": "Role", "name": "moorage-controller"}  # fmt: skip
+            assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "moorage-controller",
+                                            "namespace": NAMESPACE}]  # fmt: skip
+        scoped = _cluster_scoped()
+        outside = {r for _, r, _ in cluster if r.split("/")[0] not in scoped}
+        assert outside == set(), "the ClusterRole grants namespaced kinds cluster-wide"
+        inside = {r for _, r, _ in roles[watch] if r.split("/")[0] in scoped}
+        assert inside == set(), "a Role names cluster-scoped kinds"
+        granted = cluster | roles[watch]
+    assert calls - granted == set(), "the operator calls what its roles do not grant"
+    assert granted - calls - framework == set(), "the roles grant more than is used"
     assert lease == {("coordination.k8s.io", "leases", v) for v in ("get", "create", "patch")}
     assert not any(verb in ("*", "update", "deletecollection") for _, _, verb in granted)
     assert not any(resource == "*" for _, resource, _ in granted)
