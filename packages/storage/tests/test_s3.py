@@ -158,3 +158,63 @@ def test_empty_prefix_and_missing_bucket(
         download(f"s3://{bucket}/nothing-here", tmp_path / "m", settings=settings)
     with pytest.raises(StorageNotFound, match="does not exist"):
         download("s3://no-such-bucket/x", tmp_path / "m", settings=settings)
+
+
+def test_odd_keys_and_pagination(
+    seaweedfs_server: SeaweedS3, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys needing URL encoding round-trip, and a listing spread over pages is read whole."""
+    from moorage.storage.providers import s3 as s3_provider
+
+    names = ["a b.bin", "plus+sign.bin", "ünï/cödé.bin", "q?x=1&y.bin", "pct%41.bin"]
+    for i, name in enumerate(names):
+        seaweedfs_server.put(bucket, f"odd/{name}", f"{i}".encode() * 10)
+    monkeypatch.setattr(s3_provider, "_PAGE_KEYS", 2)
+    out = download(f"s3://{bucket}/odd", tmp_path / "m", settings=settings_for(seaweedfs_server))
+    for i, name in enumerate(names):
+        assert (out / name).read_bytes() == f"{i}".encode() * 10
+
+
+def test_static_keys_need_no_aws_sdk(
+    seaweedfs_server: SeaweedS3, bucket: str, tmp_path: Path
+) -> None:
+    """With keys in the environment the initializer neither imports boto3 nor botocore."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from moorage.storage.__main__ import main; rc = main(sys.argv[1:]); "
+        "assert rc == 0, rc; "
+        "assert not {'boto3', 'botocore'} & set(sys.modules), sorted(sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, f"s3://{bucket}/iris", str(tmp_path / "m")],
+        env={**os.environ, **seaweedfs_server.env(MOORAGE_STORAGE_PROGRESS="off")},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "m" / "model.joblib").exists()
+
+
+def test_credential_chain_without_keys(
+    seaweedfs_server: SeaweedS3, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No keys given: botocore's chain (here a shared credentials file) signs the requests;
+    an empty chain is an auth error that says what to set."""
+    s3 = seaweedfs_server
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    shared = tmp_path / "credentials"
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(shared))
+    env = {"AWS_ENDPOINT_URL": s3.endpoint, "MOORAGE_STORAGE_PROGRESS": "off"}
+    with pytest.raises(StorageAuthError, match="no S3 credentials found"):
+        download(f"s3://{bucket}/iris", tmp_path / "m", env=env)
+    shared.write_text(
+        f"[default]\naws_access_key_id = {s3.access_key}\naws_secret_access_key = {s3.secret_key}\n"
+    )
+    out = download(f"s3://{bucket}/iris", tmp_path / "m", env=env)
+    assert (out / "model.joblib").read_bytes() == b"joblib" * 100

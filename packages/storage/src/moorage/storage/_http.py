@@ -236,7 +236,8 @@ class HttpClient:
                 raise _status_error(response.status, final_url, b"", response.headers)
             return HttpResponse(response.status, response.headers, b"", final_url)
         try:
-            data = response.read(limit + 1) if method != "HEAD" else b""
+            # A HEAD answer has no body; reading it still returns the connection to the pool.
+            data = response.read(limit + 1) if method != "HEAD" else response.read()
         except (OSError, http.client.HTTPException) as exc:
             self._drop(*key)
             raise HttpError(

@@ -148,6 +148,7 @@ def seaweedfs(
             f"-s3.config={config}",
             "-volume.max=64",
             "-master.volumeSizeLimitMB=64",
+            *_fixed_port_listeners_off(weed),
         ]
         process = ServerProcess(argv, log=data_dir / "weed.log", grace=5).start()
         stack.callback(process.stop)
@@ -161,6 +162,18 @@ def seaweedfs(
         )
         _wait_ready(s3)
         yield s3
+
+
+def _fixed_port_listeners_off(weed: str) -> list[str]:
+    """Flags that turn off the S3 gateway's extra listeners on fixed ports (Iceberg 8181,
+    Lance 9101 in SeaweedFS 4.x): with them on, a second server on the machine cannot start."""
+    import subprocess
+
+    usage = subprocess.run(
+        [weed, "server", "-h"], capture_output=True, text=True, timeout=30, check=False
+    )
+    text = usage.stdout + usage.stderr
+    return [f"-{flag}=0" for flag in ("s3.port.iceberg", "s3.port.lance") if f"-{flag} " in text]
 
 
 def _ports(n: int) -> list[int]:

@@ -1,0 +1,42 @@
+"""SigV4 pre-signing against AWS's published example (no server needed)."""
+
+from __future__ import annotations
+
+import calendar
+
+from moorage.storage._sigv4 import Credentials, SigV4Signer, uri_encode
+
+# The example of AWS's "Authenticating Requests: Using Query Parameters" page for S3.
+ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
+SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+
+
+def test_published_example() -> None:
+    signer = SigV4Signer(lambda: Credentials(ACCESS_KEY, SECRET_KEY), "us-east-1")
+    url = signer.presign(
+        "GET",
+        "https",
+        "examplebucket.s3.amazonaws.com",
+        "/test.txt",
+        expires=86400,
+        now=calendar.timegm((2013, 5, 24, 0, 0, 0)),
+    )
+    assert url == (
+        "https://examplebucket.s3.amazonaws.com/test.txt?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+        "&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request"
+        "&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host"
+        "&X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404"
+    )
+
+
+def test_session_token_is_signed_and_secret_never_shown() -> None:
+    creds = Credentials(ACCESS_KEY, SECRET_KEY, token="session/token+value")
+    url = SigV4Signer(lambda: creds, "eu-west-1").presign("HEAD", "http", "h:9000", "/b/k")
+    assert "X-Amz-Security-Token=session%2Ftoken%2Bvalue" in url
+    assert SECRET_KEY not in url and SECRET_KEY not in repr(creds)
+
+
+def test_uri_encode() -> None:
+    assert uri_encode("a b+c/d~e", keep_slash=True) == "a%20b%2Bc/d~e"
+    assert uri_encode("a/b=c") == "a%2Fb%3Dc"
+    assert uri_encode("é") == "%C3%A9"
