@@ -493,27 +493,51 @@ def test_bytes_elements_that_are_not_bytes_encode_alike_everywhere() -> None:
 @given(data=st.data())
 @settings(max_examples=60, deadline=None)
 def test_to_bytes_matches_serialize_to_string(data: st.DataObject) -> None:
-    # The hand-framed serialization parses to exactly the message the converter builds.
+    # The hand-written serialization parses to exactly the message the converter builds:
+    # every field, parameters of each kind on the message, its tensors and requested outputs.
     tensors_ = [
         _proto_ready(t) for t in _distinct_names(data.draw(st.lists(tensors(), max_size=4)))
     ]
+    for tensor in tensors_:
+        tensor.parameters = data.draw(proto_parameters)
     raw = data.draw(st.booleans())
     request = InferRequest(
-        "m",
+        data.draw(st.text(max_size=6)),
         tensors_,
         id=data.draw(optional_ids),
         parameters=data.draw(proto_parameters),
-        outputs=[RequestedOutput("o", {"k": 1})] if data.draw(st.booleans()) else None,
+        outputs=data.draw(
+            st.one_of(
+                st.none(),
+                st.lists(st.builds(RequestedOutput, names, proto_parameters), min_size=1),
+            )
+        ),
+        model_version=data.draw(optional_ids),
     )
     wire = oip_grpc.request_to_bytes(request, raw=raw)
     parsed = oip_grpc.pb.ModelInferRequest.FromString(wire)
     assert parsed == oip_grpc.request_to_proto(request, raw=raw)
     assert oip_grpc.request_from_proto(parsed) == request
-    response = InferResponse("m", tensors_, id=data.draw(optional_ids), model_version="1")
+    response = InferResponse(
+        "m",
+        tensors_,
+        id=data.draw(optional_ids),
+        model_version="1",
+        parameters=data.draw(proto_parameters),
+    )
     wire = oip_grpc.response_to_bytes(response, raw=raw)
     parsed = oip_grpc.pb.ModelInferResponse.FromString(wire)
     assert parsed == oip_grpc.response_to_proto(response, raw=raw)
     assert oip_grpc.response_from_proto(parsed) == response
+
+
+@pytest.mark.parametrize("value", [2**64, -(2**63) - 1])
+def test_to_bytes_refuses_parameters_protobuf_cannot_hold(value: int) -> None:
+    response = InferResponse("m", [], parameters={"k": value})
+    with pytest.raises(ValueError, match="out of range"):
+        oip_grpc.response_to_proto(response)
+    with pytest.raises(ValueError, match="out of range"):
+        oip_grpc.response_to_bytes(response)
 
 
 def test_to_bytes_large_tensor_lengths() -> None:
