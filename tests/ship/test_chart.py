@@ -200,7 +200,9 @@ def test_default_install(helm: Path, tmp_path: Path) -> None:
 
 def test_configmap_is_kserve_defaults(helm: Path, tmp_path: Path) -> None:
     """Every key of KServe's inferenceservice-config, and read with core's model it is KServe's
-    shipped configuration, but for the storage-initializer image, which is moorage's."""
+    shipped configuration, but for the storage-initializer image, which is moorage's, and the
+    default deployment mode: RawDeployment, the only mode moorage's operator serves (KServe's
+    default, Serverless, needs Knative)."""
     configmap = _by_kind(_render(helm, tmp_path, {}), "ConfigMap")["inferenceservice-config"]
     assert configmap["metadata"]["namespace"] == NAMESPACE
     keys = set(InferenceServiceConfig.KEYS) - {"inferenceService"}  # a moorage extension
@@ -209,7 +211,11 @@ def test_configmap_is_kserve_defaults(helm: Path, tmp_path: Path) -> None:
     expected = InferenceServiceConfig.default()
     expected.storage_initializer.image = "moorage/storage-initializer:0.1.0"
     expected.local_model.default_job_image = "moorage/storage-initializer:0.1.0"
+    assert expected.deploy.default_deployment_mode == "Serverless"  # KServe's
+    expected.deploy.default_deployment_mode = "RawDeployment"
     assert parsed == expected
+    operator = (ROOT / "packages" / "controller" / "README.md").read_text()
+    assert "Every InferenceService is served in RawDeployment mode" in operator
     changed = _by_kind(
         _render(
             helm,
