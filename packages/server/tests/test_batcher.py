@@ -406,8 +406,10 @@ def _batch_rows(server: Server) -> tuple[float, float]:
 CLIENTS = 32
 
 
-def _hammer(call: Any, rows: np.ndarray, rounds: int = 3) -> None:
-    """``CLIENTS`` threads, each sending its own rows ``rounds`` times, checking every answer."""
+def _hammer(server: Server, call: Any, rows: np.ndarray, rounds: int = 3) -> None:
+    """``CLIENTS`` threads, each sending its own rows ``rounds`` times, checking every answer;
+    then that some predict call held several requests' rows."""
+    before = _batch_rows(server)
 
     def client(c: int) -> None:
         for r in range(rounds):
@@ -418,13 +420,14 @@ def _hammer(call: Any, rows: np.ndarray, rounds: int = 3) -> None:
 
     with ThreadPoolExecutor(CLIENTS) as pool:
         list(pool.map(client, range(CLIENTS)))
+    count, total = _batch_rows(server)
+    assert total - before[1] > count - before[0], "no predict call held several requests"
 
 
 def test_rest_v2_callers_never_get_each_others_rows(
     batching_server: Server, rowid_dir: Path
 ) -> None:
     rows = np.load(rowid_dir / "rows.npy")
-    before = _batch_rows(batching_server)
     with httpx.Client(
         base_url=batching_server.url, timeout=30, limits=httpx.Limits(max_connections=CLIENTS)
     ) as http:
@@ -444,9 +447,7 @@ def test_rest_v2_callers_never_get_each_others_rows(
             assert response.status_code == 200, response.text
             return [round(v) for v in response.json()["outputs"][0]["data"]]
 
-        _hammer(call, rows)
-    count, total = _batch_rows(batching_server)
-    assert total - before[1] > count - before[0]  # some predict call held several requests' rows
+        _hammer(batching_server, call, rows)
 
 
 def test_rest_v1_callers_never_get_each_others_rows(
@@ -462,7 +463,7 @@ def test_rest_v1_callers_never_get_each_others_rows(
             assert response.status_code == 200, response.text
             return [round(v) for v in response.json()["predictions"]]
 
-        _hammer(call, rows)
+        _hammer(batching_server, call, rows)
 
 
 def test_grpc_callers_never_get_each_others_rows(batching_server: Server, rowid_dir: Path) -> None:
@@ -483,7 +484,7 @@ def test_grpc_callers_never_get_each_others_rows(batching_server: Server, rowid_
             assert reply.id == "me"
             return [round(v) for v in reply.output("output-0").data.tolist()]
 
-        _hammer(call, rows)
+        _hammer(batching_server, call, rows)
 
 
 def test_bad_callers_among_good_ones_get_their_own_errors(
