@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -53,7 +52,12 @@ DEFAULT_ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms %({x-request-id}i
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    """A random (version 4) UUID in hex, as ``uuid.uuid4().hex`` gives it, without building a
+    ``UUID`` object."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return raw.hex()
 
 
 def _usable(value: str | None) -> bool:
@@ -155,22 +159,43 @@ class AccessLogMiddleware:
         self.record_metrics = record_metrics
         self._templates: dict[int, str] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
+    def request_id(self, scope: Scope) -> str:
+        """The request's id: the caller's ``x-request-id`` when usable, else a new one, which
+        replaces the header in ``scope`` (so the model sees it too)."""
         request_id = None
         for key, value in scope["headers"]:
             if key == _REQUEST_ID:
                 request_id = value.decode("latin-1")
                 break
-        if not _usable(request_id):
+        if request_id is None or not _usable(request_id):
             request_id = new_request_id()
             headers = [(k, v) for k, v in scope["headers"] if k != _REQUEST_ID]
             headers.append((_REQUEST_ID, request_id.encode()))
             scope["headers"] = headers
-        assert request_id is not None
+        return request_id
+
+    def finish(
+        self,
+        scope: Scope,
+        request_id: str,
+        route: str,
+        status: int,
+        sent: int,
+        seconds: float,
+        response_headers: list[Any],
+    ) -> None:
+        """Record a finished request: HTTP metrics and, when on, its access line."""
+        if self.record_metrics:
+            metrics.observe_http(scope["method"], route, status, seconds)
+        if self.access_log and access_logger.isEnabledFor(logging.INFO):
+            self._log(scope, request_id, route, status, sent, seconds, response_headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        request_id = self.request_id(scope)
         encoded_id = request_id.encode("latin-1")
         status = 500
         sent = 0
@@ -203,11 +228,9 @@ class AccessLogMiddleware:
         finally:
             request_id_var.reset(token)
             seconds = time.perf_counter() - start
-            template = self._template(scope)
-            if self.record_metrics:
-                metrics.observe_http(scope["method"], template, status, seconds)
-            if self.access_log and access_logger.isEnabledFor(logging.INFO):
-                self._log(scope, request_id, template, status, sent, seconds, response_headers)
+            self.finish(
+                scope, request_id, self._template(scope), status, sent, seconds, response_headers
+            )
 
     def _template(self, scope: Scope) -> str:
         """The matched route's path template (a bounded metrics label)."""
@@ -244,20 +267,22 @@ class AccessLogMiddleware:
         except (KeyError, ValueError, TypeError) as exc:
             line = f"{atoms['r']} {status} (bad --access_log_format: {exc})"
         client = scope.get("client")
-        access_logger.info(
-            "%s",
-            line,
-            extra={
-                "request_id": request_id,
-                "method": scope["method"],
-                "path": scope["path"],
-                "route": route,
-                "status": status,
-                "duration_ms": round(seconds * 1000, 3),
-                "client": f"{client[0]}:{client[1]}" if client else None,
-                "bytes": sent,
-            },
+        extra = {
+            "request_id": request_id,
+            "method": scope["method"],
+            "path": scope["path"],
+            "route": route,
+            "status": status,
+            "duration_ms": round(seconds * 1000, 3),
+            "client": f"{client[0]}:{client[1]}" if client else None,
+            "bytes": sent,
+        }
+        # What ``access_logger.info(line, extra=extra)`` does, less its search of the stack for
+        # the caller's file and line (the same for every access line): this one, per request.
+        record = access_logger.makeRecord(
+            access_logger.name, logging.INFO, __file__, 0, line, (), None, "_log", extra
         )
+        access_logger.handle(record)
 
 
 # ----------------------------------------------------------------------------- gRPC

@@ -43,10 +43,12 @@ warning at startup when ``--workers`` > 1). The variable must be set before the 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
-from collections.abc import Iterable
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -220,15 +222,68 @@ def protocol_label(event: InferenceEvent) -> str:
     return "grpc-v2" if event.transport == "grpc" else event.protocol
 
 
-class _ModelSeries:
-    """The labelled children of one (model, protocol), resolved once."""
+def _observer(*children: Any) -> Callable[[float], None]:
+    """One call that records ``amount`` in each of ``children`` (labelled histogram children
+    with the same buckets) as their ``observe`` does, finding the bucket once.
 
-    __slots__ = ("duration", "kserve", "stages")
+    prometheus-client's ``observe`` checks, per call, that the metric is a labelled child and
+    walks the buckets in Python; the inference path observes several histograms per request,
+    so this keeps a child's bucket values and sum (both prometheus-client value objects, taking
+    their own locks, or its multiprocess files) and adds to them directly. A prometheus-client
+    without these attributes gets its own ``observe``.
+    """
+    try:
+        bounds = list(children[0]._upper_bounds)
+        parts = [(child._sum, child._buckets) for child in children]
+        if any(list(child._upper_bounds) != bounds for child in children):
+            raise AttributeError("different buckets")
+    except AttributeError:
+        observes = [child.observe for child in children]
+
+        def observe_each(amount: float) -> None:
+            for call in observes:
+                call(amount)
+
+        return observe_each
+    if len(parts) == 1:
+        ((total, buckets),) = parts
+
+        def observe_one(amount: float) -> None:
+            total.inc(amount)
+            buckets[bisect_left(bounds, amount)].inc(1)
+
+        return observe_one
+
+    def observe(amount: float) -> None:
+        index = bisect_left(bounds, amount)
+        for total, buckets in parts:
+            total.inc(amount)
+            buckets[index].inc(1)
+
+    return observe
+
+
+def _incrementer(child: Any) -> Callable[[], None]:
+    """``child.inc`` (a labelled counter child) without its per-call checks (see
+    :func:`_observer`)."""
+    value = getattr(child, "_value", None)
+    if value is None or not hasattr(value, "inc"):
+        return child.inc
+    return functools.partial(value.inc, 1)
+
+
+class _ModelSeries:
+    """The labelled children of one (model, protocol), resolved once: per stage, one observer
+    of moorage's histogram and KServe's."""
+
+    __slots__ = ("duration", "stages")
 
     def __init__(self, model: str, protocol: str) -> None:
-        self.duration = REQUEST_DURATION.labels(model, protocol)
-        self.stages = {stage: h.labels(model, protocol) for stage, h in STAGE_DURATIONS.items()}
-        self.kserve = {stage: h.labels(model) for stage, h in KSERVE_STAGE_DURATIONS.items()}
+        self.duration = _observer(REQUEST_DURATION.labels(model, protocol))
+        self.stages = {
+            stage: _observer(h.labels(model, protocol), KSERVE_STAGE_DURATIONS[stage].labels(model))
+            for stage, h in STAGE_DURATIONS.items()
+        }
 
 
 class MetricsHook:
@@ -239,39 +294,41 @@ class MetricsHook:
 
     def __init__(self) -> None:
         self._series: dict[tuple[str, str], _ModelSeries] = {}
-        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._counters: dict[tuple[str, str, int], Callable[[], None]] = {}
 
     def on_request(self, event: InferenceEvent) -> None:
         return None
 
     def on_response(self, event: InferenceEvent) -> None:
-        protocol = protocol_label(event)
+        protocol = "grpc-v2" if event.transport == "grpc" else event.protocol
         key = (event.model_name, protocol)
         series = self._series.get(key)
         if series is None:
             series = self._series[key] = _ModelSeries(*key)
-        if event.error is None:
+        error = event.error
+        if error is None:
             status = 200
+            stages = series.stages
+            duration = 0.0
             for stage, seconds in event.timings.items():
-                histogram = series.stages.get(stage)
-                if histogram is not None:
-                    histogram.observe(seconds)
-                    series.kserve[stage].observe(seconds)
-            series.duration.observe(event.duration)
+                duration += seconds
+                observe = stages.get(stage)
+                if observe is not None:
+                    observe(seconds)
+            series.duration(duration)
         else:
-            error = event.error
             status = int(error.status) if isinstance(error, MoorageError) else 500
             if isinstance(error, NotImplementedError):
                 status = 501
         counter_key = (event.model_name, protocol, status)
         counter = self._counters.get(counter_key)
         if counter is None:
-            counter = self._counters[counter_key] = REQUESTS.labels(*key, str(status))
-        counter.inc()
+            counter = self._counters[counter_key] = _incrementer(REQUESTS.labels(*key, str(status)))
+        counter()
 
 
 # ----------------------------------------------------------------------------- transports
-_http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+_http_children: dict[tuple[str, str, int], tuple[Callable[[], None], Callable[[float], None]]] = {}
 
 
 def observe_http(method: str, route: str, status: int, seconds: float) -> None:
@@ -280,14 +337,16 @@ def observe_http(method: str, route: str, status: int, seconds: float) -> None:
     children = _http_children.get(key)
     if children is None:
         children = _http_children[key] = (
-            HTTP_REQUESTS.labels(method, route, str(status)),
-            HTTP_DURATION.labels(method, route),
+            _incrementer(HTTP_REQUESTS.labels(method, route, str(status))),
+            _observer(HTTP_DURATION.labels(method, route)),
         )
-    children[0].inc()
-    children[1].observe(seconds)
+    children[0]()
+    children[1](seconds)
 
 
-_grpc_children: dict[tuple[str, grpc.StatusCode], tuple[Any, Any]] = {}
+_grpc_children: dict[
+    tuple[str, grpc.StatusCode], tuple[Callable[[], None], Callable[[float], None]]
+] = {}
 
 
 def observe_grpc(method: str, code: grpc.StatusCode, seconds: float) -> None:
@@ -296,11 +355,11 @@ def observe_grpc(method: str, code: grpc.StatusCode, seconds: float) -> None:
     children = _grpc_children.get(key)
     if children is None:
         children = _grpc_children[key] = (
-            GRPC_REQUESTS.labels(method, code.name),
-            GRPC_DURATION.labels(method),
+            _incrementer(GRPC_REQUESTS.labels(method, code.name)),
+            _observer(GRPC_DURATION.labels(method)),
         )
-    children[0].inc()
-    children[1].observe(seconds)
+    children[0]()
+    children[1](seconds)
 
 
 # ----------------------------------------------------------------------------- exposition

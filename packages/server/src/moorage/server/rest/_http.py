@@ -12,9 +12,55 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from moorage.core.errors import InvalidInput, PayloadTooLarge
 
-__all__ = ["ContentEncodingMiddleware", "json_response", "read_body"]
+__all__ = [
+    "ContentEncodingMiddleware",
+    "RawResponse",
+    "json_response",
+    "read_body",
+    "request_headers",
+]
 
 _JSON = "application/json"
+_CONTENT_LENGTH = b"content-length"
+_CONTENT_TYPE = b"content-type"
+
+
+def request_headers(request: Request) -> dict[str, str]:
+    """The request's headers as the dict the data plane passes to the model: lower-case names
+    (as the ASGI server gives them), the first value of a repeated header (as Starlette's
+    ``dict(request.headers)``), in one pass over the raw list."""
+    headers: dict[str, str] = {}
+    for key, value in request.scope["headers"]:
+        name = key.decode("latin-1")
+        if name not in headers:
+            headers[name] = value.decode("latin-1")
+    return headers
+
+
+class RawResponse(Response):
+    """A ``Response`` whose header list is built directly: ``content-length``, then
+    ``content-type``, then ``extra`` (skipping Starlette's header normalisation, which the
+    hot routes pay per request)."""
+
+    def __init__(
+        self,
+        body: bytes,
+        *,
+        status_code: int = 200,
+        content_type: bytes = b"application/json",
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        self.status_code = status_code
+        self.background = None
+        self.body = body
+        headers = [(_CONTENT_LENGTH, b"%d" % len(body)), (_CONTENT_TYPE, content_type)]
+        if extra:
+            for key, value in extra.items():
+                name = key.lower().encode("latin-1")
+                if name in (_CONTENT_LENGTH, _CONTENT_TYPE):
+                    headers = [h for h in headers if h[0] != name]
+                headers.append((name, value.encode("latin-1")))
+        self.raw_headers = headers
 
 
 async def read_body(request: Request, limit: int) -> bytes:

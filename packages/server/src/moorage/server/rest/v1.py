@@ -13,7 +13,7 @@ from moorage.core.errors import ModelNotReady
 from moorage.core.protocol import InferResponse
 from moorage.core.protocol.v1 import decode_v1_request, encode_v1_response
 from moorage.server.dataplane import DataPlane, Verb
-from moorage.server.rest._http import json_response, read_body
+from moorage.server.rest._http import RawResponse, json_response, read_body, request_headers
 from moorage.server.rest.v2 import render_v2
 
 __all__ = ["V1Endpoints"]
@@ -44,9 +44,7 @@ def render_v1(result: Any, headers: dict[str, str]) -> Response:
         return render_v2(result, None, headers)
     if isinstance(result, bytes | str):
         return Response(result, headers=headers or None)
-    return Response(
-        encode_v1_response(result), media_type="application/json", headers=headers or None
-    )
+    return RawResponse(encode_v1_response(result), extra=headers)
 
 
 class V1Endpoints:
@@ -68,7 +66,7 @@ class V1Endpoints:
         body = await read_body(request, self.max_body)
         payload: Any = decode_v1_request(body) if _is_json(request) else body
         result, headers = await self.dataplane.infer(
-            name, payload, headers=dict(request.headers), verb=verb, protocol="v1"
+            name, payload, headers=request_headers(request), verb=verb, protocol="v1"
         )
         return render_v1(result, headers)
 

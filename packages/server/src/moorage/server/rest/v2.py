@@ -13,7 +13,7 @@ from moorage.core.errors import InferenceError, InvalidInput
 from moorage.core.protocol import InferRequest, InferResponse
 from moorage.core.protocol.rest import HEADER_LENGTH, decode_request, encode_response
 from moorage.server.dataplane import DataPlane
-from moorage.server.rest._http import json_response, read_body
+from moorage.server.rest._http import RawResponse, json_response, read_body, request_headers
 
 __all__ = ["V2Endpoints", "render_v2"]
 
@@ -23,10 +23,10 @@ def render_v2(result: Any, request: InferRequest | None, extra: dict[str, str]) 
     if isinstance(result, InferResponse):
         body, json_length = encode_response(result, request=request)
         if json_length is None:
-            return Response(body, media_type="application/json", headers=extra or None)
+            return RawResponse(body, extra=extra)
         headers = dict(extra)
         headers[HEADER_LENGTH] = str(json_length)
-        return Response(body, media_type="application/octet-stream", headers=headers)
+        return RawResponse(body, content_type=b"application/octet-stream", extra=headers)
     if isinstance(result, dict):
         return json_response(result, headers=extra or None)
     raise InferenceError(
@@ -59,7 +59,7 @@ class V2Endpoints:
             body, model_name=name, header_length=_header_length(request), model_version=version
         )
         result, headers = await self.dataplane.infer(
-            name, infer_request, headers=dict(request.headers), version=version
+            name, infer_request, headers=request_headers(request), version=version
         )
         return render_v2(result, infer_request, headers)
 
