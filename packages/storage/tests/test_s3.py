@@ -218,3 +218,28 @@ def test_credential_chain_without_keys(
     )
     out = download(f"s3://{bucket}/iris", tmp_path / "m", env=env)
     assert (out / "model.joblib").read_bytes() == b"joblib" * 100
+
+
+def test_many_objects_within_a_small_descriptor_limit(
+    seaweedfs_server: SeaweedS3, bucket: str, tmp_path: Path
+) -> None:
+    """A partial file is open only while it is being fetched: 150 objects fit in 64 fds."""
+    import subprocess
+    import sys
+
+    client = seaweedfs_server.client()
+    for i in range(150):
+        client.put_object(Bucket=bucket, Key=f"many/f{i:03d}.bin", Body=b"%d" % i)
+    code = (
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64)); "
+        "from moorage.storage.__main__ import main; sys.exit(main(sys.argv[1:]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, f"s3://{bucket}/many", str(tmp_path / "m")],
+        env={**os.environ, **seaweedfs_server.env(MOORAGE_STORAGE_PROGRESS="off")},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "m" / "f149.bin").read_bytes() == b"149"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -25,6 +26,8 @@ __all__ = ["Credentials", "SigV4Signer", "uri_encode"]
 
 _ALGORITHM = "AWS4-HMAC-SHA256"
 _SERVICE = "s3"
+_UNRESERVED = re.compile(r"[A-Za-z0-9._~-]*").fullmatch
+_UNRESERVED_OR_SLASH = re.compile(r"[A-Za-z0-9._~/-]*").fullmatch
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ class Credentials:
 
 def uri_encode(value: str, *, keep_slash: bool = False) -> str:
     """Percent-encode everything but ``A-Za-z0-9-._~`` (and ``/`` when ``keep_slash``)."""
+    if (_UNRESERVED_OR_SLASH if keep_slash else _UNRESERVED)(value):
+        return value  # the common case, without quote()'s per-character work
     return quote(value, safe="/-_.~" if keep_slash else "-_.~")
 
 

@@ -117,6 +117,10 @@ class Transfer:
         self.partial = staging / PARTIAL_DIR
         self.progress = progress
         self._ledger_lock = threading.Lock()
+        self._ledger_fd = -1
+        #: directories known to exist under the staging directory (one mkdir each, not per file)
+        self._dirs: set[Path] = set()
+        self._dirs_lock = threading.Lock()
         self.fetched_bytes = 0
         self._fetched_lock = threading.Lock()
 
@@ -150,8 +154,15 @@ class Transfer:
         for _ in records:
             self.progress.file_done()
         if jobs:
-            for record in self._fetch_all(jobs):
-                records[record.path] = record
+            self._ledger_fd = os.open(
+                self.partial / _LEDGER, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644
+            )
+            try:
+                for record in self._fetch_all(jobs):
+                    records[record.path] = record
+            finally:
+                os.close(self._ledger_fd)
+                self._ledger_fd = -1
         return [records[safe_relpath(f.path)] for f in files]
 
     # -- planning -------------------------------------------------------------------------------
@@ -183,6 +194,10 @@ class Transfer:
         return job
 
     def _load_state(self, job: _Job) -> None:
+        if len(job.parts) <= 1 or job.size is None:  # only multi-part files resume part-wise
+            job.done = {}
+            job.part_path.unlink(missing_ok=True)
+            return
         try:
             state = json.loads(job.state_path.read_text())
         except (OSError, ValueError):
@@ -231,7 +246,6 @@ class Transfer:
         futures: list[Future[None]] = []
         try:
             for job in jobs:
-                self._open(job)
                 todo = [p for p in job.parts if p.index not in job.done]
                 already = sum((p.end or 0) - p.start for p in job.parts if p.index in job.done)
                 self.progress.advance(already)
@@ -255,11 +269,20 @@ class Transfer:
                 self._close(job)
         return records
 
-    def _open(self, job: _Job) -> None:
-        job.part_path.parent.mkdir(parents=True, exist_ok=True)
-        job.fd = os.open(job.part_path, os.O_RDWR | os.O_CREAT, 0o644)
-        if job.size is not None and os.fstat(job.fd).st_size != job.size:
-            os.ftruncate(job.fd, job.size)
+    def _fd(self, job: _Job) -> int:
+        """The job's partial file, opened by the first worker that needs it.
+
+        Files are opened when their first part starts and closed once they are complete, so
+        a model of many thousands of files never holds more descriptors than workers.
+        """
+        if job.fd < 0:
+            with job.lock:
+                if job.fd < 0:
+                    fd = os.open(job.part_path, os.O_RDWR | os.O_CREAT, 0o644)
+                    if job.size is not None and os.fstat(fd).st_size != job.size:
+                        os.ftruncate(fd, job.size)
+                    job.fd = fd
+        return job.fd
 
     def _close(self, job: _Job) -> None:
         if job.fd >= 0:
@@ -289,7 +312,7 @@ class Transfer:
             if stop.is_set():
                 raise StorageError(f"{self.ctx.uri}: download cancelled")
             writer = _PartWriter(
-                job.fd,
+                self._fd(job),
                 part.start,
                 self.progress,
                 md5=hashlib.md5(usedforsecurity=False) if want_md5 else None,
@@ -340,6 +363,7 @@ class Transfer:
         return md5.hexdigest() if md5 is not None else ""
 
     def _complete(self, job: _Job, records: list[FileRecord], lock: threading.Lock) -> None:
+        self._fd(job)
         try:
             self._verify(job)
         except IntegrityError:
@@ -357,7 +381,7 @@ class Transfer:
             for part in job.parts:
                 job.done[part.index] = self._fetch_part(job, part)
             self._verify(job)
-        job.final_path.parent.mkdir(parents=True, exist_ok=True)
+        self._ensure_dir(job.final_path.parent)
         if job.final_path.is_dir():
             raise StorageError(f"{self.ctx.uri}: {job.file.path} is both a file and a directory")
         if not job.parts:  # empty file
@@ -365,10 +389,13 @@ class Transfer:
             job.part_path.unlink(missing_ok=True)
         else:
             os.replace(job.part_path, job.final_path)
-        job.state_path.unlink(missing_ok=True)
+        size = os.fstat(job.fd).st_size
+        self._close(job)
+        if len(job.parts) > 1:
+            job.state_path.unlink(missing_ok=True)
         record = FileRecord(
             path=safe_relpath(job.file.path),
-            size=job.final_path.stat().st_size,
+            size=size,
             md5=job.md5,
             sha256=job.sha256,
             etag=job.file.multipart_etag,
@@ -440,8 +467,15 @@ class Transfer:
 
     def _append_ledger(self, record: FileRecord) -> None:
         line = json.dumps({**record.to_json(), "identity": record.identity}) + "\n"
-        with self._ledger_lock, open(self.partial / _LEDGER, "a") as fh:
-            fh.write(line)
+        with self._ledger_lock:  # one O_APPEND write per line: a crash loses at most that line
+            os.write(self._ledger_fd, line.encode())
+
+    def _ensure_dir(self, path: Path) -> None:
+        if path in self._dirs:
+            return
+        path.mkdir(parents=True, exist_ok=True)
+        with self._dirs_lock:
+            self._dirs.add(path)
 
 
 class _PartWriter:
