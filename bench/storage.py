@@ -15,7 +15,10 @@ fetch ``s3://``). Run, one line::
     .venv/bin/python bench/storage.py --setup-peers [--repeat 5] [--write-results]
 
 Options: ``--big-mib 512 --small 200 --small-kib 1024 --hf-mib 256 --repeat 3``, ``--no-hf``,
-``--no-kserve``, ``--baseline-tree DIR`` (also time moorage from another checkout's
+``--no-kserve``, ``--no-unverified`` (leave out the row of moorage with
+``MOORAGE_STORAGE_VERIFY_HASHES=false``, the peers' level of checking: neither s5cmd nor KServe
+hashes what it downloads; moorage checks single-part ETags, an MD5 of every byte, by default),
+``--baseline-tree DIR`` (also time moorage from another checkout's
 ``packages/``, e.g. ``git worktree add /tmp/base HEAD~3``, interleaved with this one).
 
 Cases, on the same servers, each tool in a fresh process (peak RSS from GNU time ``%M``), the
@@ -71,6 +74,7 @@ HF_SNIPPET = (
     "print(f'Model downloaded in {time.perf_counter() - t:.3f} seconds.', file=sys.stderr)"
 )
 TIME = "/usr/bin/time"
+UNVERIFIED = "moorage, MD5 check off"
 
 
 def setup_peers() -> None:
@@ -176,6 +180,7 @@ def main() -> int:
     parser.add_argument("--baseline-tree", type=Path, default=None)
     parser.add_argument("--no-hf", action="store_true")
     parser.add_argument("--no-kserve", action="store_true")
+    parser.add_argument("--no-unverified", action="store_true")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--write-results", action="store_true")
     args = parser.parse_args()
@@ -215,6 +220,11 @@ def main() -> int:
             tools: list[tuple[str, list[str], dict[str, str]]] = [
                 ("moorage", [py, "-m", "moorage.storage"], moorage_env(ROOT)),
             ]
+            if not args.no_unverified:
+                # s5cmd and KServe check no hashes; moorage checks single-part ETags (MD5) by
+                # default. This row does the same work as the peers.
+                unverified = {**moorage_env(ROOT), "MOORAGE_STORAGE_VERIFY_HASHES": "false"}
+                tools.append((UNVERIFIED, [py, "-m", "moorage.storage"], unverified))
             if args.baseline_tree is not None:
                 base = args.baseline_tree.resolve()
                 tools.append(("moorage baseline", [py, "-m", "moorage.storage"], moorage_env(base)))
@@ -321,6 +331,10 @@ def render(rows: list[dict[str, object]], args: argparse.Namespace, when: str) -
             share = ours["mbs"] / s5["mbs"]
             mark = "met" if share >= 0.8 else "not met"
             parts.append(f"{100 * share:.0f} % of s5cmd's throughput (bar >= 80 %: {mark})")
+            same_work = summary.get((case, UNVERIFIED))
+            if same_work:
+                share = same_work["mbs"] / s5["mbs"]
+                parts.append(f"{100 * share:.0f} % with its MD5 check off as s5cmd's")
         ks = summary.get((case, f"kserve {KSERVE_VERSION}"))
         if ks:
             speedup = ours["mbs"] / ks["mbs"]
