@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import calendar
 
+import pytest
+
 from moorage.storage._sigv4 import Credentials, SigV4Signer, uri_encode
 
 # The example of AWS's "Authenticating Requests: Using Query Parameters" page for S3.
@@ -40,3 +42,40 @@ def test_uri_encode() -> None:
     assert uri_encode("a b+c/d~e", keep_slash=True) == "a%20b%2Bc/d~e"
     assert uri_encode("a/b=c") == "a%2Fb%3Dc"
     assert uri_encode("é") == "%C3%A9"
+
+
+@pytest.mark.parametrize(
+    ("env", "bucket", "expected"),
+    [
+        ({}, "models", ("https", "models.s3.eu-west-1.amazonaws.com", "")),
+        ({}, "my.dotted.bucket", ("https", "s3.eu-west-1.amazonaws.com", "/my.dotted.bucket")),
+        (
+            {"S3_USE_ACCELERATE": "true"},
+            "models",
+            ("https", "models.s3-accelerate.amazonaws.com", ""),
+        ),
+        ({"AWS_ENDPOINT_URL": "http://minio:9000"}, "models", ("http", "minio:9000", "/models")),
+        ({"AWS_ENDPOINT_URL": "https://Proxy:443/s3/"}, "m", ("https", "proxy", "/s3/m")),
+        ({"S3_ENDPOINT": "minio:9000", "S3_USE_HTTPS": "0"}, "m", ("http", "minio:9000", "/m")),
+        (
+            {"AWS_ENDPOINT_URL": "http://minio:9000", "S3_USER_VIRTUAL_BUCKET": "true"},
+            "models",
+            ("http", "models.minio:9000", ""),
+        ),
+    ],
+)
+def test_s3_addressing(env: dict[str, str], bucket: str, expected: tuple[str, str, str]) -> None:
+    """Where each bucket's requests go: virtual host on AWS, path style to an endpoint."""
+    from moorage.core.config.storage import StorageSettings
+    from moorage.storage._context import Context
+    from moorage.storage.providers.s3 import _bucket
+
+    ctx = Context(settings=StorageSettings.from_environ(env), uri=f"s3://{bucket}/x")
+    try:
+        address = _bucket(ctx, bucket, "eu-west-1", None)
+    finally:
+        ctx.close()
+    assert (address.scheme, address.host, address.base) == expected
+    assert address.url("GET", "a b/c").startswith(
+        f"{expected[0]}://{expected[1]}{expected[2]}/a%20b/c"
+    )
