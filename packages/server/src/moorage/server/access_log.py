@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -142,6 +143,52 @@ class _Atoms(Mapping[str, str]):
         return 19
 
 
+_PLACEHOLDER = re.compile(r"%\(([^)]*)\)s")
+#: Atoms that depend only on the request and outcome, as plain functions of
+#: ``(scope, status, sent, seconds)`` (the others go through :class:`_Atoms`).
+_FAST_ATOMS: dict[str, Callable[[Scope, int, int, float], str]] = {
+    "h": lambda scope, status, sent, seconds: (
+        str(scope["client"][0]) if scope.get("client") else "-"
+    ),
+    "r": lambda scope, status, sent, seconds: (
+        f"{scope['method']} {scope['path']}"
+        + (f"?{scope['query_string'].decode('latin-1')}" if scope.get("query_string") else "")
+        + f" HTTP/{scope.get('http_version', '1.1')}"
+    ),
+    "m": lambda scope, status, sent, seconds: str(scope["method"]),
+    "U": lambda scope, status, sent, seconds: str(scope["path"]),
+    "s": lambda scope, status, sent, seconds: str(status),
+    "B": lambda scope, status, sent, seconds: str(sent),
+    "b": lambda scope, status, sent, seconds: str(sent) if sent else "-",
+    "M": lambda scope, status, sent, seconds: f"{seconds * 1000:.3f}",
+    "D": lambda scope, status, sent, seconds: str(int(seconds * 1_000_000)),
+    "L": lambda scope, status, sent, seconds: f"{seconds:.6f}",
+}
+
+
+def _compile(fmt: str) -> list[Any] | None:
+    """``fmt`` as literal strings and atom keys (a key: a 1-tuple), when it uses only
+    ``%(atom)s`` placeholders; ``None`` otherwise (then ``%`` formatting with :class:`_Atoms`
+    does it, and reports what is wrong with it)."""
+    parts: list[Any] = []
+    position = 0
+    for match in _PLACEHOLDER.finditer(fmt):
+        literal = fmt[position : match.start()]
+        if "%" in literal:
+            return None
+        key = match.group(1)
+        try:
+            _Atoms({"headers": [], "method": "GET", "path": "/"}, 200, 0, 0.0, [])[key]
+        except KeyError:
+            return None
+        parts += [literal, (key,)]
+        position = match.end()
+    if "%" in fmt[position:]:
+        return None
+    parts.append(fmt[position:])
+    return [p for p in parts if p != ""]
+
+
 class AccessLogMiddleware:
     """ASGI middleware: request id, HTTP metrics and (optionally) one access line per request."""
 
@@ -158,6 +205,7 @@ class AccessLogMiddleware:
         self.access_log = access_log or bool(access_log_format)
         self.record_metrics = record_metrics
         self._templates: dict[int, str] = {}
+        self._compiled = _compile(self.format)
 
     def request_id(self, scope: Scope) -> str:
         """The request's id: the caller's ``x-request-id`` when usable, else a new one, which
@@ -262,10 +310,22 @@ class AccessLogMiddleware:
         response_headers: list[Any],
     ) -> None:
         atoms = _Atoms(scope, status, sent, seconds, response_headers)
-        try:
-            line = self.format % atoms
-        except (KeyError, ValueError, TypeError) as exc:
-            line = f"{atoms['r']} {status} (bad --access_log_format: {exc})"
+        compiled = self._compiled
+        if compiled is not None:
+            pieces = []
+            for part in compiled:
+                if type(part) is str:
+                    pieces.append(part)
+                else:
+                    key = part[0]
+                    fast = _FAST_ATOMS.get(key)
+                    pieces.append(fast(scope, status, sent, seconds) if fast else atoms[key])
+            line = "".join(pieces)
+        else:
+            try:
+                line = self.format % atoms
+            except (KeyError, ValueError, TypeError) as exc:
+                line = f"{atoms['r']} {status} (bad --access_log_format: {exc})"
         client = scope.get("client")
         extra = {
             "request_id": request_id,
