@@ -169,3 +169,37 @@ def test_match_takes_one_path_segment_per_parameter() -> None:
         ("GET", "/v2/models/m"),
     ]:
         assert hot.match(method, path) is None, path
+
+
+async def test_access_lines_written_directly_read_as_logging_writes_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the default text handler the access line skips the LogRecord; the line is the
+    one logging writes (checked against a record written through logging beside it)."""
+    import io
+    import re
+    import sys
+
+    from moorage.server import logs
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    try:
+        handler = logs.install_handler(level="INFO")
+        access = logging.getLogger("moorage.server.access")
+        assert logs.plain_text_handler(access, logging.INFO) is handler
+        transport = httpx.ASGITransport(app=make_app(hot=True))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            await client.post("/v2/models/echo/infer", json=V2)
+        access.info("%s", "POST /v2/models/echo/infer 200")
+        lines = stream.getvalue().splitlines()
+        direct, logged = [line for line in lines if "moorage.server.access:" in line]
+        clock = r"^\d\d:\d\d:\d\d\.\d{3} "
+        assert re.sub(clock, "", direct) == re.sub(clock, "", logged)
+        root.addHandler(logging.NullHandler())  # another handler: records again
+        assert logs.plain_text_handler(access, logging.INFO) is None
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])

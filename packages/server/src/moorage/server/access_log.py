@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from moorage.server import metrics
 from moorage.server.dataplane import request_id_var
 from moorage.server.errors import error_response
+from moorage.server.logs import plain_text_handler
 
 __all__ = [
     "DEFAULT_ACCESS_LOG_FORMAT",
@@ -326,6 +327,12 @@ class AccessLogMiddleware:
                 line = self.format % atoms
             except (KeyError, ValueError, TypeError) as exc:
                 line = f"{atoms['r']} {status} (bad --access_log_format: {exc})"
+        # The default configuration (text lines on stderr): the line written as logging would
+        # write it, without a LogRecord (what the access log costs is most of that).
+        direct = plain_text_handler(access_logger, logging.INFO)
+        if direct is not None:
+            direct.write_line(access_logger.name, "INFO", line)
+            return
         client = scope.get("client")
         extra = {
             "request_id": request_id,

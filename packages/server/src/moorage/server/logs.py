@@ -13,14 +13,23 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 import sys
+import time
 from typing import Any
 
 import orjson
 
 from moorage.server.dataplane import request_id_var
 
-__all__ = ["TEXT_FORMAT", "JsonFormatter", "RequestContextFilter", "install_handler"]
+__all__ = [
+    "TEXT_FORMAT",
+    "JsonFormatter",
+    "RequestContextFilter",
+    "TextHandler",
+    "install_handler",
+    "plain_text_handler",
+]
 
 TEXT_FORMAT = "%(asctime)s.%(msecs)03d %(process)d %(levelname)s %(name)s: %(message)s"
 
@@ -64,14 +73,64 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(doc, default=str, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
+class TextHandler(logging.StreamHandler):
+    """The text-line handler :func:`install_handler` installs; :meth:`write_line` writes a
+    message as :meth:`emit` would write a record carrying it, without building the record (for
+    the access log, one line per request; see :func:`plain_text_handler`)."""
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self.setFormatter(logging.Formatter(TEXT_FORMAT, datefmt="%H:%M:%S"))
+        self._pid = os.getpid()
+
+    def write_line(self, logger_name: str, levelname: str, message: str) -> None:
+        now = time.time()
+        if os.getpid() != self._pid:  # a forked worker
+            self._pid = os.getpid()
+        line = (
+            f"{time.strftime('%H:%M:%S', time.localtime(now))}.{int(now * 1000) % 1000:03d}"
+            f" {self._pid} {levelname} {logger_name}: {message}{self.terminator}"
+        )
+        with self.lock:  # type: ignore[union-attr]
+            self.stream.write(line)
+            self.flush()
+
+
+def plain_text_handler(logger: logging.Logger, level: int) -> TextHandler | None:
+    """The one handler a ``level`` record of ``logger`` reaches, when that is a
+    :class:`TextHandler` with no filter but :class:`RequestContextFilter` (which changes
+    nothing in a text line) and no logger on the way filters: then writing the line to it is
+    what logging would do. ``None`` in any other configuration (JSON lines, a logging config
+    file, handlers added by tests or libraries, ...)."""
+    found: TextHandler | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters:
+            return None
+        for handler in current.handlers:
+            if (
+                found is not None
+                or type(handler) is not TextHandler
+                or level < handler.level
+                or any(type(f) is not RequestContextFilter for f in handler.filters)
+            ):
+                return None
+            found = handler
+        if not current.propagate:
+            break
+        current = current.parent
+    return found
+
+
 def install_handler(*, level: str = "INFO", json: bool = False) -> logging.Handler:
     """A stderr handler on the root logger with the request-context filter (entry points only)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(RequestContextFilter())
+    handler: logging.Handler
     if json:
+        handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter(TEXT_FORMAT, datefmt="%H:%M:%S"))
+        handler = TextHandler(sys.stderr)
+    handler.addFilter(RequestContextFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
