@@ -197,3 +197,23 @@ def test_python_dash_m_entrypoint(tmp_path: Path) -> None:
     assert "Successfully copied" in result.stderr
     manifest = json.loads((tmp_path / "dest" / MANIFEST_NAME).read_text())
     assert manifest["version"] == 1
+
+
+def test_dash_m_exit_status_and_flushed_output(tmp_path: Path) -> None:
+    """The command leaves with os._exit: its status and everything it wrote still come out."""
+    result = subprocess.run(
+        [sys.executable, "-m", "moorage.storage", "ftp://x/y", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "moorage-storage: error:" in result.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "moorage.storage", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0
+    assert result.stdout.startswith("Usage: moorage-storage")

@@ -4,13 +4,19 @@ A drop-in for KServe's ``initializer-entrypoint``: same two arguments, same envi
 variables. Exit status: 0 on success, 1 when the download fails (the message names the URI and
 the cause, never a credential), 2 on a usage error. Options: ``--force`` (fetch even if the
 destination already holds this URI), ``--progress=auto|bar|log|off``, ``-q`` (warnings only).
+
+The command (:func:`entrypoint`) leaves with ``os._exit`` once :func:`main` has returned and the
+logs and standard streams are flushed: by then every file, socket, thread and lock of the
+download is closed, and the interpreter's own teardown (freeing every module's objects) would
+only add to what an init container costs. :func:`main` itself returns normally (tests, callers).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from typing import Literal, cast
+from typing import Literal, NoReturn, cast
 
 from moorage.core.errors import MoorageError
 
@@ -71,5 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def entrypoint() -> NoReturn:
+    """``moorage-storage``: :func:`main`, then a prompt exit (see the module docstring)."""
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entrypoint()
