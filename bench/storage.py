@@ -23,7 +23,7 @@ hashes what it downloads; moorage checks single-part ETags, an MD5 of every byte
 
 Cases, on the same servers, each tool in a fresh process (peak RSS from GNU time ``%M``), the
 tools of one case run back to back in every round (interleaved, so drift on a shared machine
-lands on all of them), medians over ``--repeat`` rounds:
+lands on all of them; each round starts with the next tool), medians over ``--repeat`` rounds:
 
 * S3 big: one object of ``--big-mib`` MiB (uploaded multipart, 8 MiB parts) on SeaweedFS.
 * S3 small: ``--small`` objects of ``--small-kib`` KiB under one prefix.
@@ -110,8 +110,8 @@ def loadavg() -> str:
         return "?"
 
 
-def run(argv: list[str], env: dict[str, str]) -> tuple[float, int, float, str]:
-    """Wall seconds, peak RSS (KiB), CPU seconds (user + system) and stderr of one process.
+def run(argv: list[str], env: dict[str, str]) -> tuple[float, int, float, float, str]:
+    """Wall seconds, peak RSS (KiB), CPU seconds (user + system, user) and stderr of a process.
 
     Peak RSS comes from GNU time (``%M``): a child forked straight from this (large) process
     would report this process's high-water mark, not its own.
@@ -130,8 +130,9 @@ def run(argv: list[str], env: dict[str, str]) -> tuple[float, int, float, str]:
         raise RuntimeError(f"{argv[:3]} failed ({result.returncode}):\n{result.stderr[-2000:]}")
     match = re.search(r"MAXRSS_KIB (\d+) CPU ([0-9.]+) ([0-9.]+)", result.stderr)
     if not match:
-        return wall, 0, 0.0, result.stderr
-    return wall, int(match[1]), float(match[2]) + float(match[3]), result.stderr
+        return wall, 0, 0.0, 0.0, result.stderr
+    user, system = float(match[2]), float(match[3])
+    return wall, int(match[1]), user + system, user, result.stderr
 
 
 def logged_seconds(stderr: str) -> float | None:
@@ -143,7 +144,7 @@ def measure(
     name: str, tool: str, argv: list[str], env: dict[str, str], payload: int, dest: Path
 ) -> dict[str, object]:
     shutil.rmtree(dest, ignore_errors=True)
-    wall, rss, cpu, err = run(argv, env)
+    wall, rss, cpu, user, err = run(argv, env)
     inner = logged_seconds(err)
     got = sum(
         p.stat().st_size
@@ -161,6 +162,7 @@ def measure(
         "inner_mbs": payload / inner / 1e6 if inner else None,
         "rss_mib": rss / 1024,
         "cpu": cpu,
+        "user": user,
     }
 
 
@@ -231,9 +233,12 @@ def main() -> int:
             tools.append(("s5cmd", [args.s5cmd, "--endpoint-url", s3.endpoint, "cp"], {}))
             if not args.no_kserve:
                 tools.append((f"kserve {KSERVE_VERSION}", [args.peer, "-c", KSERVE_SNIPPET], {}))
-            for _ in range(args.repeat):
+            for round_ in range(args.repeat):
                 for name, path, payload in cases:
-                    for tool, argv, extra in tools:
+                    # Each round starts with another tool: what a process pays for being first
+                    # (memory the VM has handed back, caches) is spread over all of them.
+                    shift = round_ % len(tools)
+                    for tool, argv, extra in tools[shift:] + tools[:shift]:
                         if tool == "s5cmd":
                             command = [*argv, f"s3://{path}/*", f"{out}/"]
                         else:
@@ -292,10 +297,11 @@ def render(rows: list[dict[str, object]], args: argparse.Namespace, when: str) -
         " hf peer `snapshot_download` from the same huggingface_hub.",
         "MB/s = payload bytes / wall time of the whole process, launch to exit (start-up and"
         " imports included); 'inner' = payload / the tool's own logged download time; CPU ="
-        " the process's user + system seconds; peak RSS (GNU time %M), max over the runs.",
+        " the process's user + system seconds (user alone in brackets: system time swings with"
+        " how much memory the VM must fault back in); peak RSS (GNU time %M), max over the runs.",
         f"Median of {args.repeat} interleaved round(s) per row.",
         "",
-        "| case | tool | wall s | MB/s | inner MB/s | CPU s | peak RSS MiB |",
+        "| case | tool | wall s | MB/s | inner MB/s | CPU s (user) | peak RSS MiB |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     groups: dict[tuple[str, str], list[dict[str, object]]] = {}
@@ -309,6 +315,7 @@ def render(rows: list[dict[str, object]], args: argparse.Namespace, when: str) -
             "mbs": statistics.median(float(str(r["mbs"])) for r in runs),
             "inner": statistics.median(inner) if inner else 0.0,
             "cpu": statistics.median(float(str(r["cpu"])) for r in runs),
+            "user": statistics.median(float(str(r["user"])) for r in runs),
             "rss": max(float(str(r["rss_mib"])) for r in runs),
         }
     cases = list(dict.fromkeys(str(r["case"]) for r in rows))
@@ -320,7 +327,7 @@ def render(rows: list[dict[str, object]], args: argparse.Namespace, when: str) -
             inner = f"{m['inner']:.1f}" if m["inner"] else "-"
             lines.append(
                 f"| {case} | {tool} | {m['wall']:.2f} | {m['mbs']:.1f} | {inner} |"
-                f" {m['cpu']:.2f} | {m['rss']:.0f} |"
+                f" {m['cpu']:.2f} ({m['user']:.2f}) | {m['rss']:.0f} |"
             )
         ours = summary.get((case, "moorage")) or summary.get((case, "moorage hf://"))
         if ours is None:
