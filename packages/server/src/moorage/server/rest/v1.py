@@ -32,8 +32,8 @@ JSON_TYPES = frozenset(
 )
 
 
-def _is_json(request: Request) -> bool:
-    content_type = request.headers.get("content-type")
+def _is_json(headers: dict[str, str]) -> bool:
+    content_type = headers.get("content-type")
     if not content_type:
         return True
     return content_type.split(";", 1)[0].strip().lower() in JSON_TYPES
@@ -63,12 +63,13 @@ class V1Endpoints:
 
     async def _run(self, request: Request, verb: Verb) -> Response:
         name = request.path_params["model_name"]
-        body = await read_body(request, self.max_body)
-        payload: Any = decode_v1_request(body) if _is_json(request) else body
-        result, headers = await self.dataplane.infer(
-            name, payload, headers=request_headers(request), verb=verb, protocol="v1"
+        headers = request_headers(request)
+        body = await read_body(request, self.max_body, headers=headers)
+        payload: Any = decode_v1_request(body) if _is_json(headers) else body
+        result, extra = await self.dataplane.infer(
+            name, payload, headers=headers, verb=verb, protocol="v1"
         )
-        return render_v1(result, headers)
+        return render_v1(result, extra)
 
     async def predict(self, request: Request) -> Response:
         return await self._run(request, "predict")

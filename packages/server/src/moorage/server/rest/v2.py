@@ -34,8 +34,8 @@ def render_v2(result: Any, request: InferRequest | None, extra: dict[str, str]) 
     )
 
 
-def _header_length(request: Request) -> int | None:
-    value = request.headers.get(HEADER_LENGTH)
+def _header_length(headers: dict[str, str]) -> int | None:
+    value = headers.get(HEADER_LENGTH.lower())
     if value is None:
         return None
     try:
@@ -54,14 +54,15 @@ class V2Endpoints:
     async def infer(self, request: Request) -> Response:
         name = request.path_params["model_name"]
         version = request.path_params.get("model_version")
-        body = await read_body(request, self.max_body)
+        headers = request_headers(request)
+        body = await read_body(request, self.max_body, headers=headers)
         infer_request = decode_request(
-            body, model_name=name, header_length=_header_length(request), model_version=version
+            body, model_name=name, header_length=_header_length(headers), model_version=version
         )
-        result, headers = await self.dataplane.infer(
-            name, infer_request, headers=request_headers(request), version=version
+        result, extra = await self.dataplane.infer(
+            name, infer_request, headers=headers, version=version
         )
-        return render_v2(result, infer_request, headers)
+        return render_v2(result, infer_request, extra)
 
     async def server_metadata(self, request: Request) -> Response:
         return json_response(self.dataplane.server_metadata())
