@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +80,62 @@ def test_s3_addressing(env: dict[str, str], bucket: str, expected: tuple[str, st
     assert address.url("GET", "a b/c").startswith(
         f"{expected[0]}://{expected[1]}{expected[2]}/a%20b/c"
     )
+
+
+def test_bucket_in_another_region_is_signed_again(tmp_path: Path) -> None:
+    """AWS answers a request signed for the wrong region with 400 naming the bucket's region
+    (header and body): the listing and every GET are signed again for it, once."""
+    import http.server
+    import threading
+    from urllib.parse import parse_qs, urlsplit
+
+    from moorage.storage import download
+
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            parts = urlsplit(self.path)
+            query = parse_qs(parts.query)
+            region = query.get("X-Amz-Credential", ["////"])[0].split("/")[2]
+            seen.append(region)
+            if region != "eu-west-1":
+                body = (
+                    b"<Error><Code>AuthorizationHeaderMalformed</Code>"
+                    b"<Region>eu-west-1</Region></Error>"
+                )
+                self.send_response(400)
+                self.send_header("x-amz-bucket-region", "eu-west-1")
+            elif "list-type" in query:
+                body = (
+                    b'<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+                    b"<IsTruncated>false</IsTruncated><Contents><Key>m/model.bin</Key>"
+                    b'<ETag>"x"</ETag><Size>5</Size></Contents></ListBucketResult>'
+                )
+                self.send_response(200)
+            else:
+                body = b"bytes"
+                self.send_response(206 if "Range" in self.headers else 200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        env = {
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{server.server_address[1]}",
+            "AWS_ACCESS_KEY_ID": "AKID",
+            "AWS_SECRET_ACCESS_KEY": "secret-key-value",
+            "MOORAGE_STORAGE_PROGRESS": "off",
+        }
+        out = download("s3://bucket/m", tmp_path / "d", env=env)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (out / "model.bin").read_bytes() == b"bytes"
+    assert seen == ["us-east-1", "eu-west-1", "eu-west-1"]

@@ -14,8 +14,8 @@ set-up cost more than fetching a small model. Only the credential chain (no keys
 the ``[s3]`` extra; botocore then resolves the credentials, and each URL is signed with their
 current value. Requests go to ``https://<bucket>.s3.<region>.amazonaws.com`` without an endpoint
 (path style for bucket names that are not DNS labels), path style to a custom endpoint unless
-``S3_USER_VIRTUAL_BUCKET=true``; a bucket in another region than the one configured is followed
-once (``x-amz-bucket-region``).
+``S3_USER_VIRTUAL_BUCKET=true``; a bucket in another region than the one configured (a 301 or
+400 answer naming the bucket's region) is signed again for that region, once.
 
 Layout: an object whose key equals the URI's key lands as its base name; objects under the
 prefix keep their path below it; objects that merely share the prefix (``models/model`` →
@@ -86,7 +86,6 @@ class _Bucket:
     host: str
     base: str  # path before the key: "/<bucket>" (path style), "" (virtual host)
     signer: SigV4Signer | None
-    aws: bool  # an AWS endpoint (a region redirect may be followed)
 
     def url(self, method: str, key: str = "", query: dict[str, str] | None = None) -> str:
         path = f"{self.base}/{key}" if key or not self.base else self.base
@@ -112,7 +111,7 @@ def _bucket(
     s = ctx.settings
     signer = SigV4Signer(creds, region) if creds is not None else None
     if s.s3_use_accelerate:
-        return _Bucket(name, "https", f"{name}.s3-accelerate.amazonaws.com", "", signer, aws=True)
+        return _Bucket(name, "https", f"{name}.s3-accelerate.amazonaws.com", "", signer)
     endpoint = s.s3_endpoint_url
     if endpoint:
         parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
@@ -120,12 +119,12 @@ def _bucket(
         host = _host_header(parts.hostname or "", parts.port, scheme)
         root = parts.path.rstrip("/")
         if s.s3_user_virtual_bucket:
-            return _Bucket(name, scheme, f"{name}.{host}", root, signer, aws=False)
-        return _Bucket(name, scheme, host, f"{root}/{name}", signer, aws=False)
+            return _Bucket(name, scheme, f"{name}.{host}", root, signer)
+        return _Bucket(name, scheme, host, f"{root}/{name}", signer)
     regional = f"s3.{region}.amazonaws.com"
     if s.s3_user_virtual_bucket or _DNS_BUCKET.match(name):
-        return _Bucket(name, "https", f"{name}.{regional}", "", signer, aws=True)
-    return _Bucket(name, "https", regional, f"/{name}", signer, aws=True)
+        return _Bucket(name, "https", f"{name}.{regional}", "", signer)
+    return _Bucket(name, "https", regional, f"/{name}", signer)
 
 
 def _credentials(ctx: Context, uri: S3URI) -> tuple[Callable[[], Credentials] | None, str | None]:
@@ -171,12 +170,13 @@ def _child_text(elem: ElementTree.Element, name: str) -> str | None:
     return None
 
 
-def _error_code(exc: HttpError) -> str:
+def _error_field(exc: HttpError, name: str) -> str:
+    """A field of an S3 error body (``Code``, ``Region``), or ``""``."""
     try:
         root = ElementTree.fromstring(exc.body)
     except ElementTree.ParseError:
         return ""
-    return _child_text(root, "Code") or ""
+    return _child_text(root, name) or ""
 
 
 class _S3Source:
@@ -208,8 +208,8 @@ class S3Provider:
         try:
             objects = self._list(http, bucket, uri, ctx)
         except HttpError as exc:
-            moved = exc.headers.get("x-amz-bucket-region")
-            if not (bucket.aws and moved and moved != region and exc.status in (301, 400)):
+            moved = exc.headers.get("x-amz-bucket-region") or _error_field(exc, "Region")
+            if not (moved and moved != region and exc.status in (301, 400)):
                 raise _list_error(exc, uri) from None
             logger.info("%s: bucket %r is in %s", uri, uri.bucket, moved)
             bucket = _bucket(ctx, uri.bucket, moved, creds)
@@ -321,7 +321,7 @@ def _list_pages(
 
 
 def _list_error(exc: HttpError, uri: S3URI) -> StorageError:
-    code = _error_code(exc)
+    code = _error_field(exc, "Code")
     status = exc.status
     if not status:
         return StorageError(f"{uri}: cannot reach the S3 endpoint ({exc})")
