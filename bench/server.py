@@ -995,7 +995,7 @@ def ratios(by_name: dict[str, PeerResult], args: argparse.Namespace) -> list[str
         ok = cold <= alone + COLD_START_OVER_FLOOR_S
         verdicts.append(
             f"{'PASS' if ok else 'FAIL'} cold start {cold:.2f} s, model load alone {alone:.2f} s"
-            f" (need <= +{COLD_START_OVER_FLOOR_S} s: +{cold - alone:.2f} s)"
+            f" (need <= +{COLD_START_OVER_FLOOR_S} s: {cold - alone:+.2f} s)"
         )
     if moorage.idle_rss_kib and floor_rss:
         idle = moorage.idle_rss_kib / 1024
@@ -1003,7 +1003,7 @@ def ratios(by_name: dict[str, PeerResult], args: argparse.Namespace) -> list[str
         verdicts.append(
             f"{'PASS' if ok else 'FAIL'} idle RSS {idle:.0f} MiB, model load alone"
             f" {floor_rss:.0f} MiB (need <= +{IDLE_RSS_OVER_FLOOR_MIB} MiB:"
-            f" +{idle - floor_rss:.0f} MiB)"
+            f" {idle - floor_rss:+.0f} MiB)"
         )
     return [*out, "", "Targets:", "", *(f"- {v}" for v in verdicts)]
 
