@@ -24,12 +24,14 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    EnvSettingsSource,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
 )
 
 __all__ = ["StorageSettings"]
@@ -58,42 +60,40 @@ def _flag(*names: str, default: bool = False) -> Any:
     return Field(default=default, validation_alias=AliasChoices(*names))
 
 
-class _HostHeadersSource(PydanticBaseSettingsSource):
-    """Collects ``<host>-headers`` variables (JSON objects) into ``http_headers``."""
-
-    def __init__(self, settings_cls: type[BaseSettings], environ: dict[str, str]) -> None:
-        super().__init__(settings_cls)
-        self._environ = environ
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        headers: dict[str, dict[str, str]] = {}
-        for name, value in self._environ.items():
-            if not name.endswith(_HEADERS_SUFFIX) or name == _HEADERS_SUFFIX:
-                continue
-            host = name[: -len(_HEADERS_SUFFIX)]
-            try:
-                parsed = json.loads(value)
-            except ValueError as exc:
-                raise ValueError(f"environment variable {name} is not a JSON object") from exc
-            if not isinstance(parsed, dict):
-                raise ValueError(f"environment variable {name} is not a JSON object")
-            headers[host] = {str(k): str(v) for k, v in parsed.items()}
-        return {"http_headers": headers} if headers else {}
+def _host_headers(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """``{host: headers}`` from the ``<host>-headers`` variables (JSON objects)."""
+    headers: dict[str, dict[str, str]] = {}
+    for name, value in environ.items():
+        if not name.endswith(_HEADERS_SUFFIX) or name == _HEADERS_SUFFIX:
+            continue
+        host = name[: -len(_HEADERS_SUFFIX)]
+        try:
+            parsed = json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f"environment variable {name} is not a JSON object") from exc
+        if not isinstance(parsed, dict):
+            raise ValueError(f"environment variable {name} is not a JSON object")
+        headers[host] = {str(k): str(v) for k, v in parsed.items()}
+    return headers
 
 
-class StorageSettings(BaseSettings):
-    """Settings of the storage initializer (``moorage-storage``) and ``moorage.storage``."""
+class StorageSettings(BaseModel):
+    """Settings of the storage initializer (``moorage-storage``) and ``moorage.storage``.
 
-    model_config = SettingsConfigDict(
-        env_prefix="MOORAGE_STORAGE_",
-        env_nested_delimiter="__",
-        case_sensitive=False,
-        extra="ignore",
-        populate_by_name=True,
-    )
+    ``StorageSettings(**overrides)`` reads the environment (``os.environ``, or the mapping given to
+    :meth:`from_environ`); keyword arguments win over it. Variable names match case-insensitively:
+    a field's KServe names where it has them, else ``MOORAGE_STORAGE_<FIELD>``; lists and maps are
+    JSON. (A plain model with its own reader: pydantic-settings cost the storage initializer
+    ~70 ms of imports at every start.)
+    """
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    def __init__(self, /, **overrides: Any) -> None:
+        environ = _ENVIRON.get()
+        super().__init__(
+            **{**_from_environ(environ if environ is not None else os.environ), **overrides}
+        )
 
     # -- S3 -------------------------------------------------------------------------------------
     aws_access_key_id: SecretStr | None = _env("AWS_ACCESS_KEY_ID", "aws_access_key_id")
@@ -173,24 +173,6 @@ class StorageSettings(BaseSettings):
     max_archive_ratio: float = Field(default=250.0, ge=1)
     progress: Literal["auto", "bar", "log", "off"] = "auto"
     progress_interval_s: float = Field(default=5.0, gt=0)
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        environ = _ENVIRON.get()
-        if environ is None:
-            environ = dict(os.environ)
-        return (
-            init_settings,
-            _MappingEnvSource(settings_cls, environ),
-            _HostHeadersSource(settings_cls, environ),
-        )
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], /, **overrides: Any) -> StorageSettings:
@@ -281,12 +263,45 @@ class StorageSettings(BaseSettings):
         return dict(self.http_headers.get(host, {}))
 
 
-class _MappingEnvSource(EnvSettingsSource):
-    """The ordinary environment source, reading a given mapping instead of ``os.environ``."""
+_ENV_PREFIX = "moorage_storage_"
 
-    def __init__(self, settings_cls: type[BaseSettings], environ: dict[str, str]) -> None:
-        self._mapping = dict(environ)
-        super().__init__(settings_cls)
 
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return {k.lower(): v for k, v in self._mapping.items()}
+def _env_names(name: str, info: Any) -> tuple[str, ...]:
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices):
+        return tuple(str(choice).lower() for choice in alias.choices)
+    return (_ENV_PREFIX + name,)
+
+
+def _is_complex(annotation: Any) -> bool:
+    """Lists and maps, whose variables hold JSON (as pydantic-settings reads them)."""
+    text = str(annotation)
+    return text.startswith(("list[", "dict[")) or text.startswith(("typing.Dict", "typing.List"))
+
+
+def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Field values found in an environment: each field's first variable that is set."""
+    lowered = {key.lower(): value for key, value in environ.items()}
+    values: dict[str, Any] = {}
+    for name, info in StorageSettings.model_fields.items():
+        for env_name in _env_names(name, info):
+            if env_name not in lowered:
+                continue
+            raw = lowered[env_name]
+            if _is_complex(info.annotation) and name not in _JSON_VALIDATED:
+                try:
+                    values[name] = json.loads(raw)
+                except ValueError as exc:
+                    raise ValueError(
+                        f"environment variable {env_name.upper()} is not JSON"
+                    ) from exc
+            else:
+                values[name] = raw
+            break
+    if "http_headers" not in values and (headers := _host_headers(environ)):
+        values["http_headers"] = headers
+    return values
+
+
+#: complex fields whose validator parses the JSON itself (and accepts an empty string).
+_JSON_VALIDATED = {"storage_config", "storage_override_config"}
