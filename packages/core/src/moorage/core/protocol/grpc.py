@@ -253,9 +253,9 @@ def _tensors_to_proto(tensors: list[InferTensor], messages: Any, raw: bool) -> l
 _SMALL_VARINTS = tuple(bytes((n,)) for n in range(128))
 _UINT64 = (1 << 64) - 1
 _DOUBLE = struct.Struct("<d")
-#: Shape -> its packed encoding (field 3 with its length), for the shapes seen last.
-_SHAPES: dict[tuple[int, ...], bytes] = {}
-_SHAPES_KEPT = 256
+#: (name, datatype, shape) -> a tensor message's first three fields, for the tensors seen last.
+_TENSOR_HEADS: dict[tuple[str, Datatype, tuple[int, ...]], bytes] = {}
+_TENSOR_HEADS_KEPT = 256
 
 
 def _varint(value: int) -> bytes:
@@ -309,15 +309,17 @@ def _parameters_bytes(key: bytes, params: Parameters) -> bytes:
     return b"".join(entries)
 
 
-def _shape_bytes(shape: tuple[int, ...]) -> bytes:
-    known = _SHAPES.get(shape)
-    if known is not None:
-        return known
-    encoded = _field(b"\x1a", b"".join(_varint(int(d) & _UINT64) for d in shape)) if shape else b""
-    if len(_SHAPES) >= _SHAPES_KEPT:
-        _SHAPES.clear()
-    _SHAPES[shape] = encoded
-    return encoded
+def _tensor_head(name: str, datatype: Datatype, shape: tuple[int, ...]) -> bytes:
+    key = (name, datatype, shape)
+    head = _TENSOR_HEADS.get(key)
+    if head is None:
+        head = _text(b"\x0a", name) + _text(b"\x12", datatype.value)
+        if shape:
+            head += _field(b"\x1a", b"".join(_varint(int(d) & _UINT64) for d in shape))
+        if len(_TENSOR_HEADS) >= _TENSOR_HEADS_KEPT:
+            _TENSOR_HEADS.clear()
+        _TENSOR_HEADS[key] = head
+    return head
 
 
 def _contents_bytes(tensor: InferTensor) -> bytes:
@@ -347,8 +349,7 @@ def _tensors_bytes(
     messages: list[bytes] = []
     raw_fields: list[Buffer] = []
     for tensor in tensors:
-        body = _text(b"\x0a", tensor.name) + _text(b"\x12", tensor.datatype.value)
-        body += _shape_bytes(tensor.shape)
+        body = _tensor_head(tensor.name, tensor.datatype, tensor.shape)
         if tensor.parameters:
             body += _parameters_bytes(b"\x22", tensor.parameters)
         if use_raw:

@@ -48,7 +48,10 @@ from typing import Any, cast
 from moorage.core.http2.connection import Endpoint
 from moorage.core.http2.frames import (
     DATA,
+    END_HEADERS,
     END_STREAM,
+    HEAD,
+    HEADERS,
     MAX_WINDOW,
     ConnectionFailure,
     ErrorCode,
@@ -246,7 +249,9 @@ class H2Connection(Endpoint, asyncio.Protocol):
             return
         self.pings.count = 0  # a PING while responses flow is not a strike (grpcio's policy)
         sid = stream.id
-        size = sum(len(piece) for piece in data)
+        size = 0
+        for piece in data:
+            size += len(piece)
         headers = self._header_frames(sid, head, 0)
         if (
             size <= self.peer_max_frame
@@ -481,6 +486,9 @@ class H2Connection(Endpoint, asyncio.Protocol):
         if self._first_block:
             self._first_block = False
             block = TABLE_SIZE_ZERO + block
+        size = len(block)
+        if size <= self.peer_max_frame:  # the common case: one HEADERS frame
+            return HEAD.pack(size << 8 | HEADERS, flags | END_HEADERS, sid) + block
         return header_block_frames(sid, block, flags, self.peer_max_frame)
 
     def _flush(self, stream: Stream) -> None:

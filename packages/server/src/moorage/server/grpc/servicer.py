@@ -29,6 +29,7 @@ from moorage.server.errors import grpc_errors, grpc_errors_blocking
 __all__ = ["InferenceServicer", "metadata_to_headers"]
 
 Rpc = Callable[[Any, Any], Coroutine[Any, Any, Any]]
+_INFER_REQUEST = METHODS["ModelInfer"][0]
 
 
 def metadata_to_headers(context: grpc.aio.ServicerContext) -> dict[str, str]:
@@ -72,6 +73,10 @@ class InferenceServicer:
         return response
 
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:  # noqa: N802
+        """The serialized ``ModelInferResponse``; ``request`` is a ``ModelInferRequest`` or its
+        bytes (as the servers hand it over: no coroutine in between to parse it)."""
+        if type(request) is not _INFER_REQUEST:
+            request = _decode(_INFER_REQUEST, request)
         infer_request = _parse(request)
         result, headers = await self.dataplane.infer(
             request.model_name,
@@ -178,17 +183,12 @@ def _decode(request_cls: Any, data: Any) -> Any:
 def _bytes_behavior(
     name: str, rpc: Rpc, request_cls: Any
 ) -> Callable[[Any, Any], Coroutine[Any, Any, bytes]]:
-    if name == "ModelInfer":  # returns bytes already (core's response_to_bytes)
+    if name == "ModelInfer":  # parses its bytes and returns bytes already
+        return rpc
 
-        async def behavior(data: Any, context: Any) -> bytes:
-            result: bytes = await rpc(_decode(request_cls, data), context)
-            return result
-
-    else:
-
-        async def behavior(data: Any, context: Any) -> bytes:
-            result: bytes = (await rpc(_decode(request_cls, data), context)).SerializeToString()
-            return result
+    async def behavior(data: Any, context: Any) -> bytes:
+        result: bytes = (await rpc(_decode(request_cls, data), context)).SerializeToString()
+        return result
 
     behavior.__name__ = behavior.__qualname__ = name
     return behavior
