@@ -3,13 +3,14 @@ message prefix and a bounded reader of messages, bounded inflate of compressed m
 ``grpc-timeout``, ``grpc-message`` percent-encoding, status names, custom metadata and the
 ``moorage-error-code`` trailer (:data:`ERROR_CODE_METADATA`, from :mod:`moorage.core.errors`).
 Sans-IO; status codes are ``grpc.StatusCode`` member names
-(``"RESOURCE_EXHAUSTED"``), so this module needs no grpcio.
+(``"RESOURCE_EXHAUSTED"``) or :class:`StatusCode`, its grpcio-free twin.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import math
 import re
 import struct
@@ -29,6 +30,7 @@ __all__ = [
     "STATUS_NAMES",
     "MessageError",
     "MessageReader",
+    "StatusCode",
     "decode_metadata_value",
     "format_timeout",
     "inflate",
@@ -46,13 +48,32 @@ __all__ = [
 #: Compressed-Flag (1 byte) and Message-Length (4 bytes, big-endian) before each message.
 PREFIX = struct.Struct(">BI")
 
+
+class StatusCode(enum.Enum):
+    """gRPC status codes: ``grpc.StatusCode``'s names and values (number, text), so that a
+    server without grpcio has them; ``code.value[0]`` is what ``grpc-status`` carries."""
+
+    OK = (0, "ok")
+    CANCELLED = (1, "cancelled")
+    UNKNOWN = (2, "unknown")
+    INVALID_ARGUMENT = (3, "invalid argument")
+    DEADLINE_EXCEEDED = (4, "deadline exceeded")
+    NOT_FOUND = (5, "not found")
+    ALREADY_EXISTS = (6, "already exists")
+    PERMISSION_DENIED = (7, "permission denied")
+    RESOURCE_EXHAUSTED = (8, "resource exhausted")
+    FAILED_PRECONDITION = (9, "failed precondition")
+    ABORTED = (10, "aborted")
+    OUT_OF_RANGE = (11, "out of range")
+    UNIMPLEMENTED = (12, "unimplemented")
+    INTERNAL = (13, "internal")
+    UNAVAILABLE = (14, "unavailable")
+    DATA_LOSS = (15, "data loss")
+    UNAUTHENTICATED = (16, "unauthenticated")
+
+
 #: gRPC status codes by number (``grpc.StatusCode`` member names).
-STATUS_NAMES = (
-    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-    "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
-    "UNAUTHENTICATED",
-)  # fmt: skip
+STATUS_NAMES = tuple(code.name for code in StatusCode)
 #: Name -> number.
 STATUS_CODES = {name: number for number, name in enumerate(STATUS_NAMES)}
 _STATUS_BY_TEXT = {str(number).encode(): name for number, name in enumerate(STATUS_NAMES)}
