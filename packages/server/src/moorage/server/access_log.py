@@ -25,21 +25,25 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import grpc
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from moorage.core.http2.grpcwire import StatusCode
 from moorage.server import metrics
 from moorage.server.dataplane import request_id_var
 from moorage.server.errors import error_response
 from moorage.server.logs import plain_text_handler
+
+if TYPE_CHECKING:
+    import grpc
 
 __all__ = [
     "DEFAULT_ACCESS_LOG_FORMAT",
     "AccessLogMiddleware",
     "GrpcAccessInterceptor",
     "new_request_id",
+    "register_with_grpcio",
 ]
 
 logger = logging.getLogger(__name__)
@@ -353,11 +357,15 @@ class AccessLogMiddleware:
 
 
 # ----------------------------------------------------------------------------- gRPC
-Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+#: An RPC behavior: ``(request, context) -> reply`` (a grpc.aio or native context).
+Behavior = Callable[[Any, Any], Awaitable[Any]]
 
 
-class GrpcAccessInterceptor(grpc.aio.ServerInterceptor):
-    """The gRPC twin of :class:`AccessLogMiddleware`: request id, call metrics, access lines."""
+class GrpcAccessInterceptor:
+    """The gRPC twin of :class:`AccessLogMiddleware`: request id, call metrics, access lines.
+
+    A ``grpc.aio.ServerInterceptor`` for grpcio's servers once :func:`register_with_grpcio`
+    has run (they call it); the native server calls :meth:`wrap_async` and needs no grpcio."""
 
     def __init__(self, *, access_log: bool = False, record_metrics: bool = True) -> None:
         self.access_log = access_log
@@ -374,6 +382,8 @@ class GrpcAccessInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method.rsplit("/", 1)[-1]
         metadata = handler_call_details.invocation_metadata or ()
         behavior = self._wrap(handler.unary_unary, method, metadata)
+        import grpc
+
         return grpc.unary_unary_rpc_method_handler(
             behavior,
             request_deserializer=handler.request_deserializer,
@@ -389,13 +399,13 @@ class GrpcAccessInterceptor(grpc.aio.ServerInterceptor):
         def behavior(request: Any, context: grpc.ServicerContext) -> Any:
             start = time.perf_counter()
             rid = _request_id(context.invocation_metadata())
-            code = grpc.StatusCode.OK
+            code: StatusCode | grpc.StatusCode = StatusCode.OK
             token = request_id_var.set(rid)
             context.set_trailing_metadata(((REQUEST_ID_HEADER, rid),))
             try:
                 return inner(request, context)
             except BaseException:
-                code = context.code() or grpc.StatusCode.UNKNOWN
+                code = context.code() or StatusCode.UNKNOWN
                 raise
             finally:
                 request_id_var.reset(token)
@@ -414,7 +424,12 @@ class GrpcAccessInterceptor(grpc.aio.ServerInterceptor):
         return behavior
 
     def _observe(
-        self, method: str, code: grpc.StatusCode, seconds: float, rid: str, context: Any
+        self,
+        method: str,
+        code: StatusCode | grpc.StatusCode,
+        seconds: float,
+        rid: str,
+        context: Any,
     ) -> None:
         if self.record_metrics:
             metrics.observe_grpc(method, code, seconds)
@@ -452,7 +467,7 @@ class GrpcAccessInterceptor(grpc.aio.ServerInterceptor):
         context: grpc.aio.ServicerContext,
     ) -> Any:
         start = time.perf_counter()
-        code = grpc.StatusCode.OK
+        code: StatusCode | grpc.StatusCode = StatusCode.OK
         token = request_id_var.set(rid)
         context.set_trailing_metadata(((REQUEST_ID_HEADER, rid),))
         try:
@@ -460,11 +475,19 @@ class GrpcAccessInterceptor(grpc.aio.ServerInterceptor):
         except BaseException:
             # An abort, or a cancellation (the native server sets CANCELLED or
             # DEADLINE_EXCEEDED first); UNKNOWN for anything else.
-            code = context.code() or grpc.StatusCode.UNKNOWN
+            code = context.code() or StatusCode.UNKNOWN
             raise
         finally:
             request_id_var.reset(token)
             self._observe(method, code, time.perf_counter() - start, rid, context)
+
+
+def register_with_grpcio() -> None:
+    """Make :class:`GrpcAccessInterceptor` a ``grpc.aio.ServerInterceptor`` (an ABC, so a
+    virtual subclass) for grpcio's servers: done where grpcio is imported, not at start-up."""
+    import grpc
+
+    grpc.aio.ServerInterceptor.register(GrpcAccessInterceptor)
 
 
 def _request_id(metadata: Iterable[Any]) -> str:

@@ -18,19 +18,24 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import grpc
 import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from moorage.core.errors import ERROR_CODE_METADATA, MoorageError, ServerError, grpc_status_for
+from moorage.core.http2.grpcwire import StatusCode
+
+if TYPE_CHECKING:
+    import grpc
 
 __all__ = [
+    "AbortError",
     "NotImplementedByModel",
     "error_response",
     "grpc_errors",
@@ -100,8 +105,30 @@ def install_exception_handlers(app: Any) -> None:
 
 
 # ----------------------------------------------------------------------------- gRPC
-def grpc_status(error: MoorageError) -> grpc.StatusCode:
-    return grpc.StatusCode[grpc_status_for(error.status)]
+# grpcio is imported only where its server or client is used (``--grpc_server grpcio``, a
+# transformer's grpc-v2 predictor): the native server and REST run without it (issue 17).
+class AbortError(Exception):
+    """What the native server's ``context.abort`` raises: its stand-in for grpc.aio's."""
+
+
+def abort_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions a ``context.abort`` raises: the native one, and grpc.aio's once grpcio is
+    imported (without it no grpcio context exists)."""
+    grpc_module = sys.modules.get("grpc")
+    if grpc_module is None:
+        return (AbortError,)
+    return (AbortError, grpc_module.aio.AbortError)
+
+
+def grpc_status(error: MoorageError) -> StatusCode | grpc.StatusCode:
+    """The status code for ``error``: grpcio's member once grpcio is imported (what a grpcio
+    context takes; the native one takes either), core's otherwise."""
+    name = grpc_status_for(error.status)
+    grpc_module = sys.modules.get("grpc")
+    if grpc_module is None:
+        return StatusCode[name]
+    code: grpc.StatusCode = grpc_module.StatusCode[name]
+    return code
 
 
 def grpc_trailers(error: MoorageError, context: Any) -> tuple[tuple[str, Any], ...]:
@@ -126,9 +153,9 @@ def grpc_errors(
             return await rpc(request, context)
         except MoorageError as exc:
             await context.abort(grpc_status(exc), exc.message, grpc_trailers(exc, context))
-        except grpc.aio.AbortError:
-            raise
         except Exception as exc:
+            if isinstance(exc, abort_errors()):
+                raise
             if not isinstance(exc, NotImplementedError):
                 logger.exception("unhandled error in gRPC %s", rpc.__name__)
             error = to_moorage_error(exc)

@@ -50,9 +50,8 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import grpc
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -67,7 +66,11 @@ from starlette.responses import Response
 from starlette.routing import Router
 
 from moorage.core.errors import MoorageError
+from moorage.core.http2.grpcwire import StatusCode
 from moorage.server.dataplane import InferenceEvent
+
+if TYPE_CHECKING:
+    import grpc
 
 __all__ = [
     "GenerationMetrics",
@@ -345,11 +348,11 @@ def observe_http(method: str, route: str, status: int, seconds: float) -> None:
 
 
 _grpc_children: dict[
-    tuple[str, grpc.StatusCode], tuple[Callable[[], None], Callable[[float], None]]
+    tuple[str, StatusCode | grpc.StatusCode], tuple[Callable[[], None], Callable[[float], None]]
 ] = {}
 
 
-def observe_grpc(method: str, code: grpc.StatusCode, seconds: float) -> None:
+def observe_grpc(method: str, code: StatusCode | grpc.StatusCode, seconds: float) -> None:
     """Record one gRPC call (called by the gRPC observability interceptor)."""
     key = (method, code)
     children = _grpc_children.get(key)

@@ -25,7 +25,6 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-import grpc
 import orjson
 
 from moorage.core.errors import (
@@ -53,6 +52,7 @@ from moorage.core.protocol.rest import (
 )
 
 if TYPE_CHECKING:
+    import grpc
     import httpx
 
 __all__ = ["PredictorClient", "close_predictor_clients", "pooled_client"]
@@ -151,6 +151,9 @@ class PredictorClient:
 
     def _grpc_infer(self) -> Any:
         if self._infer_rpc is None:
+            # grpcio, like httpx, is imported on first use: only a grpc-v2 predictor needs it.
+            import grpc
+
             options = [
                 ("grpc.max_receive_message_length", -1),
                 ("grpc.max_send_message_length", -1),
@@ -226,6 +229,8 @@ class PredictorClient:
         return decode_response(response.content, header_length=int(length) if length else None)
 
     async def _grpc(self, model_name: str, request: InferRequest, headers: dict[str, str]) -> Any:
+        import grpc  # imported by _grpc_infer already
+
         message = request_to_proto(request, raw=True)
         metadata = (
             ("request_type", "grpc_v2"),

@@ -20,7 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import grpc
 import uvicorn
 from starlette.applications import Starlette
 
@@ -324,11 +323,18 @@ class ModelServer:
         interceptor in :attr:`grpc_interceptors` is a grpc.aio one. (grpcio servers only: the
         native server needs neither.)"""
         bound = self.registered_models.bound_models()
+        aio_interceptor = False
+        if self.grpc_interceptors:  # grpcio's (imported only then: the default path has none)
+            import grpc
+
+            aio_interceptor = any(
+                isinstance(i, grpc.aio.ServerInterceptor) for i in self.grpc_interceptors
+            )
         return (
             self.dataplane.batcher is None  # batches form on the loop
             and all(b.sync_only for b in bound)
             and all(getattr(h, "thread_safe", False) for h in self.dataplane.hooks)
-            and not any(isinstance(i, grpc.aio.ServerInterceptor) for i in self.grpc_interceptors)
+            and not aio_interceptor
         )
 
     def stop(self, sig: int | None = None) -> None:

@@ -3,9 +3,10 @@
 It offers what the inference servicer, :func:`moorage.server.errors.grpc_errors` and the access
 interceptor use, with grpc.aio's semantics: ``invocation_metadata()`` (``-bin`` values decoded
 from base64 to bytes), ``send_initial_metadata``, ``set_trailing_metadata``, ``abort`` (raises
-``grpc.aio.AbortError``), ``set_code`` / ``set_details`` / ``code()`` / ``details()``,
-``peer()``, ``time_remaining()``, ``cancelled()``, ``done()``, ``add_done_callback``. Calls are
-unary, so ``read`` / ``write`` raise, and there is no response compression to configure.
+:class:`moorage.server.errors.AbortError`, no grpcio needed), ``set_code`` / ``set_details`` /
+``code()`` / ``details()``, ``peer()``, ``time_remaining()``, ``cancelled()``, ``done()``,
+``add_done_callback``. Calls are unary, so ``read`` / ``write`` raise, and there is no response
+compression to configure.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ import base64
 import binascii
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import grpc
-
+from moorage.core.http2.grpcwire import StatusCode
 from moorage.core.http2.hpack import Headers
+from moorage.server.errors import AbortError
+
+if TYPE_CHECKING:
+    import grpc
 
 __all__ = ["Metadata", "NativeContext"]
 
@@ -51,7 +55,7 @@ def decode_metadata(headers: Headers) -> tuple[tuple[str, str | bytes], ...]:
     return tuple(out)
 
 
-class NativeContext(grpc.aio.ServicerContext[Any, Any]):
+class NativeContext:
     """One call's context (see the module docstring)."""
 
     def __init__(
@@ -66,7 +70,7 @@ class NativeContext(grpc.aio.ServicerContext[Any, Any]):
         self._peer = peer
         self._deadline = deadline
         self._clock = clock
-        self._code: grpc.StatusCode | None = None
+        self._code: StatusCode | grpc.StatusCode | None = None
         self._details: str | None = None
         self.initial: list[tuple[str, str | bytes]] = []
         self.trailing: tuple[tuple[str, str | bytes], ...] = ()
@@ -92,26 +96,29 @@ class NativeContext(grpc.aio.ServicerContext[Any, Any]):
 
     # ------------------------------------------------------------------ status
     async def abort(
-        self, code: grpc.StatusCode, details: str = "", trailing_metadata: Metadata = ()
+        self,
+        code: StatusCode | grpc.StatusCode,
+        details: str = "",
+        trailing_metadata: Metadata = (),
     ) -> NoReturn:
-        if code == grpc.StatusCode.OK:
+        if code.name == "OK":
             raise ValueError("abort needs a status other than OK")
         self._code = code
         self._details = details
         if trailing_metadata:
             self.trailing = tuple(trailing_metadata)
-        raise grpc.aio.AbortError()
+        raise AbortError()
 
     async def abort_with_status(self, status: grpc.Status) -> NoReturn:
         await self.abort(status.code, status.details, status.trailing_metadata)
 
-    def set_code(self, code: grpc.StatusCode) -> None:
+    def set_code(self, code: StatusCode | grpc.StatusCode) -> None:
         self._code = code
 
     def set_details(self, details: str) -> None:
         self._details = details
 
-    def code(self) -> grpc.StatusCode | None:
+    def code(self) -> StatusCode | grpc.StatusCode | None:
         return self._code
 
     def details(self) -> str | None:

@@ -47,9 +47,7 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
-from typing import Any
-
-import grpc
+from typing import TYPE_CHECKING, Any
 
 from moorage.core.config.server import DEFAULT_MAX_GRPC_MESSAGE_LENGTH
 from moorage.core.errors import ERROR_CODE_METADATA, Overloaded, PayloadTooLarge
@@ -57,6 +55,7 @@ from moorage.core.http2.frames import ErrorCode
 from moorage.core.http2.grpcwire import (
     ACCEPT_ENCODING,
     MessageError,
+    StatusCode,
     inflate,
     message_length,
     metadata_key,
@@ -69,10 +68,14 @@ from moorage.core.http2.hpack import STATUS_200, Headers, header_field
 from moorage.core.http2.hpack import string_literal as _string
 from moorage.core.http2.limits import PeerBudget
 from moorage.core.protocol.grpc import SERVICE_NAME
+from moorage.server.errors import AbortError
 from moorage.server.grpc.context import NativeContext, decode_metadata
 from moorage.server.grpc.http2 import H2Connection, Stream
 from moorage.server.grpc.servicer import InferenceServicer
 from moorage.server.sockets import Acceptor, bind_reuseport_socket
+
+if TYPE_CHECKING:
+    import grpc
 
 __all__ = ["GrpcConnection", "NativeGrpcServer", "bind_grpc_socket"]
 
@@ -162,8 +165,8 @@ def _name_prefix(key: str) -> tuple[bytes, bytes] | None:
     return entry
 
 
-def _status_fields(code: grpc.StatusCode, details: str | None) -> bytes:
-    if code is grpc.StatusCode.OK and not details:
+def _status_fields(code: StatusCode | grpc.StatusCode, details: str | None) -> bytes:
+    if code is StatusCode.OK and not details:
         return _STATUS_OK
     fields = header_field(b"grpc-status", str(code.value[0]).encode())
     if details:
@@ -272,7 +275,7 @@ class GrpcConnection(H2Connection):
         server = self.server
         if server.max_concurrent_rpcs is not None and server.active >= server.max_concurrent_rpcs:
             self._status(
-                stream, grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!",
+                stream, StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!",
                 extra=_OVERLOADED_CODE,
             )  # fmt: skip
             return
@@ -308,25 +311,25 @@ class GrpcConnection(H2Connection):
                 encoding = value
         if size > self.max_header_list_size:
             self._status(
-                stream, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                stream, StatusCode.RESOURCE_EXHAUSTED,
                 f"header list of {size} bytes is over the limit of {self.max_header_list_size}",
             )  # fmt: skip
             return None
         if method != b"POST":
             self._status(
-                stream, grpc.StatusCode.UNIMPLEMENTED, "gRPC calls are POST requests",
+                stream, StatusCode.UNIMPLEMENTED, "gRPC calls are POST requests",
                 http_status=b"405", extra=header_field(b"allow", b"POST"),
             )  # fmt: skip
             return None
         if content_type is None or not content_type.startswith(b"application/grpc"):
             self._status(
-                stream, grpc.StatusCode.INTERNAL,
+                stream, StatusCode.INTERNAL,
                 f"content-type {content_type!r} is not application/grpc", http_status=b"415",
             )  # fmt: skip
             return None
         behavior = self.server.methods.get(path) if path is not None else None
         if behavior is None:
-            self._status(stream, grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {path!r}")
+            self._status(stream, StatusCode.UNIMPLEMENTED, f"Method not found: {path!r}")
             return None
         seconds = None
         if timeout is not None:
@@ -354,11 +357,11 @@ class GrpcConnection(H2Connection):
                 return
             call.expected = 5 + length
         if size > call.expected:  # a unary call takes one message: the rest is not read
-            self._status(stream, grpc.StatusCode.INTERNAL, "unary call sent more than one message")
+            self._status(stream, StatusCode.INTERNAL, "unary call sent more than one message")
 
     def on_buffer_exceeded(self, stream: Stream) -> None:
         self._status(
-            stream, grpc.StatusCode.RESOURCE_EXHAUSTED,
+            stream, StatusCode.RESOURCE_EXHAUSTED,
             f"the connection holds over {self.budget.max_buffered_request_bytes} request bytes",
             extra=_TOO_LARGE_CODE,
         )  # fmt: skip
@@ -409,7 +412,7 @@ class GrpcConnection(H2Connection):
         call.context.cancel()
         if call.task is not None and not call.task.done():
             if call.context.code() is None:
-                call.context.set_code(grpc.StatusCode.CANCELLED)
+                call.context.set_code(StatusCode.CANCELLED)
             call.task.cancel()
 
     def _expire(self, stream: Stream) -> None:
@@ -417,10 +420,10 @@ class GrpcConnection(H2Connection):
         call.timer = None
         if stream.closed:
             return
-        call.context.set_code(grpc.StatusCode.DEADLINE_EXCEEDED)
+        call.context.set_code(StatusCode.DEADLINE_EXCEEDED)
         call.context.set_details("Deadline Exceeded")
         if call.task is None:  # the request is still arriving
-            self._status(stream, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+            self._status(stream, StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
         elif not call.task.done():
             call.task.cancel()
 
@@ -433,7 +436,7 @@ class GrpcConnection(H2Connection):
             extra = _ACCEPT_ENCODING_FIELD
         elif exc.status == "RESOURCE_EXHAUSTED":
             extra = _TOO_LARGE_CODE
-        self._status(stream, grpc.StatusCode[exc.status], exc.message, extra=extra)
+        self._status(stream, StatusCode[exc.status], exc.message, extra=extra)
 
     # ------------------------------------------------------------------ calls
     async def _run(self, stream: Stream, call: _Call, payload: bytes | memoryview) -> None:
@@ -442,17 +445,17 @@ class GrpcConnection(H2Connection):
         server.active += 1
         try:
             reply = await call.behavior(payload, context)
-        except grpc.aio.AbortError:
-            self._status(stream, context.code() or grpc.StatusCode.UNKNOWN, context.details(),
+        except AbortError:
+            self._status(stream, context.code() or StatusCode.UNKNOWN, context.details(),
                          context)  # fmt: skip
             return
         except asyncio.CancelledError:
-            code = context.code() or grpc.StatusCode.CANCELLED
+            code = context.code() or StatusCode.CANCELLED
             self._status(stream, code, context.details() or "call cancelled", context)
             return
         except Exception:
             logger.exception("gRPC call on %s failed", self.peer())
-            self._status(stream, grpc.StatusCode.UNKNOWN, "internal error", context)
+            self._status(stream, StatusCode.UNKNOWN, "internal error", context)
             return
         finally:
             server.active -= 1
@@ -464,14 +467,14 @@ class GrpcConnection(H2Connection):
             return
         if len(reply) > server.max_send_message_length:
             self._status(
-                stream, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                stream, StatusCode.RESOURCE_EXHAUSTED,
                 f"Sent message larger than max ({len(reply)} vs. "
                 f"{server.max_send_message_length})", context,
             )  # fmt: skip
             return
         context.headers_sent = True
         head = _HEAD_OK + _metadata_fields(context.initial) if context.initial else _HEAD_OK
-        trailers = _status_fields(context.code() or grpc.StatusCode.OK, context.details())
+        trailers = _status_fields(context.code() or StatusCode.OK, context.details())
         if context.trailing:
             trailers += _metadata_fields(context.trailing)
         prefix = b"\x00" + len(reply).to_bytes(4, "big")
@@ -480,7 +483,7 @@ class GrpcConnection(H2Connection):
     def _status(
         self,
         stream: Stream,
-        code: grpc.StatusCode,
+        code: StatusCode | grpc.StatusCode,
         details: str | None,
         context: NativeContext | None = None,
         *,

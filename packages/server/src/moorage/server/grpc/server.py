@@ -24,16 +24,18 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
-
-import grpc
+from typing import TYPE_CHECKING, Any, Literal
 
 from moorage.core.config.server import DEFAULT_MAX_GRPC_MESSAGE_LENGTH
 from moorage.core.http2.limits import PeerBudget
 from moorage.core.protocol.grpc import SERVICE_NAME
+from moorage.server.access_log import register_with_grpcio
 from moorage.server.dataplane import DataPlane
 from moorage.server.grpc.native import NativeGrpcServer
 from moorage.server.grpc.servicer import InferenceServicer
+
+if TYPE_CHECKING:
+    import grpc
 
 __all__ = [
     "GRPCIO_MAX_CONCURRENT_STREAMS",
@@ -65,6 +67,8 @@ class ThreadedGrpcServer:
         max_concurrent_rpcs: int | None,
         interceptors: Sequence[Any] = (),
     ) -> None:
+        import grpc
+
         wrappers = [i for i in interceptors if hasattr(i, "wrap_blocking")]
         native = [i for i in interceptors if not hasattr(i, "wrap_blocking")]
         for interceptor in native:
@@ -157,6 +161,9 @@ def create_grpc_server(
                 budget=budget,
                 interceptors=interceptors,
             )
+    import grpc  # grpcio's servers only: the native one runs without it
+
+    register_with_grpcio()
     all_options = [
         ("grpc.max_send_message_length", max_send_message_length),
         ("grpc.max_receive_message_length", max_receive_message_length),

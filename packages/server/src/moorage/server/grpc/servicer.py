@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import grpc
 from google.protobuf.message import DecodeError
 
 from moorage.core.errors import InferenceError, InvalidInput
@@ -25,6 +24,9 @@ from moorage.core.protocol.grpc import (
 )
 from moorage.server.dataplane import DataPlane
 from moorage.server.errors import grpc_errors, grpc_errors_blocking
+
+if TYPE_CHECKING:
+    import grpc
 
 __all__ = ["InferenceServicer", "metadata_to_headers"]
 
@@ -132,10 +134,14 @@ class InferenceServicer:
     @staticmethod
     def _method_handlers(behaviors: dict[str, Any]) -> dict[str, grpc.RpcMethodHandler]:
         # Requests arrive and replies leave as bytes (see _behaviors).
+        import grpc  # grpcio servers only: the native one runs without it
+
         return {name: grpc.unary_unary_rpc_method_handler(b) for name, b in behaviors.items()}
 
     def handler(self) -> grpc.GenericRpcHandler:
         """A generic handler serving every RPC of :data:`METHODS` (grpc.aio)."""
+        import grpc
+
         return grpc.method_handlers_generic_handler(
             SERVICE_NAME, self._method_handlers(self.async_handlers())
         )
