@@ -36,7 +36,7 @@ MB = 1000 * 1000
 IMAGES = {
     "server": (
         "server",
-        ["moorage-server[sklearn,lightgbm]", "xgboost-cpu"],
+        ["moorage-server[sklearn,lightgbm]", "xgboost-cpu", "moorage-storage[s3]"],
         "usage: moorage-server",
         450 * MB,
     ),
@@ -47,14 +47,23 @@ IMAGES = {
     "cache": ("cache", ["moorage-cache[operator]"], "usage: moorage-cache", None),
     # the server Dockerfile's `huggingface` target: torch's CPU build makes it over 1 GB
     "huggingface": (
-        "server", ["moorage-server[huggingface]", "torch==2.13.0"], "usage: moorage-server", None
+        "server",
+        [
+            "moorage-server[huggingface]",
+            "torch==2.13.0",
+            "moorage-storage[s3,gcs,azure,hf,oci]",
+        ],
+        "usage: moorage-server",
+        None,
     ),
 }  # fmt: skip
 #: Dockerfile targets of images that are not their Dockerfile's default (last) stage
 TARGETS = {"huggingface": "huggingface"}
 #: What each image's native libraries are loaded by (they are stripped of debug info).
 IMPORTS = {
-    "server": "import numpy, scipy, sklearn, xgboost, lightgbm, grpc, uvloop, orjson",
+    # and the storage providers of --model_config_file (TrainedModels)
+    "server": "import numpy, scipy, sklearn, xgboost, lightgbm, grpc, uvloop, orjson, boto3,"
+    " moorage.storage.providers.s3",
     # numpy is left out of this image (its Dockerfile): no provider may import it
     "storage-initializer": "import sys, zstandard, cryptography.hazmat.bindings._rust, boto3,"
     " google.cloud.storage, azure.storage.blob, azure.storage.fileshare, azure.identity,"
@@ -66,7 +75,8 @@ IMPORTS = {
     " 'sts'] or sys.exit(f'botocore models: {boto3.session.Session().get_available_services()}')",
     "controller": "import kopf, aiohttp, numpy, yaml, moorage.controller.operator.handlers",
     "cache": "import kopf, httpx, numpy, zstandard, boto3, moorage.cache.agent",
-    "huggingface": "import torch, transformers, tokenizers, safetensors, numpy,"
+    "huggingface": "import torch, transformers, tokenizers, safetensors, numpy, boto3,"
+    " google.cloud.storage, azure.storage.blob, huggingface_hub, zstandard,"
     " moorage.server.runtimes.huggingface",
 }
 PROBE = "command -v gcc cc pip pip3; ls /root/.cache /wheels /src 2>/dev/null; id -u"
