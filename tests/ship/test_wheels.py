@@ -217,9 +217,7 @@ WITHOUT_EXTRAS = [
     pytest.param("controller", ["moorage", "operator"], "moorage-controller[operator]",
                  id="controller-operator"),
     pytest.param("cache", ["moorage-cache", "controller", "--kubeconfig={tmp}/kubeconfig"],
-                 "moorage-cache[operator]", id="cache-controller",
-                 marks=pytest.mark.xfail(strict=True, reason="moorage-cache controller imports "
-                                         "kopf unguarded: a ModuleNotFoundError traceback")),
+                 "moorage-cache[operator]", id="cache-controller"),
 ]  # fmt: skip
 KUBECONFIG = """apiVersion: v1
 kind: Config

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import logging
 import signal
@@ -92,6 +93,12 @@ async def _serve(settings: CacheSettings) -> int:
 def main(argv: list[str] | None = None) -> int:
     settings = CacheSettings.from_cli(argv)
     _configure_logging(settings)
+    if settings.command == "controller" and importlib.util.find_spec("kopf") is None:
+        sys.stderr.write(
+            "moorage-cache: error: the controller needs the operator extra: "
+            "pip install 'moorage-cache[operator]'\n"
+        )
+        return 1
     try:
         return asyncio.run(_serve(settings))
     except KeyboardInterrupt:
