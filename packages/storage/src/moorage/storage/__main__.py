@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=cast(Literal["auto", "bar", "log", "off"] | None, progress),
         )
     except MoorageError as exc:
-        logging.getLogger("moorage.storage").error("%s", exc.message)
+        # One line on stderr, where the log lines go too (a log record as well said it twice).
         print(f"moorage-storage: error: {exc.message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
