@@ -18,7 +18,6 @@ refused or reset connect is often fixed by simply connecting again.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import random
 import time
@@ -131,6 +130,8 @@ async def retry_async(
 
     Cancellation is never retried: it ends the wait or the call at once.
     """
+    import asyncio  # here: the synchronous users (the storage initializer) never load it
+
     matches = _matcher(retry_on)
     started = time.monotonic()
     failures = 0
