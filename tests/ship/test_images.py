@@ -64,7 +64,7 @@ IMPORTS = {
     # and the storage providers of --model_config_file (TrainedModels)
     "server": "import numpy, scipy, sklearn, xgboost, lightgbm, grpc, uvloop, orjson, boto3,"
     " moorage.storage.providers.s3",
-    # numpy is left out of this image (its Dockerfile): no provider may import it
+    # no numpy: moorage-core needs it only for its inference protocol (the `protocol` extra)
     "storage-initializer": "import sys, zstandard, cryptography.hazmat.bindings._rust, boto3,"
     " google.cloud.storage, azure.storage.blob, azure.storage.fileshare, azure.identity,"
     " huggingface_hub, hf_xet, yaml, pydantic_core, moorage.storage.providers.s3,"
@@ -73,8 +73,11 @@ IMPORTS = {
     " assert 'numpy' not in sys.modules, 'numpy imported';"
     " boto3.session.Session().get_available_services() == ['s3', 'signin', 'sso', 'sso-oidc',"
     " 'sts'] or sys.exit(f'botocore models: {boto3.session.Session().get_available_services()}')",
-    "controller": "import kopf, aiohttp, numpy, yaml, moorage.controller.operator.handlers",
-    "cache": "import kopf, httpx, numpy, zstandard, boto3, moorage.cache.agent",
+    # no numpy in these either (nothing in them holds tensors)
+    "controller": "import importlib.util as u, kopf, aiohttp, yaml,"
+    " moorage.controller.operator.handlers; assert not u.find_spec('numpy'), 'numpy installed'",
+    "cache": "import importlib.util as u, kopf, httpx, zstandard, boto3, moorage.cache.agent;"
+    " assert not u.find_spec('numpy'), 'numpy installed'",
     "huggingface": "import torch, transformers, tokenizers, safetensors, numpy, boto3,"
     " google.cloud.storage, azure.storage.blob, huggingface_hub, zstandard,"
     " moorage.server.runtimes.huggingface",

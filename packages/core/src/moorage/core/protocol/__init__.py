@@ -8,6 +8,13 @@
 - :mod:`.schema` — pydantic models for metadata, health, errors and OpenAPI docs.
 """
 
+import importlib.util
+
+if importlib.util.find_spec("numpy") is None:
+    raise ImportError(
+        "moorage.core.protocol needs numpy: pip install 'moorage-core[protocol]'", name="numpy"
+    )
+
 from moorage.core.protocol._datatypes import Datatype
 from moorage.core.protocol._types import (
     InferRequest,
