@@ -1,4 +1,5 @@
-"""`pip install packages/core` in a fresh venv pulls no web, RPC or Kubernetes framework."""
+"""`pip install packages/core` in a fresh venv pulls no web, RPC or Kubernetes framework (nor
+numpy, which only its `protocol` extra brings)."""
 
 from __future__ import annotations
 
@@ -25,9 +26,24 @@ def test_core_installs_without_frameworks(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
     python = venv / "bin" / "python"
-    subprocess.run(
-        [uv, "pip", "install", "-q", "--python", str(python), str(ROOT / "packages" / "core")],
+    core = ROOT / "packages" / "core"
+    subprocess.run([uv, "pip", "install", "-q", "--python", str(python), str(core)], check=True)
+    # Without extras: resources, errors and settings import; the inference protocol names the
+    # extra that brings numpy.
+    bare = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import moorage.core.errors, moorage.core.resources, moorage.core.config.storage\n"
+            "try:\n    import moorage.core.protocol\nexcept ImportError as exc:\n    print(exc)",
+        ],
+        capture_output=True,
+        text=True,
         check=True,
+    )
+    assert "pip install 'moorage-core[protocol]'" in bare.stdout, bare.stdout + bare.stderr
+    subprocess.run(
+        [uv, "pip", "install", "-q", "--python", str(python), f"{core}[protocol]"], check=True
     )
     listed = subprocess.run(
         [uv, "pip", "freeze", "--python", str(python)], capture_output=True, text=True, check=True
