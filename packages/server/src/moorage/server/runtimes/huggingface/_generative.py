@@ -154,17 +154,9 @@ class HuggingFaceGenerativeModel(TextGenerationModel):
         yield await asyncio.to_thread(self._seq2seq, ids, params, max_tokens)
 
     def _check_length(self, prompt_tokens: int, max_tokens: int | None) -> int:
-        context = self._context
         if self.task is MLTask.text2text_generation:
             return max_tokens or 256
-        if prompt_tokens >= context or (max_tokens and prompt_tokens + max_tokens > context):
-            wanted = prompt_tokens + (max_tokens or 0)
-            raise InvalidInput(
-                f"This model's maximum context length is {context} tokens. However, you "
-                f"requested {wanted} tokens ({prompt_tokens} in the prompt, {max_tokens or 0} "
-                "in the completion). Please reduce the length of the prompt or completion."
-            )
-        return max_tokens or context - prompt_tokens
+        return super()._check_length(prompt_tokens, max_tokens)
 
     def _seq2seq(self, ids: list[int], params: SamplingParams, max_tokens: int) -> GenerationChunk:
         import torch

@@ -114,6 +114,23 @@ class TextGenerationModel(Model):
     ) -> AsyncIterator[GenerationChunk]:
         raise NotImplementedError
 
+    @property
+    def max_model_len(self) -> int:
+        raise NotImplementedError
+
+    def _check_length(self, prompt_tokens: int, max_tokens: int | None) -> int:
+        """The tokens to generate: ``max_tokens``, or what the context leaves after the prompt;
+        :class:`InvalidInput` (OpenAI's wording) when the prompt and ``max_tokens`` do not fit."""
+        context = self.max_model_len
+        if prompt_tokens >= context or (max_tokens and prompt_tokens + max_tokens > context):
+            wanted = prompt_tokens + (max_tokens or 0)
+            raise InvalidInput(
+                f"This model's maximum context length is {context} tokens. However, you "
+                f"requested {wanted} tokens ({prompt_tokens} in the prompt, {max_tokens or 0} "
+                "in the completion). Please reduce the length of the prompt or completion."
+            )
+        return max_tokens or context - prompt_tokens
+
     async def complete(self, prompt: str, params: SamplingParams) -> str:
         """The whole text generated for ``prompt``."""
         stream = self.generate(prompt, params)

@@ -190,17 +190,6 @@ class VLLMModel(TextGenerationModel):
         max_tokens = self._check_length(len(ids), params.max_tokens)
         return self._stream(list(ids), self._sampling(params, max_tokens))
 
-    def _check_length(self, prompt_tokens: int, max_tokens: int | None) -> int:
-        context = self.max_model_len
-        if prompt_tokens >= context or (max_tokens and prompt_tokens + max_tokens > context):
-            wanted = prompt_tokens + (max_tokens or 0)
-            raise InvalidInput(
-                f"This model's maximum context length is {context} tokens. However, you "
-                f"requested {wanted} tokens ({prompt_tokens} in the prompt, {max_tokens or 0} "
-                "in the completion). Please reduce the length of the prompt or completion."
-            )
-        return max_tokens or context - prompt_tokens
-
     @staticmethod
     def _sampling(params: SamplingParams, max_tokens: int) -> Any:
         from vllm import SamplingParams as VSamplingParams
