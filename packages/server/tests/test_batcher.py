@@ -4,14 +4,9 @@ a real moorage-server under concurrent load over REST v1, REST v2 and gRPC."""
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
-import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +23,8 @@ from moorage.core.protocol.grpc import METHODS, SERVICE_NAME, request_to_proto, 
 from moorage.server import DataPlane, Model, ModelRepository
 from moorage.server.batcher import Batcher, BatchPolicy, join, prepare, split
 from moorage.server.model import BoundModel
+
+from .test_integration import Server, start, stop
 
 FEATURES = 20
 
@@ -305,24 +302,6 @@ def test_flags_and_the_llm_runtimes_max_batch_size() -> None:
 
 
 # ---------------------------------------------------------------------- a real server
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    http: int
-    grpc: int
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http}"
-
-
 @pytest.fixture(scope="module")
 def rowid_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A joblib DecisionTreeRegressor that predicts each of its 64 training rows' index."""
@@ -337,58 +316,22 @@ def rowid_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _start(args: list[str], log: Path, script: Path | None = None) -> Server:
-    http, grpc_port = _free_port(), _free_port()
-    command = [sys.executable, str(script)] if script else [sys.executable, "-m", "moorage.server"]
-    command += [
-        *args,
-        "--host",
-        "127.0.0.1",
-        "--http_port",
-        str(http),
-        "--grpc_port",
-        str(grpc_port),
-    ]
-    process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    server = Server(process, http, grpc_port, log)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{server.url}/v2/health/ready", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"server did not start:\n{log.read_text()}")
-
-
-def _stop(server: Server) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(10)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait()
-
-
 @pytest.fixture(scope="module", params=["native", "grpcio"])
 def batching_server(
     request: pytest.FixtureRequest, rowid_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("batching") / "server.log"
-    server = _start(
+    server = start(
         [
             "--model_name", "rowid", "--model_dir", str(rowid_dir),
             "--enable_batcher", "--max_batchsize", "16", "--max_latency", "20",
             "--grpc_server", request.param,
         ],
         log,
+        until="/v2/health/ready",
     )  # fmt: skip
     yield server
-    _stop(server)
+    stop(server)
 
 
 def _batch_rows(server: Server) -> tuple[float, float]:
@@ -541,10 +484,11 @@ SLOW_MODEL = """
 def test_overloaded_when_the_queue_is_full_and_lone_requests_complete(tmp_path: Path) -> None:
     script = tmp_path / "slow.py"
     script.write_text(textwrap.dedent(SLOW_MODEL))
-    server = _start(
+    server = start(
         ["--enable_batcher", "--max_latency", "50", "--max_inflight_requests", "3"],
         tmp_path / "server.log",
         script=script,
+        until="/v2/health/ready",
     )
     try:
         lone = httpx.post(
@@ -563,4 +507,4 @@ def test_overloaded_when_the_queue_is_full_and_lone_requests_complete(tmp_path: 
         assert statuses.count(503) >= 1 and statuses.count(200) >= 3, statuses
         assert set(statuses) <= {200, 503}
     finally:
-        _stop(server)
+        stop(server)

@@ -50,7 +50,15 @@ class Server:
         return self.log.read_text(errors="replace")
 
 
-def start(args: list[str], log: Path, *, script: Path | None = None, timeout: float = 60) -> Server:
+def start(
+    args: list[str],
+    log: Path,
+    *,
+    script: Path | None = None,
+    timeout: float = 60,
+    until: str = "/v2/health/live",
+) -> Server:
+    """A real `moorage-server` (or `script`) on free loopback ports, once `until` answers 200."""
     http, grpc_port = free_port(), free_port()
     command = [sys.executable, str(script)] if script else [sys.executable, "-m", "moorage.server"]
     command += [
@@ -70,7 +78,7 @@ def start(args: list[str], log: Path, *, script: Path | None = None, timeout: fl
         if process.poll() is not None:
             raise RuntimeError(f"server exited {process.returncode}:\n{server.output()}")
         try:
-            if httpx.get(f"{server.url}/v2/health/live", timeout=1).status_code == 200:
+            if httpx.get(f"{server.url}{until}", timeout=1).status_code == 200:
                 return server
         except httpx.HTTPError:
             pass
