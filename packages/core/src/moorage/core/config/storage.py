@@ -22,7 +22,7 @@ import os
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_origin
 
 from pydantic import (
     AliasChoices,
@@ -274,9 +274,9 @@ def _env_names(name: str, info: Any) -> tuple[str, ...]:
 
 
 def _is_complex(annotation: Any) -> bool:
-    """Lists and maps, whose variables hold JSON (as pydantic-settings reads them)."""
-    text = str(annotation)
-    return text.startswith(("list[", "dict[")) or text.startswith(("typing.Dict", "typing.List"))
+    """Lists and maps, whose variables hold JSON (as pydantic-settings reads them). The
+    optional storage specs are not: their validator parses the JSON and accepts ``""``."""
+    return get_origin(annotation) in (list, dict)
 
 
 def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -288,7 +288,7 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
             if env_name not in lowered:
                 continue
             raw = lowered[env_name]
-            if _is_complex(info.annotation) and name not in _JSON_VALIDATED:
+            if _is_complex(info.annotation):
                 try:
                     values[name] = json.loads(raw)
                 except ValueError as exc:
@@ -301,7 +301,3 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
     if "http_headers" not in values and (headers := _host_headers(environ)):
         values["http_headers"] = headers
     return values
-
-
-#: complex fields whose validator parses the JSON itself (and accepts an empty string).
-_JSON_VALIDATED = {"storage_config", "storage_override_config"}
