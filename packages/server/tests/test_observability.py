@@ -220,6 +220,42 @@ async def test_no_access_log_by_default(caplog: pytest.LogCaptureFixture) -> Non
     assert not [r for r in caplog.records if r.name == "moorage.server.access"]
 
 
+def test_grpc_access_line_written_directly_reads_as_logging_writes_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the default text handler the gRPC access line skips the LogRecord too; the line
+    is the one logging writes (a handler added beside it sends it through logging again)."""
+    import io
+    import re
+    import sys
+
+    from moorage.core.http2.grpcwire import StatusCode
+    from moorage.server import logs
+    from moorage.server.access_log import GrpcAccessInterceptor
+
+    class Context:
+        def peer(self) -> str:
+            return "ipv4:127.0.0.1:5000"
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    interceptor = GrpcAccessInterceptor(access_log=True, record_metrics=False)
+    try:
+        logs.install_handler(level="INFO")
+        interceptor._observe("ModelInfer", StatusCode.OK, 0.0012345, "r1", Context())
+        root.addHandler(logging.NullHandler())  # another handler: through logging
+        interceptor._observe("ModelInfer", StatusCode.OK, 0.0012345, "r1", Context())
+        lines = [line for line in stream.getvalue().splitlines() if "server.access:" in line]
+        direct, logged = (re.sub(r"^\d\d:\d\d:\d\d\.\d{3} ", "", line) for line in lines)
+        assert direct == logged
+        assert direct.endswith("ipv4:127.0.0.1:5000 gRPC ModelInfer OK 1.234ms")
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+
+
 def test_json_formatter_writes_extras_and_request_id() -> None:
     record = logging.LogRecord("moorage.x", logging.WARNING, __file__, 1, "hello %s", ("w",), None)
     record.model = "iris"

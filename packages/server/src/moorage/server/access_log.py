@@ -435,6 +435,12 @@ class GrpcAccessInterceptor:
             metrics.observe_grpc(method, code, seconds)
         if self.access_log and access_logger.isEnabledFor(logging.INFO):
             peer = context.peer()
+            # As for REST: straight to the text handler when that is where the line goes.
+            direct = plain_text_handler(access_logger, logging.INFO)
+            if direct is not None:
+                line = f"{peer} gRPC {method} {code.name} {seconds * 1000:.3f}ms"
+                direct.write_line(access_logger.name, "INFO", line)
+                return
             access_logger.info(
                 "%s gRPC %s %s %.3fms",
                 peer,
