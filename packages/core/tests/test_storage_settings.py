@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from moorage.core.config.storage import StorageSettings
+from moorage.core.config.storage import _FIELDS, SecretStr, SettingsError, StorageSettings
 
 
 def test_kserve_names_prefixed_knobs_json_and_host_headers() -> None:
@@ -75,3 +75,49 @@ def test_bad_values_name_what_is_wrong(environ: dict[str, str], names: str) -> N
 def test_os_environ_is_read_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:1")
     assert StorageSettings().hf_endpoint == "http://127.0.0.1:1"
+
+
+def test_keywords_are_checked_like_variables_and_unknown_ones_ignored() -> None:
+    settings = StorageSettings.from_environ(
+        {}, concurrency="12", verify_hashes="off", progress="log", not_a_setting=1
+    )
+    assert (settings.concurrency, settings.verify_hashes, settings.progress) == (12, False, "log")
+    assert not hasattr(settings, "not_a_setting")
+    with pytest.raises(SettingsError, match=r"progress: must be one of auto, bar, log, off"):
+        StorageSettings.from_environ({}, progress="loud")
+    with pytest.raises(SettingsError, match=r"part_size: must be >= 1048576"):
+        StorageSettings.from_environ({}, part_size=1)
+
+
+def test_every_bad_value_is_named_at_once() -> None:
+    with pytest.raises(SettingsError) as caught:
+        StorageSettings.from_environ(
+            {
+                "MOORAGE_STORAGE_RETRIES": "many",
+                "MOORAGE_STORAGE_VERIFY_HASHES": "perhaps",
+                "MOORAGE_STORAGE_READ_TIMEOUT_S": "0",
+            }
+        )
+    message = str(caught.value)
+    assert message.startswith("3 invalid storage settings")
+    for name in ("RETRIES", "VERIFY_HASHES", "READ_TIMEOUT_S"):
+        assert f"environment variable MOORAGE_STORAGE_{name} ({name.lower()})" in message
+
+
+def test_secrets_never_show_and_compare_by_value() -> None:
+    settings = StorageSettings.from_environ(
+        {"AWS_SECRET_ACCESS_KEY": "s3cr3t", "HF_TOKEN": "hf_x", "AZURE_CLIENT_SECRET": "az"}
+    )
+    for text in (repr(settings), str(settings), f"{settings.hf_token}"):
+        assert "s3cr3t" not in text and "hf_x" not in text and "az'" not in text
+    assert repr(settings.aws_secret_access_key) == "SecretStr('**********')"
+    assert settings.aws_secret_access_key == SecretStr("s3cr3t")
+    assert settings == StorageSettings.from_environ(
+        {"AWS_SECRET_ACCESS_KEY": "s3cr3t", "HF_TOKEN": "hf_x", "AZURE_CLIENT_SECRET": "az"}
+    )
+
+
+def test_every_declared_setting_has_a_reader() -> None:
+    declared = {name for name in StorageSettings.__annotations__ if not name.startswith("_")}
+    assert declared == set(_FIELDS)
+    assert set(vars(StorageSettings.from_environ({}))) == declared

@@ -185,6 +185,20 @@ def test_cli_usage_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["-q", str(src), str(tmp_path / "ok")]) == 0
 
 
+def test_cli_names_a_bad_setting_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MOORAGE_STORAGE_CONCURRENCY", "0")
+    src = model_dir(tmp_path / "src")
+    assert main(["-q", str(src), str(tmp_path / "dest")]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "moorage-storage: error: environment variable MOORAGE_STORAGE_CONCURRENCY"
+        " (concurrency): must be >= 1, got '0'\n"
+    )
+    assert not (tmp_path / "dest").exists()
+
+
 def test_python_dash_m_entrypoint(tmp_path: Path) -> None:
     src = model_dir(tmp_path / "src")
     result = subprocess.run(

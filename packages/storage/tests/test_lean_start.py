@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 #: Modules the download path must not load: numpy (not in the storage image), asyncio (the
-#: engine is threads), pydantic-settings (core's settings read the environment themselves), and
-#: the AWS SDK when keys are given (requests are signed by moorage).
-NOT_LOADED = ("numpy", "asyncio", "pydantic_settings", "boto3", "botocore")
+#: engine is threads), pydantic and pydantic-settings (core's StorageSettings is a plain class
+#: that reads the environment itself: ~110 ms of every start), and the AWS SDK when keys are
+#: given (requests are signed by moorage).
+NOT_LOADED = ("numpy", "asyncio", "pydantic", "pydantic_settings", "boto3", "botocore")
 
 PROBE = """
 import sys

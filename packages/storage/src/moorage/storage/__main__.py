@@ -2,7 +2,8 @@
 
 A drop-in for KServe's ``initializer-entrypoint``: same two arguments, same environment
 variables. Exit status: 0 on success, 1 when the download fails (the message names the URI and
-the cause, never a credential), 2 on a usage error. Options: ``--force`` (fetch even if the
+the cause, never a credential), 2 on a usage error or a setting that cannot be read (the message
+names the variable). Options: ``--force`` (fetch even if the
 destination already holds this URI), ``--progress=auto|bar|log|off``, ``-q`` (warnings only).
 
 The command (:func:`entrypoint`) leaves with ``os._exit`` once :func:`main` has returned and the
@@ -18,6 +19,7 @@ import os
 import sys
 from typing import Literal, NoReturn, cast
 
+from moorage.core.config.storage import SettingsError
 from moorage.core.errors import MoorageError
 
 USAGE = "Usage: moorage-storage [--force] [--progress=auto|bar|log|off] [-q] src_uri dest_path"
@@ -67,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
             force=force,
             progress=cast(Literal["auto", "bar", "log", "off"] | None, progress),
         )
+    except SettingsError as exc:
+        print(f"moorage-storage: error: {exc}", file=sys.stderr)
+        return 2
     except MoorageError as exc:
         # One line on stderr, where the log lines go too (a log record as well said it twice).
         print(f"moorage-storage: error: {exc.message}", file=sys.stderr)
