@@ -8,9 +8,20 @@ from pathlib import Path
 
 #: Modules the download path must not load: numpy (not in the storage image), asyncio (the
 #: engine is threads), pydantic and pydantic-settings (core's StorageSettings is a plain class
-#: that reads the environment itself: ~110 ms of every start), and the AWS SDK when keys are
-#: given (requests are signed by moorage).
-NOT_LOADED = ("numpy", "asyncio", "pydantic", "pydantic_settings", "boto3", "botocore")
+#: that reads the environment itself: ~110 ms of every start), the AWS SDK when keys are
+#: given (requests are signed by moorage), http.client and the email package it parses headers
+#: with (the engine speaks HTTP/1.1 itself), and ssl until an https URL needs it.
+NOT_LOADED = (
+    "numpy",
+    "asyncio",
+    "pydantic",
+    "pydantic_settings",
+    "boto3",
+    "botocore",
+    "http.client",
+    "email",
+    "ssl",
+)
 
 PROBE = """
 import sys

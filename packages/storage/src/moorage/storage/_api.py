@@ -13,7 +13,6 @@ from typing import Any, Literal
 from moorage.core.config.storage import StorageSettings
 from moorage.core.errors import StorageError
 from moorage.core.storage_uri import LocalURI, StorageURI, parse_storage_uri
-from moorage.storage._archive import archive_kind, safe_extract
 from moorage.storage._atomic import MANIFEST_NAME, Staging, manifest_matches
 from moorage.storage._context import Context
 from moorage.storage._errors import error_boundary
@@ -137,6 +136,9 @@ def _run(
         stats.fetched_bytes = transfer.fetched_bytes
     known: dict[str, FileRecord] = {r.path: r for r in records}
     if plan.unpack_single_archive and len(records) == 1:
+        # here: tarfile, zipfile and mimetypes are loaded only for a single-file model
+        from moorage.storage._archive import archive_kind, safe_extract
+
         only = records[0]
         kind = archive_kind(only.path)
         if kind is not None:
