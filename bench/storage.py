@@ -14,12 +14,18 @@ fetch ``s3://``). Run, one line::
 
     .venv/bin/python bench/storage.py --setup-peers [--repeat 5] [--write-results]
 
-Options: ``--big-mib 512 --small 200 --small-kib 1024 --hf-mib 256 --repeat 3``, ``--no-hf``,
-``--no-kserve``, ``--no-unverified`` (leave out the row of moorage with
-``MOORAGE_STORAGE_VERIFY_HASHES=false``, the peers' level of checking: neither s5cmd nor KServe
-hashes what it downloads; moorage checks single-part ETags, an MD5 of every byte, by default),
+Options: ``--big-mib 512 --small 200 --small-kib 1024 --hf-mib 256 --repeat 3``,
+``--cases big,small,hf`` (which cases to run; ``--cases small`` is the 200 x 1 MiB case alone),
+``--no-hf`` (same as leaving ``hf`` out of ``--cases``), ``--no-kserve``, ``--no-unverified``
+(leave out the row of moorage with ``MOORAGE_STORAGE_VERIFY_HASHES=false``, the peers' level of
+checking: neither s5cmd nor KServe hashes what it downloads; moorage checks single-part ETags,
+an MD5 of every byte, by default),
 ``--baseline-tree DIR`` (also time moorage from another checkout's
 ``packages/``, e.g. ``git worktree add /tmp/base HEAD~3``, interleaved with this one).
+
+Every moorage tree timed is byte-compiled first (``compileall``), as the storage image ships its
+bytecode: with ``PYTHONDONTWRITEBYTECODE=1`` in the environment, a module edited since its last
+``.pyc`` would otherwise be compiled again by every timed run.
 
 Cases, on the same servers, each tool in a fresh process (peak RSS from GNU time ``%M``), the
 tools of one case run back to back in every round (interleaved, so drift on a shared machine
@@ -166,6 +172,13 @@ def measure(
     }
 
 
+def compile_tree(tree: Path) -> None:
+    """Write the bytecode of a moorage tree's storage and core sources, as an image has it."""
+    sources = [str(tree / "packages" / p / "src") for p in ("storage", "core")]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *sources], env=env, check=True)
+
+
 def moorage_env(tree: Path) -> dict[str, str]:
     return {"PYTHONPATH": f"{tree}/packages/storage/src:{tree}/packages/core/src"}
 
@@ -180,6 +193,7 @@ def main() -> int:
     parser.add_argument("--s5cmd", default=str(PEERS / "s5cmd" / "bin" / "s5cmd"))
     parser.add_argument("--setup-peers", action="store_true")
     parser.add_argument("--baseline-tree", type=Path, default=None)
+    parser.add_argument("--cases", default="big,small,hf", help="comma list of big,small,hf")
     parser.add_argument("--no-hf", action="store_true")
     parser.add_argument("--no-kserve", action="store_true")
     parser.add_argument("--no-unverified", action="store_true")
@@ -188,7 +202,17 @@ def main() -> int:
     args = parser.parse_args()
     if args.setup_peers:
         setup_peers()
+    wanted = {c.strip() for c in args.cases.split(",") if c.strip()}
+    if wanted - {"big", "small", "hf"}:
+        parser.error(
+            f"--cases: unknown case(s) {', '.join(sorted(wanted - {'big', 'small', 'hf'}))}"
+        )
+    if args.no_hf:
+        wanted.discard("hf")
     py = sys.executable
+    trees = [ROOT] if args.baseline_tree is None else [ROOT, args.baseline_tree.resolve()]
+    for tree in trees:
+        compile_tree(tree)
     started_load = loadavg()
     started_at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     rows: list[dict[str, object]] = []
@@ -197,28 +221,26 @@ def main() -> int:
         out = tmp / "out"
         with seaweedfs(tmp / "weed") as s3:
             s3.create_bucket("bench")
-            big = tmp / "big.bin"
-            with open(big, "wb") as fh:
-                for _ in range(args.big_mib):
-                    fh.write(os.urandom(1 << 20))
-            s3.upload_file("bench", "big/weights.bin", big, part_size=8 << 20)
-            big.unlink()
-            client = s3.client()
-            for i in range(args.small):
-                client.put_object(
-                    Bucket="bench",
-                    Key=f"small/f{i:04d}.bin",
-                    Body=os.urandom(args.small_kib * 1024),
-                )
+            cases: list[tuple[str, str, int]] = []
+            if "big" in wanted:
+                big = tmp / "big.bin"
+                with open(big, "wb") as fh:
+                    for _ in range(args.big_mib):
+                        fh.write(os.urandom(1 << 20))
+                s3.upload_file("bench", "big/weights.bin", big, part_size=8 << 20)
+                big.unlink()
+                cases.append((f"S3 1 x {args.big_mib} MiB", "bench/big", args.big_mib << 20))
+            if "small" in wanted:
+                client = s3.client()
+                for i in range(args.small):
+                    client.put_object(
+                        Bucket="bench",
+                        Key=f"small/f{i:04d}.bin",
+                        Body=os.urandom(args.small_kib * 1024),
+                    )
+                size = args.small * args.small_kib * 1024
+                cases.append((f"S3 {args.small} x {args.small_kib} KiB", "bench/small", size))
             env = s3.env()
-            cases = [
-                (f"S3 1 x {args.big_mib} MiB", "bench/big", args.big_mib << 20),
-                (
-                    f"S3 {args.small} x {args.small_kib} KiB",
-                    "bench/small",
-                    args.small * args.small_kib * 1024,
-                ),
-            ]
             tools: list[tuple[str, list[str], dict[str, str]]] = [
                 ("moorage", [py, "-m", "moorage.storage"], moorage_env(ROOT)),
             ]
@@ -244,7 +266,7 @@ def main() -> int:
                         else:
                             command = [*argv, f"s3://{path}", str(out)]
                         rows.append(measure(name, tool, command, {**env, **extra}, payload, out))
-        if not args.no_hf:
+        if "hf" in wanted:
             with hf_hub(tmp / "hub") as hub:
                 weights = tmp / "w.bin"
                 with open(weights, "wb") as fh:
@@ -324,9 +346,9 @@ def render(rows: list[dict[str, object]], args: argparse.Namespace, when: str) -
         for (c, tool), m in summary.items():
             if c != case:
                 continue
-            inner = f"{m['inner']:.1f}" if m["inner"] else "-"
+            shown = f"{m['inner']:.1f}" if m["inner"] else "-"
             lines.append(
-                f"| {case} | {tool} | {m['wall']:.2f} | {m['mbs']:.1f} | {inner} |"
+                f"| {case} | {tool} | {m['wall']:.2f} | {m['mbs']:.1f} | {shown} |"
                 f" {m['cpu']:.2f} ({m['user']:.2f}) | {m['rss']:.0f} |"
             )
         ours = summary.get((case, "moorage")) or summary.get((case, "moorage hf://"))
