@@ -210,3 +210,12 @@ def test_broken_peers_are_bounded_and_retryable(answer: bytes, message: str) -> 
         with pytest.raises(HttpError, match=message) as caught:
             HttpClient(read_timeout=5).request("GET", url)
         assert caught.value.retryable
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced_silently() -> None:
+    # The server answers without "Connection: close" and then closes: the next request on the
+    # kept connection finds it dead and is sent again on a new one.
+    for url in _canned(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"):
+        client = HttpClient(read_timeout=5)
+        assert [client.request("GET", url).body for _ in range(3)] == [b"ok"] * 3
+        client.close()
