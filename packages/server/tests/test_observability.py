@@ -220,6 +220,32 @@ async def test_no_access_log_by_default(caplog: pytest.LogCaptureFixture) -> Non
     assert not [r for r in caplog.records if r.name == "moorage.server.access"]
 
 
+def test_compiled_access_format_writes_what_percent_formatting_writes() -> None:
+    """Every atom, compiled into functions, reads as ``format % atoms`` reads it."""
+    from moorage.server.access_log import _Atoms, _compile
+
+    scope = {
+        "method": "POST",
+        "path": "/v2/models/m/infer",
+        "query_string": b"a=1",
+        "http_version": "1.1",
+        "client": ("10.0.0.1", 5000),
+        "headers": [(b"x-request-id", b"r1"), (b"user-agent", b"ua"), (b"referer", b"ref")],
+    }
+    out = [(b"Content-Type", b"application/json")]
+    atoms = list("hlurmUqHsBbfaTMDLp")
+    fmt = " ".join(f"%({a})s" for a in atoms)
+    fmt += " %({x-request-id}i)s %({X-Missing}i)s %({content-type}o)s %({x-missing}o)s end"
+    compiled = _compile(fmt)
+    assert compiled is not None
+    for sent in (0, 160):
+        line = "".join(
+            p if isinstance(p, str) else p(scope, 200, sent, 1.25, out) for p in compiled
+        )
+        assert line == fmt % _Atoms(scope, 200, sent, 1.25, out)
+    assert _compile("%(h)s %d") is None and _compile("%(nope)s") is None
+
+
 def test_grpc_access_line_written_directly_reads_as_logging_writes_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

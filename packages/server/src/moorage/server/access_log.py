@@ -149,33 +149,57 @@ class _Atoms(Mapping[str, str]):
 
 
 _PLACEHOLDER = re.compile(r"%\(([^)]*)\)s")
-#: Atoms that depend only on the request and outcome, as plain functions of
-#: ``(scope, status, sent, seconds)`` (the others go through :class:`_Atoms`).
-_FAST_ATOMS: dict[str, Callable[[Scope, int, int, float], str]] = {
-    "h": lambda scope, status, sent, seconds: (
+
+#: One atom of a line: ``(scope, status, bytes sent, seconds, response headers) -> text``.
+Atom = Callable[[Scope, int, int, float, list[Any]], str]
+
+#: Atoms that depend only on the request and outcome, as plain functions (the others go
+#: through :class:`_Atoms`).
+_FAST_ATOMS: dict[str, Atom] = {
+    "h": lambda scope, status, sent, seconds, out: (
         str(scope["client"][0]) if scope.get("client") else "-"
     ),
-    "r": lambda scope, status, sent, seconds: (
+    "r": lambda scope, status, sent, seconds, out: (
         f"{scope['method']} {scope['path']}"
         + (f"?{scope['query_string'].decode('latin-1')}" if scope.get("query_string") else "")
         + f" HTTP/{scope.get('http_version', '1.1')}"
     ),
-    "m": lambda scope, status, sent, seconds: str(scope["method"]),
-    "U": lambda scope, status, sent, seconds: str(scope["path"]),
-    "s": lambda scope, status, sent, seconds: str(status),
-    "B": lambda scope, status, sent, seconds: str(sent),
-    "b": lambda scope, status, sent, seconds: str(sent) if sent else "-",
-    "M": lambda scope, status, sent, seconds: f"{seconds * 1000:.3f}",
-    "D": lambda scope, status, sent, seconds: str(int(seconds * 1_000_000)),
-    "L": lambda scope, status, sent, seconds: f"{seconds:.6f}",
+    "m": lambda scope, status, sent, seconds, out: str(scope["method"]),
+    "U": lambda scope, status, sent, seconds, out: str(scope["path"]),
+    "s": lambda scope, status, sent, seconds, out: str(status),
+    "B": lambda scope, status, sent, seconds, out: str(sent),
+    "b": lambda scope, status, sent, seconds, out: str(sent) if sent else "-",
+    "M": lambda scope, status, sent, seconds, out: f"{seconds * 1000:.3f}",
+    "D": lambda scope, status, sent, seconds, out: str(int(seconds * 1_000_000)),
+    "L": lambda scope, status, sent, seconds, out: f"{seconds:.6f}",
 }
 
 
-def _compile(fmt: str) -> list[Any] | None:
-    """``fmt`` as literal strings and atom keys (a key: a 1-tuple), when it uses only
-    ``%(atom)s`` placeholders; ``None`` otherwise (then ``%`` formatting with :class:`_Atoms`
-    does it, and reports what is wrong with it)."""
-    parts: list[Any] = []
+def _request_header(name: str) -> Atom:
+    """The ``{name}i`` atom (ASGI gives request header names lower-cased)."""
+    wanted = name.lower().encode("latin-1")
+
+    def atom(scope: Scope, status: int, sent: int, seconds: float, out: list[Any]) -> str:
+        for key, value in scope["headers"]:
+            if key == wanted:
+                return str(value.decode("latin-1"))
+        return "-"
+
+    return atom
+
+
+def _slow_atom(key: str) -> Atom:
+    def atom(scope: Scope, status: int, sent: int, seconds: float, out: list[Any]) -> str:
+        return _Atoms(scope, status, sent, seconds, out)[key]
+
+    return atom
+
+
+def _compile(fmt: str) -> list[str | Atom] | None:
+    """``fmt`` as literal strings and atom functions, when it uses only ``%(atom)s``
+    placeholders; ``None`` otherwise (then ``%`` formatting with :class:`_Atoms` does it, and
+    reports what is wrong with it)."""
+    parts: list[str | Atom] = []
     position = 0
     for match in _PLACEHOLDER.finditer(fmt):
         literal = fmt[position : match.start()]
@@ -186,7 +210,13 @@ def _compile(fmt: str) -> list[Any] | None:
             _Atoms({"headers": [], "method": "GET", "path": "/"}, 200, 0, 0.0, [])[key]
         except KeyError:
             return None
-        parts += [literal, (key,)]
+        if key in _FAST_ATOMS:
+            atom = _FAST_ATOMS[key]
+        elif key.startswith("{") and key.endswith("}i"):
+            atom = _request_header(key[1:-2])
+        else:
+            atom = _slow_atom(key)
+        parts += [literal, atom]
         position = match.end()
     if "%" in fmt[position:]:
         return None
@@ -314,19 +344,18 @@ class AccessLogMiddleware:
         seconds: float,
         response_headers: list[Any],
     ) -> None:
-        atoms = _Atoms(scope, status, sent, seconds, response_headers)
         compiled = self._compiled
         if compiled is not None:
-            pieces = []
-            for part in compiled:
-                if type(part) is str:
-                    pieces.append(part)
-                else:
-                    key = part[0]
-                    fast = _FAST_ATOMS.get(key)
-                    pieces.append(fast(scope, status, sent, seconds) if fast else atoms[key])
-            line = "".join(pieces)
+            line = "".join(
+                [
+                    part
+                    if type(part) is str
+                    else part(scope, status, sent, seconds, response_headers)  # type: ignore[operator]
+                    for part in compiled
+                ]
+            )
         else:
+            atoms = _Atoms(scope, status, sent, seconds, response_headers)
             try:
                 line = self.format % atoms
             except (KeyError, ValueError, TypeError) as exc:

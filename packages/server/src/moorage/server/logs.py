@@ -82,18 +82,28 @@ class TextHandler(logging.StreamHandler):
         super().__init__(stream)
         self.setFormatter(logging.Formatter(TEXT_FORMAT, datefmt="%H:%M:%S"))
         self._pid = os.getpid()
+        #: ``%H:%M:%S`` of the second ``_second`` (lines in the same second share it)
+        self._second = -1
+        self._clock = ""
 
     def write_line(self, logger_name: str, levelname: str, message: str) -> None:
         now = time.time()
-        if os.getpid() != self._pid:  # a forked worker
-            self._pid = os.getpid()
+        second = int(now)
+        if second != self._second:
+            self._clock = time.strftime("%H:%M:%S", time.localtime(now))
+            self._second = second
+        pid = os.getpid()
+        if pid != self._pid:  # a forked worker
+            self._pid = pid
         line = (
-            f"{time.strftime('%H:%M:%S', time.localtime(now))}.{int(now * 1000) % 1000:03d}"
-            f" {self._pid} {levelname} {logger_name}: {message}{self.terminator}"
+            f"{self._clock}.{int(now * 1000) % 1000:03d}"
+            f" {pid} {levelname} {logger_name}: {message}{self.terminator}"
         )
+        stream = self.stream
         with self.lock:  # type: ignore[union-attr]
-            self.stream.write(line)
-            self.flush()
+            stream.write(line)
+            if hasattr(stream, "flush"):
+                stream.flush()
 
 
 def plain_text_handler(logger: logging.Logger, level: int) -> TextHandler | None:
