@@ -339,3 +339,17 @@ def test_sigterm_finishes_in_flight_grpc_calls(tmp_path: Path, implementation: s
         with pytest.raises(grpc.RpcError) as info:
             channel.unary_unary(f"/{SERVICE_NAME}/ServerLive")(b"", timeout=2)
         assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_taken_port_is_one_error_line(iris_server: Server, iris_dir: Path) -> None:
+    """A REST port another process holds: exit 1 and one line naming the address, no
+    traceback."""
+    done = subprocess.run(
+        [sys.executable, "-m", "moorage.server", "--model_name", "iris",
+         "--model_dir", str(iris_dir), "--host", "127.0.0.1", "--http_port", str(iris_server.http),
+         "--grpc_port", "0"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert f"cannot listen on 127.0.0.1:{iris_server.http}: Address already in use" in done.stderr
+    assert "Traceback" not in done.stderr

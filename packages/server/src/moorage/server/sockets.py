@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from moorage.core.errors import ServerError
+
 __all__ = [
     "ACCEPT_BATCH",
     "Acceptor",
@@ -167,11 +169,21 @@ def bind_socket(host: str, port: int) -> socket.socket:
     """A listening socket for REST, inheritable (forked workers share it)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise _cannot_listen(host, port, exc) from exc
     sock.set_inheritable(True)
     return sock
+
+
+def _cannot_listen(host: str, port: int, exc: OSError) -> ServerError:
+    """What the server says when it cannot take its port (the entry point prints it as one
+    line, without a traceback)."""
+    return ServerError(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
 def bind_reuseport_socket(host: str, port: int) -> socket.socket:
@@ -196,7 +208,7 @@ def bind_reuseport_socket(host: str, port: int) -> socket.socket:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
         sock.listen(2048)
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise _cannot_listen(host, port, exc) from exc
     return sock
