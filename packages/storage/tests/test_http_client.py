@@ -201,6 +201,8 @@ def _canned(answer: bytes) -> Iterator[str]:
         (b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 300 + b"\r\n", "more than 200"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", "10 body bytes|5 body bytes"),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "bad chunk size"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\n", "bad chunk size"),
+        (b"HTTP/1.1 100 Continue\r\n\r\n" * 20, "more than 8 interim"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "bad Content-Length"),
         (b"", "closed before a response"),
     ],

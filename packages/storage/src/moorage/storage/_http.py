@@ -41,6 +41,7 @@ _RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _HEAD_LIMIT = 64 * 1024
 _HEAD_LINES = 200
 _LINE_LIMIT = 1024
+_INTERIM = 8
 _RECV = 16 * 1024
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
@@ -204,12 +205,14 @@ class _Response:
 
     def __init__(self, conn: _Connection, method: str) -> None:
         self.conn = conn
-        while True:
+        for _ in range(_INTERIM):
             head = conn.read_head()
             lines = head.split(b"\n")
             version, status, reason = _status_line(lines[0])
             if not 100 <= status < 200 or status == 101:
                 break  # 1xx (100 Continue, 103 Early Hints) precede the real answer
+        else:
+            raise _ProtocolError(f"more than {_INTERIM} interim (1xx) responses")
         if len(lines) > _HEAD_LINES:
             raise _ProtocolError(f"more than {_HEAD_LINES} response header lines")
         self.status = status
@@ -261,7 +264,9 @@ class _Response:
             try:
                 size = int(line, 16)
             except ValueError:
-                raise _ProtocolError(f"bad chunk size {line[:20]!r}") from None
+                size = -1
+            if size < 0 or not line.isalnum():
+                raise _ProtocolError(f"bad chunk size {line[:20]!r}")
             if size == 0:
                 for _ in range(_HEAD_LINES):  # trailers, up to the blank line
                     if not self.conn.readline().strip():
