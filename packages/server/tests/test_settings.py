@@ -61,3 +61,72 @@ def test_cli_reports_bad_values(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--http_port", "x"])
     assert info.value.code == 2
     assert "http_port" in capsys.readouterr().err
+
+
+def test_precedence_cli_keyword_env_kserve(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KSERVE_LOGLEVEL", "warning")
+    assert ServerSettings(_cli_parse_args=False).log_level == "WARNING"  # KServe var > default
+    monkeypatch.setenv("moorage_log_level", "error")  # any case, as before
+    assert ServerSettings().log_level == "ERROR"  # MOORAGE_* > KServe var
+    monkeypatch.setenv("MOORAGE_HTTP_PORT", "7000")
+    assert ServerSettings(http_port=7001).http_port == 7001  # keyword > MOORAGE_*
+    s = ServerSettings(_cli_parse_args=["--http_port", "7002"], http_port=7001)
+    assert s.http_port == 7002 and s.extra_args == []  # CLI > keyword
+    assert ServerSettings(_cli_parse_args=False).extra_args == []
+
+
+def test_bools_nulls_lists_and_unknown_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    for word, value in [("true", True), ("1", True), ("Yes", True), ("off", False), ("F", False)]:
+        assert ServerSettings.from_cli(["--enable_grpc", word]).enable_grpc is value
+    with pytest.raises(ValueError, match="enable_grpc"):
+        ServerSettings.from_cli(["--enable_grpc", "maybe"])
+    s = ServerSettings.from_cli(["--max_asyncio_workers", "null", "--model_format=null"])
+    assert s.max_asyncio_workers is None and s.model_format is None
+    s = ServerSettings.from_cli(
+        ["--logger_metadata_headers", "a, b", "--x=1", "--logger_metadata_headers", '["c"]', "y"]
+    )
+    assert s.logger_metadata_headers == ["a", "b", "c"]
+    assert s.extra_args == ["--x=1", "y"]
+    monkeypatch.setenv("MOORAGE_LOGGER_METADATA_HEADERS", '["x-a", "x-b"]')
+    assert ServerSettings().logger_metadata_headers == ["x-a", "x-b"]
+    monkeypatch.setenv("MOORAGE_LOGGER_METADATA_HEADERS", "x-a,x-b")
+    assert ServerSettings().logger_metadata_headers == ["x-a", "x-b"]
+    # No abbreviations: a runtime's flag that begins like one of ours stays the runtime's.
+    assert ServerSettings.from_cli(["--model", "m"]).extra_args == ["--model", "m"]
+
+
+def test_model_copy_and_fields() -> None:
+    s = ServerSettings.from_cli(["--protocol", "v2"])
+    t = s.model_copy(update={"model_dir": "/m"})
+    assert t.model_dir == "/m" and t.effective_predictor_protocol == "v2"
+    assert "http_port" in ServerSettings.model_fields
+
+
+def test_kserve_parser_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    from moorage.server import model_server
+
+    args, rest = model_server.build_parser().parse_known_args(["--enable_grpc", "no", "--z"])
+    assert args.enable_grpc is False and args.http_port == 8080 and rest == ["--z"]
+    assert args.max_asyncio_workers is None and args.grpc_server == "native"
+    with pytest.raises(SystemExit) as info:
+        ServerSettings.from_cli(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: moorage-server")
+    assert "--grpc_server {native,grpcio}" in out and "Serve gRPC as well as REST." in out
+    assert "--logger_url {str,null}" in out and "(default: 8080)" in out
+
+
+def test_cli_reports_a_flag_without_its_value(capsys: pytest.CaptureFixture[str]) -> None:
+    from moorage.server.__main__ import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--sync_mode", "sometimes", "--http_port", "1"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("moorage-server: invalid arguments:")
+    assert "'auto', 'thread' or 'inline'" in err
+    with pytest.raises(SystemExit) as info:
+        main(["--http_port"])
+    assert info.value.code == 2
+    assert "argument --http_port: expected one argument" in capsys.readouterr().err

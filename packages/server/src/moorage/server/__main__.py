@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import pydantic
 
-from moorage.core.config.server import ServerSettings
+from moorage.core.config.server import ArgumentsError, ServerSettings
 from moorage.core.errors import MoorageError
 
 __all__ = ["main"]
@@ -44,7 +44,7 @@ def configure_logging(settings: ServerSettings) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     try:
         settings = ServerSettings.from_cli(argv)
-    except pydantic.ValidationError as exc:
+    except (ArgumentsError, pydantic.ValidationError) as exc:
         print(f"moorage-server: invalid arguments:\n{exc}", file=sys.stderr)
         sys.exit(2)
     configure_logging(settings)

@@ -16,57 +16,17 @@ from ``sys.argv`` and the environment.
 from __future__ import annotations
 
 import argparse
-import types
-import typing
-from typing import Any
-
-from pydantic.fields import FieldInfo
 
 from moorage.core.config.server import ServerSettings
 from moorage.server.server import ModelServer
 
 __all__ = ["ModelServer", "build_parser", "parser"]
 
-_TRUE = {"1", "true", "yes", "on", "y", "t"}
-
-
-def _strtobool(value: str) -> bool:
-    return value.strip().lower() in _TRUE
-
-
-def _converter(annotation: Any) -> Any:
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
-        annotation = args[0]
-    if annotation is bool:
-        return _strtobool
-    if annotation in (int, float):
-        return annotation
-    return str
-
-
-def _default(field: FieldInfo) -> Any:
-    if field.default_factory is not None:
-        return field.default_factory()  # type: ignore[call-arg]
-    return field.default
-
 
 def build_parser() -> argparse.ArgumentParser:
-    """An argparse parser (``add_help=False``) with every ``ServerSettings`` flag."""
-    result = argparse.ArgumentParser(add_help=False)
-    for name, field in ServerSettings.model_fields.items():
-        if name == "extra_args":
-            continue
-        annotation = field.annotation
-        if typing.get_origin(annotation) is list:
-            continue
-        result.add_argument(
-            f"--{name}",
-            type=_converter(annotation),
-            default=_default(field),
-            help=field.description,
-        )
-    return result
+    """An argparse parser (``add_help=False``) with every ``ServerSettings`` flag, converted and
+    with its default (the parser ``moorage-server`` parses its own flags with, KServe-style)."""
+    return ServerSettings.argument_parser(kserve=True)
 
 
 #: KServe's ``model_server.parser``.

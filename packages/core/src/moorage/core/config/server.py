@@ -8,23 +8,32 @@ as ``MOORAGE_<FIELD>`` (``MOORAGE_HTTP_PORT=9000``). Unknown flags are kept, not
 of its own. Two KServe environment variables are honoured as defaults: ``KSERVE_LOGLEVEL`` and
 the sklearn runtime's ``PREDICT_PROBA``.
 
-Precedence: CLI flag > ``MOORAGE_*`` variable > KServe variable > default.
+Precedence: CLI flag > keyword argument > ``MOORAGE_*`` variable > KServe variable > default.
+
+The class reads its flags and environment itself (one argparse parser built from the field
+declarations, :meth:`ServerSettings.argument_parser`, which also gives KServe's
+``model_server.parser``): ``moorage-server`` starts without importing pydantic-settings.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import sys
-from collections.abc import Sequence
-from typing import Literal
+import types
+import typing
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, NoReturn
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, CliUnknownArgs, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.fields import FieldInfo
 
 __all__ = [
     "AGENT_BATCHER_FLAGS",
     "AGENT_LOGGER_FLAGS",
     "DEFAULT_MAX_GRPC_MESSAGE_LENGTH",
+    "ArgumentsError",
     "ServerSettings",
 ]
 
@@ -45,19 +54,19 @@ def _kserve_log_level() -> str:
     return os.environ.get("KSERVE_LOGLEVEL", "INFO").upper()
 
 
-class ServerSettings(BaseSettings):
-    """Settings of one model-server process (and of the workers it forks)."""
+class ArgumentsError(ValueError):
+    """Command-line arguments the parser cannot take (a flag without its value, ...)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="MOORAGE_",
-        env_nested_delimiter="__",
-        extra="ignore",
-        cli_prog_name="moorage-server",
-        cli_kebab_case=False,
-        cli_implicit_flags=False,
-        cli_ignore_unknown_args=True,
-        protected_namespaces=(),
-    )
+
+class ServerSettings(BaseModel):
+    """Settings of one model-server process (and of the workers it forks).
+
+    ``ServerSettings(**values)`` reads the ``MOORAGE_*`` environment under the keyword
+    arguments; ``ServerSettings(_cli_parse_args=argv, **values)`` parses ``argv`` (``True``:
+    ``sys.argv[1:]``) over both, as :meth:`from_cli` does.
+    """
+
+    model_config = ConfigDict(extra="ignore", validate_default=True, protected_namespaces=())
 
     # ---- the model
     model_name: str = Field("model", description="Name the model is served under.")
@@ -326,7 +335,19 @@ class ServerSettings(BaseSettings):
     predictor_request_timeout_seconds: int = Field(600, ge=1)
 
     # ---- flags this class does not know, for runtimes to parse
-    extra_args: CliUnknownArgs
+    extra_args: list[str] = Field(
+        default_factory=list,
+        description="Flags the server does not know, in order, for runtimes to parse.",
+    )
+
+    def __init__(self, *, _cli_parse_args: bool | Sequence[str] | None = None, **values: Any):
+        merged = _environment()
+        merged.update(values)
+        if _cli_parse_args is True:
+            merged.update(_parse_args(sys.argv[1:]))
+        elif _cli_parse_args is not None and _cli_parse_args is not False:
+            merged.update(_parse_args(_cli_parse_args))
+        super().__init__(**merged)
 
     @field_validator("log_level")
     @classmethod
@@ -336,8 +357,8 @@ class ServerSettings(BaseSettings):
     @field_validator("logger_metadata_headers", mode="before")
     @classmethod
     def _split_headers(cls, value: object) -> object:
-        if isinstance(value, str) and not value.lstrip().startswith("["):
-            return [h.strip() for h in value.split(",") if h.strip()]
+        if isinstance(value, str):
+            return _list_value(value)
         return value
 
     @property
@@ -359,6 +380,143 @@ class ServerSettings(BaseSettings):
         """Parse ``argv`` (default ``sys.argv[1:]``) over the environment."""
         args = _agent_flags(sys.argv[1:] if argv is None else argv)
         return cls(_cli_parse_args=args)
+
+    @classmethod
+    def argument_parser(cls, *, kserve: bool = False) -> argparse.ArgumentParser:
+        """A parser with a ``--<field>`` flag per field, the field's description as its help.
+
+        Default (``moorage-server``'s own): values stay strings for the model to validate, a
+        flag not given is absent from the namespace, ``--help`` prints every flag, and a flag
+        it cannot take raises :class:`ArgumentsError`. ``kserve=True``: KServe's
+        ``model_server.parser`` for runtimes to extend (``add_help=False``, values converted,
+        every flag present with its default, list fields left out).
+        """
+        if kserve:
+            result = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+        else:
+            result = _Parser(
+                prog="moorage-server",
+                description="Serve the model in --model_dir over KServe's v1/v2 REST and v2 "
+                "gRPC protocols. Every flag can be set as MOORAGE_<FLAG> in the environment "
+                "too (MOORAGE_HTTP_PORT=9000); unknown flags are left for the runtime.",
+                allow_abbrev=False,
+            )
+        for name, field in cls.model_fields.items():
+            if name == "extra_args":
+                continue
+            annotation, optional = _unwrap(field.annotation)
+            listed = typing.get_origin(annotation) is list
+            description = (field.description or "").replace("%", "%%")
+            if kserve:
+                if not listed:
+                    result.add_argument(
+                        f"--{name}",
+                        type=_converter(annotation),
+                        default=_default(field),
+                        help=field.description,
+                    )
+                continue
+            shown = _default(field)
+            shown = "null" if shown is None else str(shown).replace("%", "%%")
+            result.add_argument(
+                f"--{name}",
+                action="append" if listed else "store",
+                default=argparse.SUPPRESS,
+                metavar=_metavar(annotation, optional),
+                help=f"{description} (default: {shown})".lstrip(),
+            )
+        return result
+
+
+class _Parser(argparse.ArgumentParser):
+    """``moorage-server``'s parser: an error is an exception, for the caller to report."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ArgumentsError(message)
+
+
+def _unwrap(annotation: Any) -> tuple[Any, bool]:
+    """``X | None`` -> ``(X, True)``; anything else -> ``(annotation, False)``."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return annotation, False
+
+
+def _metavar(annotation: Any, optional: bool) -> str:
+    if typing.get_origin(annotation) is Literal:
+        text = "{" + ",".join(str(a) for a in typing.get_args(annotation)) + "}"
+    elif typing.get_origin(annotation) is list:
+        text = "list[str]"
+    else:
+        text = getattr(annotation, "__name__", str(annotation))
+    return f"{{{text},null}}" if optional else text
+
+
+def _strtobool(value: str) -> bool:
+    return value.strip().lower() in _TRUE
+
+
+def _converter(annotation: Any) -> Callable[[str], Any]:
+    if annotation is bool:
+        return _strtobool
+    if annotation in (int, float):
+        return typing.cast(Callable[[str], Any], annotation)
+    return str
+
+
+def _default(field: FieldInfo) -> Any:
+    if field.default_factory is not None:
+        return field.default_factory()  # type: ignore[call-arg]
+    return field.default
+
+
+def _list_value(value: str) -> Any:
+    """A list flag or variable: a JSON array, or comma-separated items."""
+    if value.lstrip().startswith("["):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value  # refused by the field's validation, naming it
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _environment() -> dict[str, Any]:
+    """``MOORAGE_<FIELD>`` variables (any case) -> field values, as strings."""
+    fields = ServerSettings.model_fields
+    values: dict[str, Any] = {}
+    for key, value in os.environ.items():
+        if key[:8].upper() == "MOORAGE_":
+            name = key[8:].lower()
+            if name in fields and name != "extra_args":
+                values[name] = value
+    return values
+
+
+def _parse_args(argv: Sequence[str]) -> dict[str, Any]:
+    """Known flags -> field values (strings; ``null`` is None for an optional field), unknown
+    ones, in order, -> ``extra_args``."""
+    namespace, unknown = ServerSettings.argument_parser().parse_known_args(list(argv))
+    fields = ServerSettings.model_fields
+    values: dict[str, Any] = {}
+    for name, value in vars(namespace).items():
+        _, optional = _unwrap(fields[name].annotation)
+        if isinstance(value, list):
+            items: list[Any] = []
+            for one in value:
+                parsed = _list_value(one)
+                if not isinstance(parsed, list):
+                    items = parsed
+                    break
+                items.extend(parsed)
+            values[name] = items
+        elif optional and value == "null":
+            values[name] = None
+        else:
+            values[name] = value
+    values["extra_args"] = unknown
+    return values
 
 
 #: The KServe agent's logger flags (``--log-url`` ...) -> ours, so the agent's arguments work.
