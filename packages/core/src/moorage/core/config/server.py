@@ -392,7 +392,7 @@ class ServerSettings(BaseModel):
         every flag present with its default, list fields left out).
         """
         if kserve:
-            result = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+            result = argparse.ArgumentParser(add_help=False)
         else:
             result = _Parser(
                 prog="moorage-server",
