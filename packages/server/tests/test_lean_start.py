@@ -1,9 +1,10 @@
 """What a default ``moorage-server`` imports (issue 17: cold start and idle RSS near the bare
 model-load floor): a real server process on the iris model, with native gRPC and REST, asked
 over both, must never import grpcio (nor httpx), which only ``--grpc_server grpcio`` and a
-transformer's predictor client need, nor pydantic-settings (``ServerSettings`` parses its own
-flags and environment). ``PYTHONPROFILEIMPORTTIME`` makes the process list every
-module it imports on stderr."""
+transformer's predictor client need, nor pydantic at all (``ServerSettings`` is a plain class
+that parses its own flags and environment; the OpenAI request schemas and the huggingface
+runtime's settings, pydantic models, load when first used). ``PYTHONPROFILEIMPORTTIME`` makes
+the process list every module it imports on stderr."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from .test_integration import start, stop
 pytestmark = pytest.mark.integration
 
 #: Top-level modules the default path must not import.
-LAZY = ("grpc", "httpx", "pydantic_settings")
+LAZY = ("grpc", "httpx", "pydantic", "pydantic_core", "pydantic_settings")
 
 
 def imported(log: str) -> set[str]:

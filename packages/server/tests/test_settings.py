@@ -130,3 +130,38 @@ def test_cli_reports_a_flag_without_its_value(capsys: pytest.CaptureFixture[str]
         main(["--http_port"])
     assert info.value.code == 2
     assert "argument --http_port: expected one argument" in capsys.readouterr().err
+
+
+def test_every_bad_value_is_named_by_its_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOORAGE_WORKERS", "0")
+    with pytest.raises(ValueError) as info:
+        ServerSettings(_cli_parse_args=["--grpc_port", "-1"], max_batchsize="many", host=3)
+    lines = str(info.value).splitlines()
+    assert lines == [
+        "keyword host: expected a string, got 3",
+        "--grpc_port: must be >= 0, got '-1'",
+        "MOORAGE_WORKERS: must be >= 1, got '0'",
+        "keyword max_batchsize: expected an integer, got 'many'",
+    ]  # in the order the fields are declared
+    monkeypatch.delenv("MOORAGE_WORKERS")
+    with pytest.raises(ValueError, match="--batcher_timeout: must be > 0"):
+        ServerSettings.from_cli(["--batcher_timeout", "0"])
+    with pytest.raises(ValueError, match="--logger_metadata_headers: expected a list"):
+        ServerSettings.from_cli(["--logger_metadata_headers", "[1, 2]"])
+    with pytest.raises(ValueError, match="keyword model_name: may not be null"):
+        ServerSettings(model_name=None)
+
+
+def test_values_are_converted_and_instances_independent() -> None:
+    s = ServerSettings(_cli_parse_args=False, http_port=" 9000", max_latency="2.5", nthread=4.0)
+    assert (s.http_port, s.max_latency, s.nthread) == (9000, 2.5, 4)
+    assert type(s.http_port) is int and type(s.max_latency) is float
+    assert ServerSettings(_cli_parse_args=False, unknown_keyword=1) == ServerSettings(
+        _cli_parse_args=False
+    )
+    s.logger_metadata_headers.append("x-a")
+    assert ServerSettings(_cli_parse_args=False).logger_metadata_headers == []
+    t = s.model_copy(update={"http_port": 1})
+    assert t.http_port == 1 and s.http_port == 9000 and "http_port" in t.model_fields_set
+    assert t != s and "http_port=1" in repr(t)
+    assert t.model_dump()["max_latency"] == 2.5

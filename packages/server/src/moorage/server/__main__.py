@@ -7,8 +7,6 @@ import logging.config
 import sys
 from collections.abc import Sequence
 
-import pydantic
-
 from moorage.core.config.server import ArgumentsError, ServerSettings
 from moorage.core.errors import MoorageError
 
@@ -44,7 +42,7 @@ def configure_logging(settings: ServerSettings) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     try:
         settings = ServerSettings.from_cli(argv)
-    except (ArgumentsError, pydantic.ValidationError) as exc:
+    except ArgumentsError as exc:
         print(f"moorage-server: invalid arguments:\n{exc}", file=sys.stderr)
         sys.exit(2)
     configure_logging(settings)

@@ -15,14 +15,16 @@ import base64
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from moorage.core.errors import InvalidInput
 from moorage.server.dataplane import DataPlane
 from moorage.server.llm import GenerationChunk, SamplingParams, TextEmbedder, TextGenerator
-from moorage.server.openai._schema import ChatRequest, CompletionRequest, EmbeddingRequest
+
+if TYPE_CHECKING:  # the pydantic schemas load with the first OpenAI request (moorage.server.openai)
+    from moorage.server.openai._schema import ChatRequest, CompletionRequest, EmbeddingRequest
 
 __all__ = ["OpenAIDataPlane"]
 

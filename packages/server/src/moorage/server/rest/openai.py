@@ -27,13 +27,7 @@ from starlette.routing import Route
 
 from moorage.core.errors import InvalidInput, MoorageError, Overloaded
 from moorage.server.errors import to_moorage_error
-from moorage.server.openai import (
-    ChatRequest,
-    CompletionRequest,
-    EmbeddingRequest,
-    OpenAIDataPlane,
-    parse,
-)
+from moorage.server.openai import OpenAIDataPlane
 from moorage.server.rest._http import json_response, read_body
 
 __all__ = ["OpenAIEndpoints", "openai_error"]
@@ -108,17 +102,23 @@ class OpenAIEndpoints:
 
     @_openai_errors
     async def completions(self, request: Request) -> Response:
-        body = parse(CompletionRequest, await self._json(request))
+        from moorage.server.openai import _schema  # pydantic, on the first call
+
+        body = _schema.parse(_schema.CompletionRequest, await self._json(request))
         return _render(await self.plane.completion(body))
 
     @_openai_errors
     async def chat_completions(self, request: Request) -> Response:
-        body = parse(ChatRequest, await self._json(request))
+        from moorage.server.openai import _schema  # pydantic, on the first call
+
+        body = _schema.parse(_schema.ChatRequest, await self._json(request))
         return _render(await self.plane.chat(body))
 
     @_openai_errors
     async def embeddings(self, request: Request) -> Response:
-        body = parse(EmbeddingRequest, await self._json(request))
+        from moorage.server.openai import _schema  # pydantic, on the first call
+
+        body = _schema.parse(_schema.EmbeddingRequest, await self._json(request))
         return json_response(await self.plane.embeddings(body))
 
     @_openai_errors

@@ -7,11 +7,10 @@ import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from moorage.core.config.huggingface import HuggingFaceSettings
 from moorage.core.config.server import ServerSettings
 from moorage.core.errors import InvalidInput, ServerError
 from moorage.server.model import Model
@@ -26,6 +25,9 @@ from moorage.server.runtimes.huggingface._task import (
 __all__ = ["HuggingFaceRuntime", "build_huggingface_model", "huggingface_runtime"]
 
 logger = logging.getLogger(__name__)
+
+if TYPE_CHECKING:  # a pydantic model: imported when a model is created, not at server start
+    from moorage.core.config.huggingface import HuggingFaceSettings
 
 
 class MissingHuggingFace(ServerError):
@@ -111,6 +113,8 @@ class HuggingFaceRuntime:
         return isinstance(doc, dict) and ("model_type" in doc or "architectures" in doc)
 
     def create(self, name: str, model_dir: Path, settings: ServerSettings) -> Model:
+        from moorage.core.config.huggingface import HuggingFaceSettings
+
         try:
             hf = HuggingFaceSettings.from_args(settings.extra_args)
         except ValueError as exc:
