@@ -69,3 +69,28 @@ def test_status_codes_are_grpcio_s() -> None:
     """Core's grpcio-free codes: grpcio's names and values, so either serves a context."""
     assert issubclass(StatusCode, enum.Enum)
     assert [(c.name, c.value) for c in StatusCode] == [(c.name, c.value) for c in grpc.StatusCode]
+
+
+def test_openai_schemas_load_with_a_text_model_only() -> None:
+    """pydantic (the OpenAI request schemas) is imported when a model that generates or embeds
+    text is created, not for any other model, so an LLM's first OpenAI request does not pay
+    for it."""
+    import subprocess
+    import sys
+
+    code = """if True:
+        import sys
+        from moorage.server._loading import _prepare_openai
+        from moorage.server.model import Model
+
+        class Generator(Model):
+            async def generate(self, prompt, params):
+                yield None
+
+        _prepare_openai(Model("plain"))
+        assert "pydantic" not in sys.modules, "plain"
+        _prepare_openai(Generator("llm"))
+        assert "moorage.server.openai._schema" in sys.modules, "llm"
+    """
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -42,7 +42,7 @@ def build_model(name: str, model_dir: Path, settings: ServerSettings) -> Model:
         runtime = get_runtime("huggingface")  # KServe's huggingfaceserver: a Hub id, no files
     else:
         runtime = detect_runtime(model_dir)
-    return runtime.create(name, model_dir, settings)
+    return _prepare_openai(runtime.create(name, model_dir, settings))
 
 
 def build_listed_model(
@@ -54,7 +54,17 @@ def build_listed_model(
         runtime = get_runtime(framework) if framework else detect_runtime(model_dir)
     except InvalidInput:
         runtime = detect_runtime(model_dir)
-    return runtime.create(name, model_dir, settings)
+    return _prepare_openai(runtime.create(name, model_dir, settings))
+
+
+def _prepare_openai(model: Model) -> Model:
+    """``model``; for one that generates or embeds text (an OpenAI route's model), the OpenAI
+    request schemas (pydantic) are imported now rather than by its first request. Judged on
+    the class: an unloaded model's properties may not answer yet."""
+    kind = type(model)
+    if callable(getattr(kind, "generate", None)) or callable(getattr(kind, "embed", None)):
+        import moorage.server.openai._schema  # noqa: F401
+    return model
 
 
 def build_models(settings: ServerSettings) -> list[Model]:
