@@ -657,28 +657,35 @@ def bench_interleaved(
 ) -> list[PeerResult]:
     """The default: every server up at once, each load point run on all of them back to back.
 
-    Cold starts are timed first, one server at a time with nothing else running.  Then all
-    servers are started (each on its own ports, all on the server core; an idle one costs
+    Cold starts are timed first, one server at a time with nothing else running, in rounds:
+    each round times the bare model load (the floor) and then one launch of every server, so
+    that the floor and the servers' medians come from the same minutes.  Then all servers are
+    started (each on its own ports, all on the server core; an idle one costs
     nothing) and the sweep (protocol, connections, server) is repeated ``args.rounds``
     times, the server order reversed every other round.  A point's figures are the medians
     of its rounds, so the ratios compare measurements taken seconds apart, not a whole
     server's run apart."""
     logs = work / "logs"
-    results: dict[str, PeerResult] = {}
-    for peer in peers:
-        result = PeerResult(peer.name)
-        try:
-            for run in range(args.cold_runs):
+    results = {peer.name: PeerResult(peer.name) for peer in peers}
+    floor: list[tuple[float, int]] = []
+    for run in range(max(args.cold_runs, 1)):
+        floor.append(model_load_once(work))
+        for peer in peers:
+            if peer.name not in results:
+                continue
+            try:
                 with running(peer, work, logs, args.ready_timeout) as server:
-                    result.cold_start_s.append(server.cold_start)
+                    results[peer.name].cold_start_s.append(server.cold_start)
                     log(
                         f"{peer.name}: cold start {run + 1}/{args.cold_runs}"
-                        f" {server.cold_start:.2f} s"
+                        f" {server.cold_start:.2f} s (floor {floor[-1][0]:.2f} s)"
                     )
-        except (RuntimeError, TimeoutError, subprocess.SubprocessError) as error:
-            log(f"{peer.name}: failed: {error}")
-            continue
-        results[peer.name] = result
+            except (RuntimeError, TimeoutError, subprocess.SubprocessError) as error:
+                log(f"{peer.name}: failed: {error}")
+                del results[peer.name]
+    args.model_load_s = [seconds for seconds, _ in floor]
+    args.model_load_rss_kib = int(statistics.median(kib for _, kib in floor))
+    log_floor(args.model_load_s, args.model_load_rss_kib)
     with contextlib.ExitStack() as stack:
         servers: dict[str, Server] = {}
         for peer in peers:
@@ -849,26 +856,32 @@ _MODEL_LOAD_RSS = (
 )
 
 
-def model_load_floor(work: pathlib.Path, runs: int) -> tuple[list[float], int]:
+def model_load_once(work: pathlib.Path) -> tuple[float, int]:
     """Seconds for a bare Python on the server core to import scikit-learn and unpickle the
     model, and its RSS in KiB then: what any server's cold start and idle memory contain,
     whatever the server does around it."""
     python = REPO / ".venv" / "bin" / "python"
     model = work / "model" / "model.joblib"
     argv = ["taskset", "-c", SERVER_CPU, str(python), "-c", _MODEL_LOAD_RSS, str(model)]
-    times = []
-    rss_kib = []
-    for _ in range(max(runs, 1)):
-        started = time.perf_counter()
-        done = subprocess.run(argv, check=True, timeout=120, capture_output=True, text=True)
-        times.append(time.perf_counter() - started)
-        rss_kib.append(int(done.stdout.split()[-1]))
-    rss = int(statistics.median(rss_kib))
+    started = time.perf_counter()
+    done = subprocess.run(argv, check=True, timeout=120, capture_output=True, text=True)
+    return time.perf_counter() - started, int(done.stdout.split()[-1])
+
+
+def model_load_floor(work: pathlib.Path, runs: int) -> tuple[list[float], int]:
+    """:func:`model_load_once` ``runs`` times in a row: the times and the median RSS."""
+    measured = [model_load_once(work) for _ in range(max(runs, 1))]
+    times = [seconds for seconds, _ in measured]
+    rss = int(statistics.median(kib for _, kib in measured))
+    log_floor(times, rss)
+    return times, rss
+
+
+def log_floor(times: list[float], rss_kib: int) -> None:
     log(
         "model load alone (python + scikit-learn + joblib.load): "
-        f"{fmt_runs(times)}, RSS {rss / 1024:.0f} MiB"
+        f"{fmt_runs(times)}, RSS {rss_kib / 1024:.0f} MiB"
     )
-    return times, rss
 
 
 def fmt_runs(times: list[float]) -> str:
@@ -1023,7 +1036,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # wrk takes whole seconds only.
     parser.add_argument("-d", "--duration", type=int, default=5, help="seconds per point")
     parser.add_argument("--warmup", type=int, default=1, help="seconds before each point")
-    parser.add_argument("--cold-runs", type=int, default=3, help="launches timed per server")
+    parser.add_argument("--cold-runs", type=int, default=5, help="launches timed per server")
     parser.add_argument(
         "--rounds", type=int, help="sweeps over all servers, median kept (default 2)"
     )
@@ -1082,7 +1095,8 @@ def main(argv: list[str] | None = None) -> int:
     results: list[PeerResult] = []
     try:
         payloads = build_inputs(work, rows=args.rows, grpc_contents=args.grpc_contents)
-        args.model_load_s, args.model_load_rss_kib = model_load_floor(work, args.cold_runs)
+        if args.sequential:  # the interleaved run times the floor between its cold starts
+            args.model_load_s, args.model_load_rss_kib = model_load_floor(work, args.cold_runs)
         if not args.sequential:
             results = bench_interleaved(peers, args, work, payloads)
         else:
