@@ -138,7 +138,7 @@ def test_every_bad_value_is_named_by_its_source(monkeypatch: pytest.MonkeyPatch)
         ServerSettings(_cli_parse_args=["--grpc_port", "-1"], max_batchsize="many", host=3)
     lines = str(info.value).splitlines()
     assert lines == [
-        "keyword host: expected a string, got 3",
+        "keyword host: expected a string, got int",
         "--grpc_port: must be >= 0, got '-1'",
         "MOORAGE_WORKERS: must be >= 1, got '0'",
         "keyword max_batchsize: expected an integer, got 'many'",

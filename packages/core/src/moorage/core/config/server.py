@@ -31,6 +31,15 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal, NoReturn
 
+from moorage.core.config._values import (
+    BOOL_WORDS,
+    SettingsError,
+    check_bounds,
+    read_bool,
+    read_number,
+    read_text,
+)
+
 __all__ = [
     "AGENT_BATCHER_FLAGS",
     "AGENT_LOGGER_FLAGS",
@@ -43,12 +52,7 @@ __all__ = [
 #: KServe's MAX_GRPC_MESSAGE_LENGTH (8 MiB).
 DEFAULT_MAX_GRPC_MESSAGE_LENGTH = 8 * 1024 * 1024
 
-_TRUE = {"1", "true", "yes", "on", "y", "t"}
-#: The spellings of a boolean a flag, variable or keyword may use (pydantic's, as before).
-_BOOLS = {
-    **dict.fromkeys(("1", "on", "t", "true", "y", "yes"), True),
-    **dict.fromkeys(("0", "off", "f", "false", "n", "no"), False),
-}
+_TRUE = {word for word, value in BOOL_WORDS.items() if value}
 
 PredictorProtocol = Literal["v1", "v2", "grpc-v2"]
 
@@ -62,7 +66,7 @@ def _kserve_log_level() -> str:
     return os.environ.get("KSERVE_LOGLEVEL", "INFO").upper()
 
 
-class ArgumentsError(ValueError):
+class ArgumentsError(SettingsError):
     """Settings the server cannot take: a flag without its value, a value of the wrong type or out
     of range (the message names the flag, ``MOORAGE_*`` variable or keyword, one line each)."""
 
@@ -134,31 +138,30 @@ class Setting:
             if self.optional:
                 return None
             raise ArgumentsError(f"{where}: may not be null")
+        try:
+            return self._convert(value, where)
+        except SettingsError as exc:
+            if isinstance(exc, ArgumentsError):
+                raise
+            raise ArgumentsError(str(exc)) from None
+
+    def _convert(self, value: Any, where: str) -> Any:
         kind = self.kind
         if kind is bool:
-            result: Any = _to_bool(value, where)
-        elif kind is int:
-            result = _to_int(value, where)
-        elif kind is float:
-            result = _to_float(value, where)
-        elif kind is list:
-            result = _to_list(value, where)
-        elif kind is Literal:
+            return read_bool(value, where)
+        if kind is list:
+            return _to_list(value, where)
+        if kind is Literal:
             if value not in self.choices:
                 raise ArgumentsError(
                     f"{where}: expected {_alternatives(self.choices)}, got {value!r}"
                 )
-            result = value
-        else:
-            result = _to_str(value, where)
-        for bound, holds, text in (
-            (self.ge, lambda b: result >= b, ">="),
-            (self.gt, lambda b: result > b, ">"),
-            (self.le, lambda b: result <= b, "<="),
-        ):
-            if bound is not None and not holds(bound):
-                raise ArgumentsError(f"{where}: must be {text} {bound:g}, got {value!r}")
-        return result
+            return value
+        if kind is str:
+            return read_text(value, where)
+        number = read_number(kind, value, where)
+        check_bounds(number, value, where, ge=self.ge, gt=self.gt, le=self.le)
+        return number
 
 
 def _setting(
@@ -180,48 +183,6 @@ def _setting(
 def _alternatives(choices: Sequence[Any]) -> str:
     shown = [repr(c) for c in choices]
     return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
-
-
-def _to_bool(value: Any, where: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _BOOLS:
-        return _BOOLS[value.strip().lower()]
-    raise ArgumentsError(f"{where}: expected a boolean (true/false, 1/0, yes/no), got {value!r}")
-
-
-def _to_int(value: Any, where: str) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            pass
-    raise ArgumentsError(f"{where}: expected an integer, got {value!r}")
-
-
-def _to_float(value: Any, where: str) -> float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value.strip())
-        except ValueError:
-            pass
-    raise ArgumentsError(f"{where}: expected a number, got {value!r}")
-
-
-def _to_str(value: Any, where: str) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    raise ArgumentsError(f"{where}: expected a string, got {value!r}")
 
 
 def _to_list(value: Any, where: str) -> list[str]:
@@ -756,7 +717,6 @@ AGENT_BATCHER_FLAGS = {
 
 #: Boolean flags that may be given bare (``--enable_batcher``), as the agent's Go flags are.
 _BARE_FLAGS = {"--enable_batcher"}
-_BOOL_WORDS = _TRUE | {"0", "false", "no", "off", "n", "f"}
 
 
 def _agent_flags(argv: Sequence[str]) -> list[str]:
@@ -766,7 +726,7 @@ def _agent_flags(argv: Sequence[str]) -> list[str]:
         flag = AGENT_LOGGER_FLAGS.get(name) or AGENT_BATCHER_FLAGS.get(name)
         arg = f"{flag}{sep}{value}" if flag is not None else arg
         bare = (flag or name) in _BARE_FLAGS and not sep
-        if bare and (i + 1 >= len(argv) or argv[i + 1].strip().lower() not in _BOOL_WORDS):
+        if bare and (i + 1 >= len(argv) or argv[i + 1].strip().lower() not in BOOL_WORDS):
             arg += "=true"
         out.append(arg)
     return out

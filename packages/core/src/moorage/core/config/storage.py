@@ -29,15 +29,18 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from moorage.core.config._values import (
+    SettingsError,
+    check_bounds,
+    read_bool,
+    read_number,
+    read_text,
+)
+
 __all__ = ["SecretStr", "SettingsError", "StorageSettings"]
 
 _ENVIRON: ContextVar[dict[str, str] | None] = ContextVar("moorage_storage_environ", default=None)
 _FALSE = {"0", "false", "no", "off", ""}
-#: pydantic's spellings of a boolean, which the MOORAGE_STORAGE_* flags have always accepted.
-_BOOL_WORDS = {
-    **dict.fromkeys(("1", "on", "t", "true", "y", "yes"), True),
-    **dict.fromkeys(("0", "off", "f", "false", "n", "no"), False),
-}
 _HEADERS_SUFFIX = "-headers"
 _ENV_PREFIX = "MOORAGE_STORAGE_"
 _PROGRESS = ("auto", "bar", "log", "off")
@@ -52,10 +55,6 @@ _S3_SPEC_KEYS = {
     "verify_ssl": "s3_verify_ssl",
     "anonymous": "aws_anonymous_credential",
 }
-
-
-class SettingsError(ValueError):
-    """A setting with a value it cannot take; the message names the variable and the field."""
 
 
 class SecretStr:
@@ -95,12 +94,7 @@ def _fail(where: str, problem: str) -> SettingsError:
     return SettingsError(f"{where}: {problem}")
 
 
-def _text(value: Any, where: str) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    raise _fail(where, f"expected a string, got {type(value).__name__}")
+_text = read_text
 
 
 def _optional_text(value: Any, where: str) -> str | None:
@@ -115,14 +109,7 @@ def _secret(value: Any, where: str) -> SecretStr | None:
     return SecretStr(_text(value, where))
 
 
-def _bool(value: Any, where: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
-        return _BOOL_WORDS[value.strip().lower()]
-    raise _fail(where, f"expected a boolean (true/false, 1/0, yes/no, on/off), got {value!r}")
+_bool = read_bool
 
 
 def _kserve_bool(value: Any, where: str) -> bool | None:
@@ -144,35 +131,9 @@ def _kserve_true(value: Any, where: str) -> bool:
 
 def _number(kind: type[int] | type[float], **bounds: float) -> _Reader:
     def read(value: Any, where: str) -> int | float:
-        number: int | float
-        try:
-            if isinstance(value, bool):
-                raise TypeError
-            if isinstance(value, str):
-                text = value.strip()
-                number = int(text) if kind is int else float(text)
-            elif kind is int and isinstance(value, float) and value.is_integer():
-                number = int(value)
-            elif isinstance(value, int | float) and (kind is float or isinstance(value, int)):
-                number = kind(value)
-            else:
-                raise TypeError
-        except (TypeError, ValueError):
-            noun = "an integer" if kind is int else "a number"
-            raise _fail(where, f"expected {noun}, got {value!r}") from None
-        if number != number:  # NaN passes no bound
-            raise _fail(where, f"expected a number, got {value!r}")
-        for op, limit in bounds.items():
-            ok = {
-                "ge": number >= limit,
-                "gt": number > limit,
-                "le": number <= limit,
-            }[op]
-            if not ok:
-                sign = {"ge": ">=", "gt": ">", "le": "<="}[op]
-                shown = int(limit) if float(limit).is_integer() else limit
-                raise _fail(where, f"must be {sign} {shown}, got {value!r}")
-        return number
+        number = read_number(kind, value, where)
+        check_bounds(number, value, where, **bounds)
+        return cast("int | float", number)
 
     return read
 
