@@ -50,7 +50,9 @@ class Acceptor:
 
     With ``max_connections``, a connection accepted while ``open_connections()`` (plus those
     being set up) is at the limit is closed at once: the peer learns right away, and the
-    connections being served keep their descriptors and memory.
+    connections being served keep their descriptors and memory. A connection counts as being
+    set up from its accept until its protocol's ``connection_made`` runs (where the server
+    counts it as open), never as both.
     """
 
     def __init__(
@@ -68,6 +70,8 @@ class Acceptor:
         self._max = max_connections
         self._open = open_connections
         self._pending: set[asyncio.Task[Any]] = set()
+        #: Accepted connections whose protocol's ``connection_made`` has not run yet.
+        self._setting_up = 0
         self._closed = False
         self._backoff = 0.0
         self._retry: asyncio.TimerHandle | None = None
@@ -95,6 +99,7 @@ class Acceptor:
             conn.setblocking(False)
             if conn.family in (socket.AF_INET, socket.AF_INET6):
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._setting_up += 1
             task = self._loop.create_task(self._connect(conn))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
@@ -108,7 +113,7 @@ class Acceptor:
 
     def _over_limit(self) -> bool:
         assert self._max is not None
-        count = len(self._pending) + (self._open() if self._open is not None else 0)
+        count = self._setting_up + (self._open() if self._open is not None else 0)
         if count < self._max:
             return False
         self._refused += 1
@@ -145,11 +150,32 @@ class Acceptor:
         self._loop.add_reader(self._sock.fileno(), self._accept)
 
     async def _connect(self, conn: socket.socket) -> None:
+        set_up = False
+
+        def done() -> None:
+            nonlocal set_up
+            if not set_up:
+                set_up = True
+                self._setting_up -= 1
+
+        def factory() -> asyncio.Protocol:
+            protocol = self._factory()
+            connection_made = protocol.connection_made
+
+            def counted(transport: asyncio.BaseTransport) -> None:
+                done()  # open from here on: connection_made registers it with the server
+                connection_made(transport)
+
+            protocol.connection_made = counted  # type: ignore[method-assign]
+            return protocol
+
         try:
-            await self._loop.connect_accepted_socket(self._factory, sock=conn)
+            await self._loop.connect_accepted_socket(factory, sock=conn)
         except OSError as exc:  # the peer went away before the transport was made
             logger.debug("connection dropped before it was served: %s", exc)
             conn.close()
+        finally:
+            done()
 
     def close(self) -> None:
         if not self._closed:
