@@ -132,3 +132,24 @@ def poll(sock: socket.socket) -> tuple[bool, bytes]:
             out += chunk
     except OSError:
         return True, out
+
+
+#: /proc/net/tcp states of a socket its owner has not closed: ESTABLISHED, CLOSE_WAIT.
+_HELD_STATES = {"01", "08"}
+
+
+def served_connections(port: int) -> int:
+    """TCP connections to local ``port`` that the server side still holds (established, or
+    closed by the client but not yet by the server), from ``/proc/net/tcp{,6}``."""
+    held = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] in _HELD_STATES:
+                held += 1
+    return held
