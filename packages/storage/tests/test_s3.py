@@ -6,6 +6,8 @@ import hashlib
 import io
 import json
 import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -179,21 +181,12 @@ def test_static_keys_need_no_aws_sdk(
     seaweedfs_server: SeaweedS3, bucket: str, tmp_path: Path
 ) -> None:
     """With keys in the environment the initializer neither imports boto3 nor botocore."""
-    import subprocess
-    import sys
-
     code = (
         "import sys; from moorage.storage.__main__ import main; rc = main(sys.argv[1:]); "
         "assert rc == 0, rc; "
         "assert not {'boto3', 'botocore'} & set(sys.modules), sorted(sys.modules)"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code, f"s3://{bucket}/iris", str(tmp_path / "m")],
-        env={**os.environ, **seaweedfs_server.env(MOORAGE_STORAGE_PROGRESS="off")},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = _run_initializer(seaweedfs_server, code, f"s3://{bucket}/iris", tmp_path / "m")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "m" / "model.joblib").exists()
 
@@ -224,9 +217,6 @@ def test_many_objects_within_a_small_descriptor_limit(
     seaweedfs_server: SeaweedS3, bucket: str, tmp_path: Path
 ) -> None:
     """A partial file is open only while it is being fetched: 150 objects fit in 64 fds."""
-    import subprocess
-    import sys
-
     client = seaweedfs_server.client()
     for i in range(150):
         client.put_object(Bucket=bucket, Key=f"many/f{i:03d}.bin", Body=b"%d" % i)
@@ -234,12 +224,19 @@ def test_many_objects_within_a_small_descriptor_limit(
         "import resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64)); "
         "from moorage.storage.__main__ import main; sys.exit(main(sys.argv[1:]))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code, f"s3://{bucket}/many", str(tmp_path / "m")],
-        env={**os.environ, **seaweedfs_server.env(MOORAGE_STORAGE_PROGRESS="off")},
+    result = _run_initializer(seaweedfs_server, code, f"s3://{bucket}/many", tmp_path / "m")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "m" / "f149.bin").read_bytes() == b"149"
+
+
+def _run_initializer(
+    s3: SeaweedS3, code: str, uri: str, dest: Path
+) -> subprocess.CompletedProcess[str]:
+    """``python -c code uri dest`` (code that runs the initializer's ``main``) against ``s3``."""
+    return subprocess.run(
+        [sys.executable, "-c", code, uri, str(dest)],
+        env={**os.environ, **s3.env(MOORAGE_STORAGE_PROGRESS="off")},
         capture_output=True,
         text=True,
         check=False,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / "m" / "f149.bin").read_bytes() == b"149"
