@@ -588,11 +588,11 @@ class ServerSettings:
                     result.add_argument(
                         f"--{name}",
                         type=_converter(annotation),
-                        default=_default(field),
+                        default=field.get_default(),
                         help=field.description,
                     )
                 continue
-            shown = _default(field)
+            shown = field.get_default()
             shown = "null" if shown is None else str(shown).replace("%", "%%")
             result.add_argument(
                 f"--{name}",
@@ -642,10 +642,6 @@ def _converter(annotation: Any) -> Callable[[str], Any]:
     return str
 
 
-def _default(field: Setting) -> Any:
-    return field.get_default()
-
-
 def _list_value(value: str) -> Any:
     """A list flag or variable: a JSON array, or comma-separated items."""
     if value.lstrip().startswith("["):
@@ -675,7 +671,6 @@ def _parse_args(argv: Sequence[str]) -> dict[str, Any]:
     fields = ServerSettings.model_fields
     values: dict[str, Any] = {}
     for name, value in vars(namespace).items():
-        _, optional = _unwrap(fields[name].annotation)
         if isinstance(value, list):
             items: list[Any] = []
             for one in value:
@@ -685,7 +680,7 @@ def _parse_args(argv: Sequence[str]) -> dict[str, Any]:
                     break
                 items.extend(parsed)
             values[name] = items
-        elif optional and value == "null":
+        elif fields[name].optional and value == "null":
             values[name] = None
         else:
             values[name] = value

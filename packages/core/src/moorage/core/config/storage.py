@@ -394,7 +394,7 @@ class StorageSettings:
                 continue
             value: Any = spec[key]
             if name == "s3_verify_ssl":
-                value = str(value).strip().lower() not in _FALSE
+                value = _kserve_bool(str(value), f"storage spec {key}")
             elif name == "aws_anonymous_credential":
                 value = str(value).strip().lower() == "true"
             elif name in ("aws_access_key_id", "aws_secret_access_key"):
