@@ -360,29 +360,42 @@ class AccessLogMiddleware:
                 line = self.format % atoms
             except (KeyError, ValueError, TypeError) as exc:
                 line = f"{atoms['r']} {status} (bad --access_log_format: {exc})"
-        # The default configuration (text lines on stderr): the line written as logging would
-        # write it, without a LogRecord (what the access log costs is most of that).
-        direct = plain_text_handler(access_logger, logging.INFO)
-        if direct is not None:
-            direct.write_line(access_logger.name, "INFO", line)
+        if _write_plain(line):
             return
         client = scope.get("client")
-        extra = {
-            "request_id": request_id,
-            "method": scope["method"],
-            "path": scope["path"],
-            "route": route,
-            "status": status,
-            "duration_ms": round(seconds * 1000, 3),
-            "client": f"{client[0]}:{client[1]}" if client else None,
-            "bytes": sent,
-        }
-        # What ``access_logger.info(line, extra=extra)`` does, less its search of the stack for
-        # the caller's file and line (the same for every access line): this one, per request.
-        record = access_logger.makeRecord(
-            access_logger.name, logging.INFO, __file__, 0, line, (), None, "_log", extra
+        _write_record(
+            line,
+            {
+                "request_id": request_id,
+                "method": scope["method"],
+                "path": scope["path"],
+                "route": route,
+                "status": status,
+                "duration_ms": round(seconds * 1000, 3),
+                "client": f"{client[0]}:{client[1]}" if client else None,
+                "bytes": sent,
+            },
         )
-        access_logger.handle(record)
+
+
+def _write_plain(line: str) -> bool:
+    """In the default configuration (text lines on stderr) write the access line as logging
+    would, without a LogRecord (what the access log costs is most of that); ``False`` when
+    logging is configured otherwise."""
+    direct = plain_text_handler(access_logger, logging.INFO)
+    if direct is None:
+        return False
+    direct.write_line(access_logger.name, "INFO", line)
+    return True
+
+
+def _write_record(line: str, extra: dict[str, Any]) -> None:
+    """What ``access_logger.info(line, extra=extra)`` does, less its search of the stack for the
+    caller's file and line (the same for every access line)."""
+    record = access_logger.makeRecord(
+        access_logger.name, logging.INFO, __file__, 0, line, (), None, "_write_record", extra
+    )
+    access_logger.handle(record)
 
 
 # ----------------------------------------------------------------------------- gRPC
@@ -464,19 +477,12 @@ class GrpcAccessInterceptor:
             metrics.observe_grpc(method, code, seconds)
         if self.access_log and access_logger.isEnabledFor(logging.INFO):
             peer = context.peer()
-            # As for REST: straight to the text handler when that is where the line goes.
-            direct = plain_text_handler(access_logger, logging.INFO)
-            if direct is not None:
-                line = f"{peer} gRPC {method} {code.name} {seconds * 1000:.3f}ms"
-                direct.write_line(access_logger.name, "INFO", line)
+            line = f"{peer} gRPC {method} {code.name} {seconds * 1000:.3f}ms"
+            if _write_plain(line):
                 return
-            access_logger.info(
-                "%s gRPC %s %s %.3fms",
-                peer,
-                method,
-                code.name,
-                seconds * 1000,
-                extra={
+            _write_record(
+                line,
+                {
                     "request_id": rid,
                     "method": method,
                     "status": code.name,
