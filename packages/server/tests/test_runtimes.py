@@ -261,7 +261,16 @@ def test_sklearn_finite_fast_path_matches_and_nan_is_still_refused(iris_dir: Pat
     rows = np.asarray(IRIS_ROWS * 50, dtype=np.float32) * scale
     for batch in (rows, rows.astype(np.float64), rows.astype(np.int64)):
         assert np.array_equal(model._predict(batch), reference.predict(batch))
-    with_nan = rows.copy()
-    with_nan[3, 1] = np.nan
-    with pytest.raises(InvalidInput, match="NaN"):
-        model.predict(with_nan)
+    for bad in (np.nan, np.inf, -np.inf):
+        with_bad = rows.copy()
+        with_bad[3, 1] = bad
+        with pytest.raises(InvalidInput, match=r"NaN|infinity"):
+            model.predict(with_bad)
+    # scikit-learn's per-thread setting is put back as it was found
+    import sklearn
+
+    assert sklearn.get_config()["assume_finite"] is False
+    with sklearn.config_context(assume_finite=True):
+        model._predict(rows)
+        assert sklearn.get_config()["assume_finite"] is True
+    assert sklearn.get_config()["assume_finite"] is False

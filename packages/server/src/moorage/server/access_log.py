@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from moorage.core.http2.grpcwire import StatusCode
 from moorage.server import metrics
+from moorage.server._ids import uuid4_hex
 from moorage.server.dataplane import request_id_var
 from moorage.server.errors import error_response
 from moorage.server.logs import plain_text_handler
@@ -58,12 +59,8 @@ DEFAULT_ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms %({x-request-id}i
 
 
 def new_request_id() -> str:
-    """A random (version 4) UUID in hex, as ``uuid.uuid4().hex`` gives it, without building a
-    ``UUID`` object."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
-    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
-    return raw.hex()
+    """A random (version 4) UUID in hex, as ``uuid.uuid4().hex`` gives it."""
+    return uuid4_hex()
 
 
 def _usable(value: str | None) -> bool:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -26,6 +25,7 @@ from moorage.core.errors import (
     Overloaded,
 )
 from moorage.core.protocol import InferRequest, InferResponse
+from moorage.server._ids import uuid4_text
 from moorage.server._version import __version__
 from moorage.server.batcher import Batcher
 from moorage.server.model import BoundModel, Headers
@@ -389,7 +389,7 @@ def _succeeded(
 ) -> None:
     if isinstance(value, InferResponse) and isinstance(payload, InferRequest):
         if value.id is None:
-            value.id = payload.id if payload.id is not None else str(uuid.uuid4())
+            value.id = payload.id if payload.id is not None else uuid4_text()
         if not value.model_name:
             value.model_name = model_name
     if event is not None:

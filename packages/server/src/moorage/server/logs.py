@@ -73,6 +73,19 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(doc, default=str, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
+#: This process's id, kept current across forks (``os.getpid`` is a system call, and a text line
+#: carries the pid).
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 class TextHandler(logging.StreamHandler):
     """The text-line handler :func:`install_handler` installs; :meth:`write_line` writes a
     message as :meth:`emit` would write a record carrying it, without building the record (for
@@ -81,7 +94,6 @@ class TextHandler(logging.StreamHandler):
     def __init__(self, stream: Any = None) -> None:
         super().__init__(stream)
         self.setFormatter(logging.Formatter(TEXT_FORMAT, datefmt="%H:%M:%S"))
-        self._pid = os.getpid()
         #: ``%H:%M:%S`` of the second ``_second`` (lines in the same second share it)
         self._second = -1
         self._clock = ""
@@ -92,9 +104,7 @@ class TextHandler(logging.StreamHandler):
         if second != self._second:
             self._clock = time.strftime("%H:%M:%S", time.localtime(now))
             self._second = second
-        pid = os.getpid()
-        if pid != self._pid:  # a forked worker
-            self._pid = pid
+        pid = _pid
         line = (
             f"{self._clock}.{int(now * 1000) % 1000:03d}"
             f" {pid} {levelname} {logger_name}: {message}{self.terminator}"

@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -31,16 +29,17 @@ class SKLearnModel(TabularModel):
         super().__init__(name, model_dir)
         self.predict_proba = predict_proba
         self._model: Any = None
-        self._finite_context: Callable[[], AbstractContextManager[Any]] | None = None
+        #: scikit-learn's ``(get_config, set_config)``, when it is installed
+        self._config: tuple[Callable[[], dict[str, Any]], Callable[..., None]] | None = None
 
     def _load(self, framework: ModuleType, path: Path) -> None:
         self._model = framework.load(path)
         try:
             import sklearn
         except ImportError:  # a plain joblib pickle of something else
-            self._finite_context = None
+            self._config = None
         else:
-            self._finite_context = functools.partial(sklearn.config_context, assume_finite=True)
+            self._config = (sklearn.get_config, sklearn.set_config)
         self._method = (
             self._model.predict_proba
             if self.predict_proba and hasattr(self._model, "predict_proba")
@@ -49,17 +48,29 @@ class SKLearnModel(TabularModel):
 
     def _predict(self, inputs: Any) -> Any:
         # scikit-learn re-checks every input for NaN/inf on each call, a fifth of a small
-        # predict's time. When numpy says the array is finite (a few microseconds), that check
-        # is skipped; anything else goes through scikit-learn's own validation unchanged.
+        # predict's time. When numpy says the array is finite (two ufunc calls, without the
+        # Python wrapper of ``ndarray.all``), the check is skipped for this call; anything
+        # else goes through scikit-learn's own validation unchanged. The setting is
+        # scikit-learn's per-thread ``assume_finite``, put back as it was found.
+        config = self._config
         if (
-            self._finite_context is not None
-            and isinstance(inputs, np.ndarray)
-            and inputs.dtype.kind in "fiub"
-            and (inputs.dtype.kind != "f" or np.isfinite(inputs).all())
+            config is None
+            or type(inputs) is not np.ndarray
+            or inputs.dtype.kind not in "fiub"
+            or (
+                inputs.dtype.kind == "f"
+                and not np.logical_and.reduce(np.isfinite(inputs), axis=None)
+            )
         ):
-            with self._finite_context():
-                return self._method(inputs)
-        return self._method(inputs)
+            return self._method(inputs)
+        get_config, set_config = config
+        if get_config()["assume_finite"]:
+            return self._method(inputs)
+        set_config(assume_finite=True)
+        try:
+            return self._method(inputs)
+        finally:
+            set_config(assume_finite=False)
 
     def _n_features(self) -> int | None:
         n = getattr(self._model, "n_features_in_", None)
