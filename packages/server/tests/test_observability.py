@@ -282,6 +282,55 @@ def test_grpc_access_line_written_directly_reads_as_logging_writes_it(
         root.setLevel(saved[1])
 
 
+def test_text_lines_on_a_loop_are_written_together_and_in_order() -> None:
+    """Access lines written on the event loop wait for the loop's pass to end and then go out
+    in one write; any other record, or a flush, writes them first (the order holds)."""
+    import asyncio
+    import io
+
+    from moorage.server.logs import TextHandler
+
+    class Counting(io.StringIO):
+        writes = 0
+
+        def write(self, text: str) -> int:
+            self.writes += 1
+            return super().write(text)
+
+    stream = Counting()
+    handler = TextHandler(stream)
+    handler.write_line("moorage.server.access", "INFO", "one")
+    assert stream.getvalue().endswith("moorage.server.access: one\n")  # no loop: at once
+    handler.write_line("moorage.server.access", "INFO", "two")
+    handler.write_line("moorage.server.access", "INFO", "three")
+    assert stream.writes == 3
+    logger = logging.getLogger("test.textlines")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+
+        async def on_loop() -> None:
+            before = stream.writes
+            for n in range(5):
+                handler.write_line("moorage.server.access", "INFO", f"batch {n}")
+            assert stream.writes == before  # nothing yet
+            await asyncio.sleep(0)
+            assert stream.writes == before + 1  # all five in one write
+            handler.write_line("moorage.server.access", "INFO", "before the record")
+            logger.warning("a record")  # writes the waiting line first
+            handler.write_line("moorage.server.access", "INFO", "before the flush")
+            handler.flush()
+
+        asyncio.run(on_loop())
+    finally:
+        logger.removeHandler(handler)
+    messages = [line.split(": ", 1)[1] for line in stream.getvalue().splitlines()]
+    assert messages == [
+        "one", "two", "three", *(f"batch {n}" for n in range(5)),
+        "before the record", "a record", "before the flush",
+    ]  # fmt: skip
+
+
 def test_json_formatter_writes_extras_and_request_id() -> None:
     record = logging.LogRecord("moorage.x", logging.WARNING, __file__, 1, "hello %s", ("w",), None)
     record.model = "iris"

@@ -11,6 +11,7 @@ text. :func:`configure_logging` is what the entry point calls (``--configure_log
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 import os
@@ -89,7 +90,12 @@ os.register_at_fork(after_in_child=_forked)
 class TextHandler(logging.StreamHandler):
     """The text-line handler :func:`install_handler` installs; :meth:`write_line` writes a
     message as :meth:`emit` would write a record carrying it, without building the record (for
-    the access log, one line per request; see :func:`plain_text_handler`)."""
+    the access log, one line per request; see :func:`plain_text_handler`).
+
+    Lines given to :meth:`write_line` on an event loop's thread are written together once the
+    loop has run the callbacks ready with them: one ``write`` for the requests a loop pass
+    finished instead of one each. Any other record, :meth:`flush` and :meth:`close` write the
+    waiting lines first, so lines keep their order."""
 
     def __init__(self, stream: Any = None) -> None:
         super().__init__(stream)
@@ -97,6 +103,8 @@ class TextHandler(logging.StreamHandler):
         #: ``%H:%M:%S`` of the second ``_second`` (lines in the same second share it)
         self._second = -1
         self._clock = ""
+        #: lines :meth:`write_line` was given and has not written yet
+        self._waiting: list[str] = []
 
     def write_line(self, logger_name: str, levelname: str, message: str) -> None:
         now = time.time()
@@ -104,16 +112,46 @@ class TextHandler(logging.StreamHandler):
         if second != self._second:
             self._clock = time.strftime("%H:%M:%S", time.localtime(now))
             self._second = second
-        pid = _pid
         line = (
             f"{self._clock}.{int(now * 1000) % 1000:03d}"
-            f" {pid} {levelname} {logger_name}: {message}{self.terminator}"
+            f" {_pid} {levelname} {logger_name}: {message}{self.terminator}"
         )
-        stream = self.stream
+        waiting = self._waiting
         with self.lock:  # type: ignore[union-attr]
-            stream.write(line)
+            waiting.append(line)
+            if len(waiting) > 1:  # a write of the waiting lines is already due
+                return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop in this thread: write it now
+            self._write_waiting()
+        else:
+            loop.call_soon(self._write_waiting)
+
+    def _write_waiting(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            if not self._waiting:
+                return
+            text = "".join(self._waiting)
+            self._waiting.clear()
+            stream = self.stream
+            stream.write(text)
             if hasattr(stream, "flush"):
                 stream.flush()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._waiting:
+            self._write_waiting()
+        super().emit(record)
+
+    def flush(self) -> None:
+        if self._waiting:
+            self._write_waiting()
+        super().flush()
+
+    def close(self) -> None:
+        self.flush()
+        super().close()
 
 
 def plain_text_handler(logger: logging.Logger, level: int) -> TextHandler | None:
