@@ -81,6 +81,20 @@ def _model(root: Path, name: str, uri: str, files: dict[str, bytes]) -> Path:
     return path
 
 
+def test_verify_checks_a_crc32_the_download_recorded(tmp_path: Path) -> None:
+    import base64
+    import zlib
+
+    path = _model(tmp_path, "m", URI, {"w.bin": b"x" * 100})
+    manifest = json.loads((path / ".moorage-download.json").read_text())
+    crc = base64.b64encode(zlib.crc32(b"x" * 100).to_bytes(4, "big")).decode()
+    manifest["files"] = [{"path": "w.bin", "size": 100, "crc32": crc}]  # as an S3 download
+    (path / ".moorage-download.json").write_text(json.dumps(manifest))
+    assert _disk.verify(path, URI, deep=True) is None
+    (path / "w.bin").write_bytes(b"y" * 100)
+    assert _disk.verify(path, URI, deep=True) == "w.bin does not match its CRC32"
+
+
 def test_verify_checks_source_sizes_and_hashes(tmp_path: Path) -> None:
     path = _model(tmp_path, "m", URI, {"w.bin": b"x" * 100})
     assert _disk.verify(path, URI, deep=True) is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import hashlib
 import io
 import json
@@ -9,12 +11,14 @@ import os
 import subprocess
 import sys
 import tarfile
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from moorage.core.config.storage import StorageSettings
-from moorage.core.errors import StorageAuthError, StorageNotFound
+from moorage.core.errors import IntegrityError, StorageAuthError, StorageNotFound
 from moorage.storage import download, last_download_stats, read_manifest
 from moorage.storage.providers.s3 import target_path
 from moorage.storage.testing import SeaweedS3
@@ -67,7 +71,102 @@ def test_prefix_download(seaweedfs_server: SeaweedS3, bucket: str, tmp_path: Pat
     manifest = read_manifest(out)
     assert manifest is not None
     files = {f["path"]: f for f in manifest["files"]}
-    assert files["model.joblib"]["md5"] == hashlib.md5(b"joblib" * 100).hexdigest()
+    # boto3 stores a CRC32 with each upload (as AWS SDKs do): that is what was checked
+    assert files["model.joblib"]["crc32"] == crc32_of(b"joblib" * 100)
+    assert "md5" not in files["model.joblib"]
+
+
+def crc32_of(data: bytes) -> str:
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
+
+def test_object_without_a_stored_checksum_is_checked_by_its_md5(
+    seaweedfs_server: SeaweedS3, bucket: str, tmp_path: Path
+) -> None:
+    import boto3
+    from botocore.config import Config
+
+    env = seaweedfs_server.env()
+    bare = boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_DEFAULT_REGION"],
+        config=Config(request_checksum_calculation="when_required"),
+    )
+    bare.put_object(Bucket=bucket, Key="nocrc/model.bin", Body=b"no checksum stored")
+    stored = bare.head_object(Bucket=bucket, Key="nocrc/model.bin", ChecksumMode="ENABLED")
+    if "ChecksumCRC32" in stored:
+        pytest.skip("this SeaweedFS computes a CRC32 itself")
+    out = download(f"s3://{bucket}/nocrc", tmp_path / "m", settings=settings_for(seaweedfs_server))
+    manifest = read_manifest(out)
+    assert manifest is not None
+    (entry,) = manifest["files"]
+    assert entry["md5"] == hashlib.md5(b"no checksum stored").hexdigest()
+    assert "crc32" not in entry
+
+
+def test_bytes_that_do_not_match_the_stored_crc32_are_refused(
+    seaweedfs_server: SeaweedS3, bucket: str, tmp_path: Path
+) -> None:
+    """A proxy in front of SeaweedFS flips a byte of the object's body (its headers, the CRC32
+    included, pass unchanged): the download fails verification twice and leaves nothing."""
+    data = os.urandom(256 * 1024)
+    seaweedfs_server.put(bucket, "flipped/model.bin", data)
+    with _corrupting_proxy(seaweedfs_server.env()["AWS_ENDPOINT_URL"], "/flipped/") as endpoint:
+        settings = settings_for(seaweedfs_server, AWS_ENDPOINT_URL=endpoint)
+        with pytest.raises(IntegrityError, match="CRC32"):
+            download(f"s3://{bucket}/flipped", tmp_path / "m", settings=settings)
+    assert not (tmp_path / "m").exists()
+
+
+@contextlib.contextmanager
+def _corrupting_proxy(upstream: str, corrupt: str) -> Iterator[str]:
+    """A forwarding HTTP proxy (Host header kept, so signatures hold) that flips one byte of
+    the body of GETs whose path contains ``corrupt``."""
+    import http.client
+    import http.server
+    import threading
+    from urllib.parse import urlsplit
+
+    target = urlsplit(upstream)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            conn = http.client.HTTPConnection(
+                target.hostname or "127.0.0.1", target.port, timeout=30
+            )
+            conn.putrequest("GET", self.path, skip_host=True, skip_accept_encoding=True)
+            for name, value in self.headers.items():
+                conn.putheader(name, value)
+            conn.endheaders()
+            reply = conn.getresponse()
+            body = bytearray(reply.read())
+            if corrupt in self.path and "list-type" not in self.path and len(body) > 10:
+                body[10] ^= 0xFF
+            self.send_response(reply.status)
+            for name, value in reply.getheaders():
+                if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            conn.close()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_exact_key_only(seaweedfs_server: SeaweedS3, bucket: str, tmp_path: Path) -> None:

@@ -139,3 +139,16 @@ def test_bucket_in_another_region_is_signed_again(tmp_path: Path) -> None:
         server.server_close()
     assert (out / "model.bin").read_bytes() == b"bytes"
     assert seen == ["us-east-1", "eu-west-1", "eu-west-1"]
+
+
+def test_extra_headers_are_signed() -> None:
+    signer = SigV4Signer(lambda: Credentials(ACCESS_KEY, SECRET_KEY), "us-east-1")
+    when = calendar.timegm((2013, 5, 24, 0, 0, 0))
+
+    def url(headers: dict[str, str] | None) -> str:
+        return signer.presign("GET", "https", "h", "/b/k", headers=headers, now=when)
+
+    enabled = url({"X-Amz-Checksum-Mode": "ENABLED"})
+    assert "X-Amz-SignedHeaders=host%3Bx-amz-checksum-mode" in enabled
+    assert enabled != url({"x-amz-checksum-mode": "DISABLED"})  # the value is signed
+    assert "X-Amz-SignedHeaders=host&" in url(None)

@@ -5,15 +5,17 @@ group's volume with ``subPath: models/<cache>``). A download is staged by :mod:`
 beside it in ``<root>/models/.<model name>.moorage-<hash>`` and becomes the model directory in one
 rename, with the manifest ``.moorage-download.json`` listing every file, its size and the hashes
 its source published. A model directory is *verified* when that manifest is for the expected URI
-and every file is present with its size (``deep``: and its MD5/SHA-256 where the source gave
-one).
+and every file is present with its size (``deep``: and its SHA-256, MD5 or CRC32, whichever
+the download checked).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import shutil
+import zlib
 from pathlib import Path
 
 from moorage.cache._names import MODELS_DIR
@@ -109,7 +111,7 @@ def verify(path: Path, uri: str, *, deep: bool) -> str | None:
             continue
         if st.st_size != entry.get("size"):
             return f"{entry['path']} is {st.st_size} bytes, expected {entry.get('size')}"
-        if deep and (entry.get("sha256") or entry.get("md5")):
+        if deep and (entry.get("sha256") or entry.get("md5") or entry.get("crc32")):
             problem = _check_hash(file, entry)
             if problem:
                 return f"{entry['path']} {problem}"
@@ -117,18 +119,24 @@ def verify(path: Path, uri: str, *, deep: bool) -> str | None:
 
 
 def _check_hash(file: Path, entry: dict[str, object]) -> str | None:
+    """The first of SHA-256, MD5 and CRC32 (S3's base64 form) the entry records, checked."""
     sha = hashlib.sha256() if entry.get("sha256") else None
     md5 = hashlib.md5(usedforsecurity=False) if entry.get("md5") and sha is None else None
+    crc: int | None = 0 if entry.get("crc32") and sha is None and md5 is None else None
     with file.open("rb") as f:
         while chunk := f.read(_CHUNK):
             if sha is not None:
                 sha.update(chunk)
             if md5 is not None:
                 md5.update(chunk)
+            if crc is not None:
+                crc = zlib.crc32(chunk, crc)
     if sha is not None and sha.hexdigest() != entry["sha256"]:
         return "does not match its SHA-256"
     if md5 is not None and md5.hexdigest() != entry["md5"]:
         return "does not match its MD5"
+    if crc is not None and base64.b64encode(crc.to_bytes(4, "big")).decode() != entry["crc32"]:
+        return "does not match its CRC32"
     return None
 
 

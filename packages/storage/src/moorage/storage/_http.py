@@ -504,11 +504,14 @@ class HttpClient:
         end: int | None = None,
         headers: Mapping[str, str] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        on_headers: Callable[[Callable[[str], str | None]], None] | None = None,
     ) -> int:
         """GET bytes ``[start, end)`` of ``url`` (``end=None``: to the end) into ``sink``.
 
         Returns the number of bytes delivered. Raises :class:`HttpError` if the server answers
-        with an error, ignores a range it must honour, or the body ends early.
+        with an error, ignores a range it must honour, or the body ends early. ``on_headers``
+        is given the successful response's header lookup (a lower-case name -> its value, or
+        ``None``) before the body reaches ``sink``.
         """
         sent = dict(headers or {})
         ranged = start > 0 or end is not None
@@ -531,6 +534,8 @@ class HttpClient:
                     url=final_url,
                     retryable=True,
                 )
+            if on_headers is not None:
+                on_headers(response.getheader)
             got = self._pump(response, sink, want, should_stop, final_url, key)
         except BaseException:
             self._drop(*key)

@@ -81,14 +81,22 @@ class SigV4Signer:
         path: str,
         query: Mapping[str, str] | None = None,
         *,
+        headers: Mapping[str, str] | None = None,
         expires: int = 3600,
         now: float | None = None,
     ) -> str:
         """The pre-signed URL of ``method scheme://host/path?query``.
 
         ``host`` is the Host header as sent (with ``:port`` when it is not the scheme's
-        default); ``path`` is the decoded path (``/bucket/key``), encoded here.
+        default); ``path`` is the decoded path (``/bucket/key``), encoded here. ``headers``:
+        other headers the request will carry that are signed too (S3 refuses ``x-amz-*``
+        headers a pre-signed URL does not sign); the request must send them as given.
         """
+        signed = {"host": host}
+        for name, value in (headers or {}).items():
+            signed[name.lower()] = " ".join(value.split())
+        names = sorted(signed)
+        signed_headers = ";".join(names)
         creds = self._credentials()
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
         day = stamp[:8]
@@ -100,7 +108,7 @@ class SigV4Signer:
                 "X-Amz-Credential": f"{creds.access_key}/{scope}",
                 "X-Amz-Date": stamp,
                 "X-Amz-Expires": str(expires),
-                "X-Amz-SignedHeaders": "host",
+                "X-Amz-SignedHeaders": signed_headers,
             }
         )
         if creds.token:
@@ -109,8 +117,16 @@ class SigV4Signer:
             f"{uri_encode(k)}={uri_encode(v)}" for k, v in sorted(params.items())
         )
         canonical_path = uri_encode(path, keep_slash=True)
+        canonical_headers = "".join(f"{name}:{signed[name]}\n" for name in names)
         canonical = "\n".join(
-            (method, canonical_path, canonical_query, f"host:{host}\n", "host", "UNSIGNED-PAYLOAD")
+            (
+                method,
+                canonical_path,
+                canonical_query,
+                canonical_headers,
+                signed_headers,
+                "UNSIGNED-PAYLOAD",
+            )
         )
         to_sign = "\n".join(
             (_ALGORITHM, stamp, scope, hashlib.sha256(canonical.encode()).hexdigest())

@@ -13,16 +13,23 @@ are renamed to their place and listed in ``done.jsonl``, so a rerun skips them.
 
 Verification: every file's size; MD5 or SHA-256 when the source declares one (computed while
 streaming for one-part files, by re-reading otherwise); S3 multipart ETags from per-part MD5s.
+A one-part file whose source can report the server's own whole-object checksum
+(``fetch_whole_checked``: S3's ``x-amz-checksum-crc32``, which AWS SDKs store with every
+upload) is checked against that CRC32 instead of its MD5: the same guard against corrupt bytes
+at zlib's ~5 GB/s instead of MD5's ~0.8 GB/s.
 A mismatch refetches the file once, then raises :class:`~moorage.core.errors.IntegrityError`.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
 import os
 import threading
+import zlib
+from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -57,10 +64,13 @@ class FileRecord:
     sha256: str | None = None
     etag: str | None = None
     identity: str = ""
+    #: the server's whole-object CRC32 the bytes matched (base64 of the big-endian value, as S3
+    #: writes it)
+    crc32: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"path": self.path, "size": self.size}
-        for key in ("md5", "sha256", "etag"):
+        for key in ("md5", "sha256", "etag", "crc32"):
             value = getattr(self, key)
             if value:
                 data[key] = value
@@ -101,6 +111,8 @@ class _Job:
     md5: str | None = None
     sha256: str | None = None
     git_sha1: str | None = None
+    #: ``(the server's CRC32, the bytes')`` of a one-part file checked that way
+    crc32: tuple[str, str] | None = None
     attempt: int = 0
     size: int | None = None
 
@@ -307,6 +319,9 @@ class Transfer:
         want_sha = job.inline and job.file.sha256 is not None
         want_git = job.inline and job.file.git_sha1 is not None and job.size is not None
         stop = self.ctx.stop
+        checked = getattr(job.file.source, "fetch_whole_checked", None)
+        if not (job.inline and part.start == 0 and s.verify_hashes):
+            checked = None
 
         def attempt() -> _PartWriter:
             if stop.is_set():
@@ -320,9 +335,12 @@ class Transfer:
                 git=_git_hasher(job.size or 0) if want_git else None,
             )
             try:
-                job.file.source.fetch(
-                    writer.write, start=part.start, end=part.end, should_stop=stop.is_set
-                )
+                if checked is not None:
+                    checked(writer.write, should_stop=stop.is_set, on_headers=writer.checksum)
+                else:
+                    job.file.source.fetch(
+                        writer.write, start=part.start, end=part.end, should_stop=stop.is_set
+                    )
             except BaseException:
                 self.progress.rewind(writer.written)
                 raise
@@ -360,6 +378,7 @@ class Transfer:
             job.md5 = md5.hexdigest() if md5 is not None else None
             job.sha256 = sha.hexdigest() if sha is not None else None
             job.git_sha1 = git.hexdigest() if git is not None else None
+            job.crc32 = writer.crc32_checked()
         return md5.hexdigest() if md5 is not None else ""
 
     def _complete(self, job: _Job, records: list[FileRecord], lock: threading.Lock) -> None:
@@ -372,7 +391,7 @@ class Transfer:
             logger.warning("%s: %s failed verification; refetching", self.ctx.uri, job.file.path)
             job.attempt += 1
             job.done = {}
-            job.md5 = job.sha256 = job.git_sha1 = None
+            job.md5 = job.sha256 = job.git_sha1 = job.crc32 = None
             job.state_path.unlink(missing_ok=True)
             os.ftruncate(job.fd, 0)
             if job.size is not None:
@@ -400,6 +419,7 @@ class Transfer:
             sha256=job.sha256,
             etag=job.file.multipart_etag,
             identity=job.file.identity,
+            crc32=job.crc32[0] if job.crc32 is not None else None,
         )
         self._append_ledger(record)
         self.progress.file_done()
@@ -413,6 +433,14 @@ class Transfer:
             raise IntegrityError(
                 f"{self.ctx.uri}: {f.path} is {actual} bytes, the source says {f.size}"
             )
+        if job.crc32 is not None:
+            server, ours = job.crc32
+            if server != ours:
+                raise IntegrityError(
+                    f"{self.ctx.uri}: {f.path} has CRC32 {ours}, the source says {server}"
+                )
+        # The server's checksum of the whole object, when checked, stands for its MD5 / ETag.
+        by_etag = job.crc32 is None
         if f.multipart_etag and len(job.parts) > 1:
             combined = hashlib.md5(usedforsecurity=False)
             for index in range(len(job.parts)):
@@ -423,12 +451,12 @@ class Transfer:
                     f"{self.ctx.uri}: {f.path} does not match its ETag {f.multipart_etag}"
                     f" (got {etag})"
                 )
-        elif f.multipart_etag and job.inline:
+        elif f.multipart_etag and job.inline and by_etag:
             whole = job.done.get(0, "")
             single = hashlib.md5(bytes.fromhex(whole), usedforsecurity=False).hexdigest()
             if f"{single}-1" != f.multipart_etag:
                 raise IntegrityError(f"{self.ctx.uri}: {f.path} does not match its ETag")
-        need_md5 = f.md5 is not None and job.md5 is None
+        need_md5 = f.md5 is not None and job.md5 is None and by_etag
         need_sha = f.sha256 is not None and job.sha256 is None
         need_git = f.git_sha1 is not None and job.git_sha1 is None
         if (need_md5 or need_sha or need_git) and self.settings.verify_hashes:
@@ -498,6 +526,24 @@ class _PartWriter:
         self.sha = sha
         self.git = git
         self.written = 0
+        #: running CRC32 and the server's value, once :meth:`checksum` found one
+        self.crc32: int | None = None
+        self.server_crc32: str | None = None
+
+    def checksum(self, header: Callable[[str], str | None]) -> None:
+        """Read the response's headers (before its body): a whole-object CRC32 from the server
+        is checked instead of the MD5, which is then not computed."""
+        value = header("x-amz-checksum-crc32")
+        kind = (header("x-amz-checksum-type") or "FULL_OBJECT").upper()
+        if value and "-" not in value and kind == "FULL_OBJECT":  # not a per-part composite
+            self.crc32, self.server_crc32 = 0, value.strip()
+            self.md5 = None
+
+    def crc32_checked(self) -> tuple[str, str] | None:
+        """``(the server's CRC32, the bytes')`` in S3's base64 form, when one was reported."""
+        if self.crc32 is None or self.server_crc32 is None:
+            return None
+        return self.server_crc32, base64.b64encode(self.crc32.to_bytes(4, "big")).decode()
 
     def write(self, chunk: memoryview) -> None:
         view = chunk
@@ -511,6 +557,8 @@ class _PartWriter:
             self.sha.update(chunk)
         if self.git is not None:
             self.git.update(chunk)
+        if self.crc32 is not None:
+            self.crc32 = zlib.crc32(chunk, self.crc32)
         self.written += len(chunk)
         self.progress.advance(len(chunk))
 

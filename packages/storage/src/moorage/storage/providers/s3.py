@@ -87,13 +87,20 @@ class _Bucket:
     base: str  # path before the key: "/<bucket>" (path style), "" (virtual host)
     signer: SigV4Signer | None
 
-    def url(self, method: str, key: str = "", query: dict[str, str] | None = None) -> str:
+    def url(
+        self,
+        method: str,
+        key: str = "",
+        query: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> str:
+        """The (pre-signed) URL; ``headers``: the ``x-amz-*`` headers the request will send."""
         path = f"{self.base}/{key}" if key or not self.base else self.base
         if self.signer is None:
             tail = "?" + urlencode(sorted((query or {}).items())) if query else ""
             return f"{self.scheme}://{self.host}{quote(path, safe='/-_.~')}{tail}"
         return self.signer.presign(
-            method, self.scheme, self.host, path, query, expires=_PRESIGN_SECONDS
+            method, self.scheme, self.host, path, query, headers=headers, expires=_PRESIGN_SECONDS
         )
 
 
@@ -179,6 +186,10 @@ def _error_field(exc: HttpError, name: str) -> str:
     return _child_text(root, name) or ""
 
 
+#: The request header that makes S3 return an object's stored checksum (``x-amz-checksum-*``).
+_CHECKSUM_MODE = {"x-amz-checksum-mode": "ENABLED"}
+
+
 class _S3Source:
     """An object's bytes, each request signed just before it is sent."""
 
@@ -194,6 +205,20 @@ class _S3Source:
     ) -> int:
         url = self._bucket.url("GET", self._key)
         return self._http.fetch(url, sink, start=start, end=end, should_stop=should_stop)
+
+    def fetch_whole_checked(
+        self,
+        sink: Sink,
+        *,
+        should_stop: Callable[[], bool],
+        on_headers: Callable[[Callable[[str], str | None]], None],
+    ) -> int:
+        """The whole object, asking for the checksum it was stored with (S3 returns it only
+        for a GET without a range, and only when asked); ``on_headers`` reads it."""
+        url = self._bucket.url("GET", self._key, headers=_CHECKSUM_MODE)
+        return self._http.fetch(
+            url, sink, headers=_CHECKSUM_MODE, should_stop=should_stop, on_headers=on_headers
+        )
 
 
 class S3Provider:
