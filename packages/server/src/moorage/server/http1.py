@@ -20,6 +20,12 @@ read while headers are awaited, an addition per read.
 Deadlines are plain numbers set at those points (no timer per request); :func:`sweep`, called
 a few times a second by the server, answers the connections past theirs with ``408 Request
 Timeout`` (when no response was started) and closes them.
+
+:class:`DirectApp` is the application the protocol runs per request: the inference requests
+the hot path accepts (:meth:`~moorage.server.rest.hotpath.HotPath.direct`) are answered
+without ASGI's messages, the head and body written at once, after the same checks uvicorn's
+``send`` makes (header syntax, ``Connection: close``, a paused transport, a client gone);
+every other request goes to the application through ASGI.
 """
 
 from __future__ import annotations
@@ -27,13 +33,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
-__all__ = ["RestLimits", "TimedHttpProtocol", "sweep"]
+__all__ = ["DirectApp", "RestLimits", "TimedHttpProtocol", "sweep"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,11 +78,94 @@ class RestLimits:
     max_header_bytes: int = 64 * 1024
 
 
-class TimedHttpProtocol(HttpToolsProtocol):
-    """:class:`HttpToolsProtocol` with a read deadline (see the module docstring)."""
+class DirectApp:
+    """The ASGI application the protocol runs: ``app``, except for the requests the hot path
+    of ``source`` (a Starlette app whose middleware stack is a ``HotPath`` once built) answers
+    directly."""
 
-    def __init__(self, *args: Any, limits: RestLimits, **kwargs: Any) -> None:
+    def __init__(self, app: ASGIApp, source: Any) -> None:
+        self.app = app
+        self._source = source
+        self._direct: Callable[[Scope], Any] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        direct = self._direct or self._find()
+        cycle = getattr(send, "__self__", None)
+        answer = None
+        if direct is not None and scope["type"] == "http" and type(cycle) is RequestResponseCycle:
+            answer = direct(scope)
+        if answer is None:
+            await self.app(scope, receive, send)
+            return
+        assert isinstance(cycle, RequestResponseCycle)
+        body = b""
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        status, headers, payload = await answer(body)
+        await _respond(cycle, status, headers, payload)
+
+    def _find(self) -> Callable[[Scope], Any] | None:
+        """The hot path's ``direct``, once the app has built its middleware stack."""
+        stack = getattr(self._source, "middleware_stack", None)
+        if stack is None:
+            return None  # not built before its first request: that one goes through ASGI
+        self._direct = getattr(stack, "direct", None) or _no_direct
+        return self._direct
+
+
+def _no_direct(scope: Scope) -> None:
+    return None
+
+
+async def _respond(
+    cycle: RequestResponseCycle,
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes | memoryview,
+) -> None:
+    """What uvicorn's ``send`` does for a start and a last body message, in one write."""
+    if cycle.flow.write_paused and not cycle.disconnected:
+        await cycle.flow.drain()
+    if cycle.disconnected:
+        return
+    content: list[bytes | memoryview] = [STATUS_LINE[status]]
+    for name, value in cycle.default_headers:
+        content.extend((name, b": ", value, b"\r\n"))
+    for name, value in headers:
+        if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value):
+            raise RuntimeError(f"invalid HTTP response header {name!r}")  # uvicorn: a 500
+        if name == b"connection" and b"close" in value.lower():
+            cycle.keep_alive = False
+        content.extend((name, b": ", value, b"\r\n"))
+    if not cycle.keep_alive and not any(name == b"connection" for name, _ in headers):
+        content.append(b"connection: close\r\n")
+    content.append(b"\r\n")
+    content.append(body)
+    cycle.response_started = True
+    cycle.waiting_for_100_continue = False
+    cycle.transport.write(b"".join(content))
+    cycle.response_complete = True
+    cycle.message_event.set()
+    if not cycle.keep_alive:
+        cycle.transport.close()
+    cycle.on_response()
+
+
+class TimedHttpProtocol(HttpToolsProtocol):
+    """:class:`HttpToolsProtocol` with a read deadline (see the module docstring); ``app``:
+    the application to run instead of the config's (a :class:`DirectApp` around it)."""
+
+    def __init__(
+        self, *args: Any, limits: RestLimits, app: ASGIApp | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
+        if app is not None:
+            self.app = app
         self._header_s = limits.header_timeout_s
         self._body_s = limits.body_timeout_s
         self._max_header_bytes = limits.max_header_bytes

@@ -29,7 +29,7 @@ from moorage.core.http2.limits import PeerBudget
 from moorage.server.batcher import Batcher, BatchPolicy
 from moorage.server.dataplane import DataPlane, LatencyLogger
 from moorage.server.grpc import create_grpc_server
-from moorage.server.http1 import RestLimits, TimedHttpProtocol, sweep
+from moorage.server.http1 import DirectApp, RestLimits, TimedHttpProtocol, sweep
 from moorage.server.model import Model
 from moorage.server.observability import Observability
 from moorage.server.repository import ModelRepository
@@ -75,10 +75,12 @@ class _Uvicorn(uvicorn.Server):
         limits = self._limits
         state = self.server_state
 
+        app = DirectApp(config.loaded_app, config.app)
+
         def create_protocol() -> asyncio.Protocol:
             return TimedHttpProtocol(
                 config=config, server_state=state, app_state=self.lifespan.state,
-                limits=limits,
+                limits=limits, app=app,
             )  # fmt: skip
 
         def count() -> int:

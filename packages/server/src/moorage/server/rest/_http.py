@@ -15,6 +15,7 @@ from moorage.core.errors import InvalidInput, PayloadTooLarge
 __all__ = [
     "ContentEncodingMiddleware",
     "RawResponse",
+    "header_dict",
     "json_response",
     "read_body",
     "request_headers",
@@ -29,8 +30,13 @@ def request_headers(request: Request) -> dict[str, str]:
     """The request's headers as the dict the data plane passes to the model: lower-case names
     (as the ASGI server gives them), the first value of a repeated header (as Starlette's
     ``dict(request.headers)``), in one pass over the raw list."""
+    return header_dict(request.scope["headers"])
+
+
+def header_dict(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """:func:`request_headers` of an ASGI scope's header list."""
     headers: dict[str, str] = {}
-    for key, value in request.scope["headers"]:
+    for key, value in raw:
         name = key.decode("latin-1")
         if name not in headers:
             headers[name] = value.decode("latin-1")

@@ -21,6 +21,14 @@ logic (Starlette's ``GZipMiddleware``) for the clients that ask for it.
 Every other request (other paths, other methods, a ``root_path``) goes to the application
 unchanged, and so does everything when the app has middleware ``HotPath`` cannot stand in
 for (see :func:`~moorage.server.rest.app.create_app`).
+
+:meth:`HotPath.direct` serves moorage-server's own HTTP/1.1 protocol
+(:mod:`moorage.server.http1`) without ASGI for the commonest requests, v2 infer and v1
+predict with a ``Content-Length`` body: the body is read whole, the endpoint's body-level
+method answers (``infer_body``, ``predict_body``), observed as above, and the protocol writes
+the head and body at once. What that path leaves out, it declines, and the request goes
+through ``__call__`` as before: chunked or over-limit bodies, ``Expect``, ``X-Forwarded-*`` /
+``Forwarded`` (uvicorn's proxy-headers middleware reads those), gzip, a ``root_path``.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from moorage.core.errors import MoorageError
 from moorage.server.access_log import AccessLogMiddleware
 from moorage.server.dataplane import request_id_var
 from moorage.server.errors import error_response
+from moorage.server.rest._http import header_dict
 from moorage.server.rest.v1 import V1Endpoints
 from moorage.server.rest.v2 import V2Endpoints
 
@@ -46,6 +55,12 @@ __all__ = ["HotPath"]
 logger = logging.getLogger(__name__)
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+#: An endpoint's body-level method: ``(path params, headers, body) -> Response``.
+BodyEndpoint = Callable[[dict[str, str], dict[str, str], bytes], Awaitable[Response]]
+#: A response as the HTTP/1.1 protocol writes it: ``(status, headers, body)``.
+Answer = tuple[int, list[tuple[bytes, bytes]], "bytes | memoryview"]
+#: What :meth:`HotPath.direct` hands the server: the request's body -> its :data:`Answer`.
+DirectAnswer = Callable[[bytes], Awaitable[Answer]]
 
 _V2_MODELS = "/v2/models/"
 _V1_MODELS = "/v1/models/"
@@ -54,6 +69,9 @@ _PREDICT = ":predict"
 _EXPLAIN = ":explain"
 _REQUEST_ID = b"x-request-id"
 _ACCEPT_ENCODING = b"accept-encoding"
+_CONTENT_LENGTH = b"content-length"
+#: Request headers that send a hot route through ASGI after all (see the module docstring).
+_DECLINED = frozenset({b"transfer-encoding", b"expect", b"forwarded"})
 
 #: Route templates, as the Starlette routes name them (the ``route`` metrics label).
 V2_INFER = "/v2/models/{model_name}/infer"
@@ -81,6 +99,11 @@ class HotPath:
         self._v2_infer: Endpoint = v2.infer
         self._v1_predict: Endpoint = v1.predict
         self._v1_explain: Endpoint = v1.explain
+        self._by_body: dict[Endpoint, BodyEndpoint] = {
+            self._v2_infer: v2.infer_body,
+            self._v1_predict: v1.predict_body,
+        }
+        self._max_body = min(v2.max_body, v1.max_body)
         self._fixed: dict[tuple[str, str], tuple[Endpoint, str]] = {
             ("GET", LIVE): (v2.live, LIVE),
             ("GET", READY): (v2.ready, READY),
@@ -147,6 +170,68 @@ class HotPath:
             seconds = time.perf_counter() - start
             observer.finish(scope, request_id, route, status, sent, seconds, headers)
 
+    def direct(self, scope: Scope) -> DirectAnswer | None:
+        """For the HTTP/1.1 protocol, before it reads the body: the function answering this
+        request from its whole body, or ``None`` when it goes through ASGI."""
+        if scope["method"] != "POST" or scope.get("root_path"):
+            return None
+        found = self.match("POST", scope["path"])
+        if found is None:
+            return None
+        endpoint, route, params = found
+        by_body = self._by_body.get(endpoint)
+        if by_body is None:
+            return None
+        length = -1
+        gzip = self._gzip is not None
+        for key, value in scope["headers"]:
+            if key == _CONTENT_LENGTH:
+                if length >= 0 or not value.isdigit():
+                    return None
+                length = int(value)
+            elif (
+                key in _DECLINED
+                or key.startswith(b"x-forwarded-")
+                or (gzip and key == _ACCEPT_ENCODING and b"gzip" in value)
+            ):
+                return None
+        if not 0 <= length <= self._max_body:
+            return None
+        scope["path_params"] = params
+
+        async def answer(body: bytes) -> Answer:
+            return await self._answer(scope, by_body, route, params, body)
+
+        return answer
+
+    async def _answer(
+        self,
+        scope: Scope,
+        endpoint: BodyEndpoint,
+        route: str,
+        params: dict[str, str],
+        body: bytes,
+    ) -> Answer:
+        observer = self.observer
+        if observer is None:
+            response = await _mapped(scope, endpoint(params, header_dict(scope["headers"]), body))
+            return response.status_code, response.raw_headers, response.body
+        start = time.perf_counter()
+        request_id = observer.request_id(scope)
+        status, sent = 500, 0
+        headers: list[tuple[bytes, bytes]] = []
+        token = request_id_var.set(request_id)
+        try:
+            response = await _mapped(scope, endpoint(params, header_dict(scope["headers"]), body))
+            headers = _with_request_id(response.raw_headers, request_id)
+            status, out = response.status_code, response.body
+            sent = len(out)
+            return status, headers, out
+        finally:
+            request_id_var.reset(token)
+            seconds = time.perf_counter() - start
+            observer.finish(scope, request_id, route, status, sent, seconds, headers)
+
     async def _serve(
         self, scope: Scope, receive: Receive, send: Send, request_id: str | None = None
     ) -> tuple[int, int, list[tuple[bytes, bytes]]]:
@@ -155,8 +240,8 @@ class HotPath:
             return await self._serve_gzip(scope, receive, send, request_id)
         response = await self._response(scope, receive)
         headers = response.raw_headers
-        if request_id is not None and not _has_request_id(headers):
-            headers = [*headers, (_REQUEST_ID, request_id.encode("latin-1"))]
+        if request_id is not None:
+            headers = _with_request_id(headers, request_id)
         body = response.body
         status = response.status_code
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -174,8 +259,8 @@ class HotPath:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = list(message.get("headers", ()))
-                if request_id is not None and not _has_request_id(headers):
-                    headers.append((_REQUEST_ID, request_id.encode("latin-1")))
+                if request_id is not None:
+                    headers = _with_request_id(headers, request_id)
                 message["headers"] = headers
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
@@ -194,14 +279,20 @@ class HotPath:
         """The endpoint's response, or the error response for what it raised (mapped as the
         application's exception handlers map it)."""
         endpoint: Endpoint = scope["moorage.endpoint"]
-        try:
-            return await endpoint(Request(scope, receive))
-        except (MoorageError, ClientDisconnect) as exc:
-            return error_response(exc)  # a disconnected client gets nothing: uvicorn drops it
-        except Exception as exc:
-            if not isinstance(exc, NotImplementedError):
-                logger.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            return error_response(exc)
+        return await _mapped(scope, endpoint(Request(scope, receive)))
+
+
+async def _mapped(scope: Scope, answer: Awaitable[Response]) -> Response:
+    """``answer``'s response, or the error response for what it raised (mapped as the
+    application's exception handlers map it)."""
+    try:
+        return await answer
+    except (MoorageError, ClientDisconnect) as exc:
+        return error_response(exc)  # a disconnected client gets nothing: uvicorn drops it
+    except Exception as exc:
+        if not isinstance(exc, NotImplementedError):
+            logger.exception("unhandled error on %s %s", scope["method"], scope["path"])
+        return error_response(exc)
 
 
 def _wants_gzip(headers: list[tuple[bytes, bytes]]) -> bool:
@@ -211,5 +302,10 @@ def _wants_gzip(headers: list[tuple[bytes, bytes]]) -> bool:
     return False
 
 
-def _has_request_id(headers: list[tuple[bytes, bytes]]) -> bool:
-    return any(key.lower() == _REQUEST_ID for key, _ in headers)
+def _with_request_id(
+    headers: list[tuple[bytes, bytes]], request_id: str
+) -> list[tuple[bytes, bytes]]:
+    """``headers`` with ``x-request-id: request_id`` added, unless they carry one."""
+    if any(key.lower() == _REQUEST_ID for key, _ in headers):
+        return headers
+    return [*headers, (_REQUEST_ID, request_id.encode("latin-1"))]

@@ -62,9 +62,20 @@ class V1Endpoints:
         self.listing = listing
 
     async def _run(self, request: Request, verb: Verb) -> Response:
-        name = request.path_params["model_name"]
         headers = request_headers(request)
         body = await read_body(request, self.max_body, headers=headers)
+        return await self._run_body(request.path_params, headers, body, verb)
+
+    async def predict_body(
+        self, params: dict[str, str], headers: dict[str, str], body: bytes
+    ) -> Response:
+        """:meth:`predict` for a body already read (within ``max_body``)."""
+        return await self._run_body(params, headers, body, "predict")
+
+    async def _run_body(
+        self, params: dict[str, str], headers: dict[str, str], body: bytes, verb: Verb
+    ) -> Response:
+        name = params["model_name"]
         payload: Any = decode_v1_request(body) if _is_json(headers) else body
         result, extra = await self.dataplane.infer(
             name, payload, headers=headers, verb=verb, protocol="v1"

@@ -52,10 +52,18 @@ class V2Endpoints:
         self.max_body = max_body
 
     async def infer(self, request: Request) -> Response:
-        name = request.path_params["model_name"]
-        version = request.path_params.get("model_version")
         headers = request_headers(request)
         body = await read_body(request, self.max_body, headers=headers)
+        return await self.infer_body(request.path_params, headers, body)
+
+    async def infer_body(
+        self, params: dict[str, str], headers: dict[str, str], body: bytes
+    ) -> Response:
+        """:meth:`infer` for a body already read (within ``max_body``): ``params`` are the
+        path's (``model_name``, ``model_version``), ``headers`` as ``request_headers`` makes
+        them."""
+        name = params["model_name"]
+        version = params.get("model_version")
         infer_request = decode_request(
             body, model_name=name, header_length=_header_length(headers), model_version=version
         )
