@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import ClientDisconnect, Request
@@ -55,6 +56,7 @@ __all__ = ["HotPath"]
 logger = logging.getLogger(__name__)
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+_T = TypeVar("_T")
 #: An endpoint's body-level method: ``(path params, headers, body) -> Response``.
 BodyEndpoint = Callable[[dict[str, str], dict[str, str], bytes], Awaitable[Response]]
 #: A response as the HTTP/1.1 protocol writes it: ``(status, headers, body)``.
@@ -154,17 +156,33 @@ class HotPath:
         endpoint, route, params = found
         scope["path_params"] = params
         scope["moorage.endpoint"] = endpoint
-        observer = self.observer
-        if observer is None:
+        if self.observer is None:
             await self._serve(scope, receive, send)
             return
+
+        async def serve(request_id: str) -> tuple[int, int, list[tuple[bytes, bytes]], None]:
+            return *(await self._serve(scope, receive, send, request_id)), None
+
+        await self._observed(scope, route, serve)
+
+    async def _observed(
+        self,
+        scope: Scope,
+        route: str,
+        serve: Callable[[str], Awaitable[tuple[int, int, list[tuple[bytes, bytes]], _T]]],
+    ) -> _T:
+        """``serve(request id)``'s result, observed: the request id in the context, then the
+        metrics and access line of its ``(status, body bytes, response headers)``."""
+        observer = self.observer
+        assert observer is not None
         start = time.perf_counter()
         request_id = observer.request_id(scope)
         status, sent = 500, 0
         headers: list[tuple[bytes, bytes]] = []
         token = request_id_var.set(request_id)
         try:
-            status, sent, headers = await self._serve(scope, receive, send, request_id)
+            status, sent, headers, result = await serve(request_id)
+            return result
         finally:
             request_id_var.reset(token)
             seconds = time.perf_counter() - start
@@ -212,25 +230,17 @@ class HotPath:
         params: dict[str, str],
         body: bytes,
     ) -> Answer:
-        observer = self.observer
-        if observer is None:
+        if self.observer is None:
             response = await _mapped(scope, endpoint(params, header_dict(scope["headers"]), body))
             return response.status_code, response.raw_headers, response.body
-        start = time.perf_counter()
-        request_id = observer.request_id(scope)
-        status, sent = 500, 0
-        headers: list[tuple[bytes, bytes]] = []
-        token = request_id_var.set(request_id)
-        try:
+
+        async def serve(request_id: str) -> tuple[int, int, list[tuple[bytes, bytes]], Answer]:
             response = await _mapped(scope, endpoint(params, header_dict(scope["headers"]), body))
             headers = _with_request_id(response.raw_headers, request_id)
             status, out = response.status_code, response.body
-            sent = len(out)
-            return status, headers, out
-        finally:
-            request_id_var.reset(token)
-            seconds = time.perf_counter() - start
-            observer.finish(scope, request_id, route, status, sent, seconds, headers)
+            return status, len(out), headers, (status, headers, out)
+
+        return await self._observed(scope, route, serve)
 
     async def _serve(
         self, scope: Scope, receive: Receive, send: Send, request_id: str | None = None
