@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
@@ -83,3 +84,61 @@ async def test_a_response_the_client_does_not_read_ends_after_the_body_timeout()
     sweep([protocol], time.monotonic() + 0.1)
     assert transport.closed
     await asyncio.sleep(0)  # let the application task see the disconnect
+
+
+def _cycle(keep_alive: bool) -> tuple[Any, _Transport, list[int]]:
+    import logging
+
+    from uvicorn.protocols.http.flow_control import FlowControl
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+    transport = _Transport()
+    answered: list[int] = []
+    cycle = RequestResponseCycle(
+        scope={"type": "http", "method": "POST", "path": "/", "headers": []},  # type: ignore[typeddict-item]
+        transport=transport,
+        flow=FlowControl(transport),
+        logger=logging.getLogger("test"),
+        access_logger=logging.getLogger("test"),
+        access_log=False,
+        default_headers=[(b"date", b"Mon, 07 Dec 2026 00:00:00 GMT")],
+        message_event=asyncio.Event(),
+        expect_100_continue=False,
+        keep_alive=keep_alive,
+        on_response=lambda: answered.append(1),
+    )
+    return cycle, transport, answered
+
+
+@pytest.mark.parametrize("keep_alive", [True, False])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b"content-length", b"2"), (b"content-type", b"application/json")],
+        [(b"content-length", b"2"), (b"connection", b"close")],
+        [(b"content-length", b"2"), (b"connection", b"keep-alive")],
+    ],
+)
+async def test_the_direct_write_is_what_uvicorns_send_writes(
+    keep_alive: bool, headers: list[tuple[bytes, bytes]]
+) -> None:
+    from moorage.server.http1 import _respond
+
+    theirs, their_transport, their_calls = _cycle(keep_alive)
+    await theirs.send({"type": "http.response.start", "status": 200, "headers": headers})
+    await theirs.send({"type": "http.response.body", "body": b"ok"})
+    ours, our_transport, our_calls = _cycle(keep_alive)
+    await _respond(ours, 200, headers, b"ok")
+    assert our_transport.written == their_transport.written
+    assert our_transport.closed == their_transport.closed
+    assert our_calls == their_calls == [1]
+    assert ours.response_complete and ours.keep_alive == theirs.keep_alive
+
+
+async def test_the_direct_write_refuses_a_bad_header_before_writing() -> None:
+    from moorage.server.http1 import _respond
+
+    cycle, transport, answered = _cycle(True)
+    with pytest.raises(RuntimeError, match="invalid HTTP response header"):
+        await _respond(cycle, 200, [(b"x-model", b"line\r\nbreak")], b"ok")
+    assert transport.written == b"" and not cycle.response_started and answered == []

@@ -136,13 +136,15 @@ async def _respond(
     content: list[bytes | memoryview] = [STATUS_LINE[status]]
     for name, value in cycle.default_headers:
         content.extend((name, b": ", value, b"\r\n"))
+    says_close = False
     for name, value in headers:
         if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value):
             raise RuntimeError(f"invalid HTTP response header {name!r}")  # uvicorn: a 500
         if name == b"connection" and b"close" in value.lower():
             cycle.keep_alive = False
+            says_close = True
         content.extend((name, b": ", value, b"\r\n"))
-    if not cycle.keep_alive and not any(name == b"connection" for name, _ in headers):
+    if not cycle.keep_alive and not says_close:
         content.append(b"connection: close\r\n")
     content.append(b"\r\n")
     content.append(body)
