@@ -17,6 +17,8 @@ import pytest
 
 from moorage.storage._http import HttpClient, HttpError
 
+from ._loopback import serving
+
 BODY = bytes(range(256)) * 4096  # 1 MiB
 
 
@@ -67,19 +69,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(BODY[start:end])
 
 
-def _serve(server: http.server.ThreadingHTTPServer) -> Iterator[str]:
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture(scope="module")
 def plain() -> Iterator[str]:
-    yield from _serve(http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler))
+    with serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)) as address:
+        yield address
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +93,7 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    for address in _serve(server):
+    with serving(server) as address:
         yield address, cert
 
 

@@ -23,6 +23,8 @@ from moorage.storage import download, last_download_stats, read_manifest
 from moorage.storage.providers.s3 import target_path
 from moorage.storage.testing import SeaweedS3
 
+from ._loopback import serving
+
 pytestmark = pytest.mark.integration
 
 
@@ -127,7 +129,6 @@ def _corrupting_proxy(upstream: str, corrupt: str) -> Iterator[str]:
     the body of GETs whose path contains ``corrupt``."""
     import http.client
     import http.server
-    import threading
     from urllib.parse import urlsplit
 
     target = urlsplit(upstream)
@@ -159,14 +160,8 @@ def _corrupting_proxy(upstream: str, corrupt: str) -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as address:
+        yield f"http://{address}"
 
 
 def test_exact_key_only(seaweedfs_server: SeaweedS3, bucket: str, tmp_path: Path) -> None:

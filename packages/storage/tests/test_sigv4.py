@@ -9,6 +9,8 @@ import pytest
 
 from moorage.storage._sigv4 import Credentials, SigV4Signer, uri_encode
 
+from ._loopback import serving
+
 # The example of AWS's "Authenticating Requests: Using Query Parameters" page for S3.
 ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
@@ -86,7 +88,6 @@ def test_bucket_in_another_region_is_signed_again(tmp_path: Path) -> None:
     """AWS answers a request signed for the wrong region with 400 naming the bucket's region
     (header and body): the listing and every GET are signed again for it, once."""
     import http.server
-    import threading
     from urllib.parse import parse_qs, urlsplit
 
     from moorage.storage import download
@@ -123,20 +124,14 @@ def test_bucket_in_another_region_is_signed_again(tmp_path: Path) -> None:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as address:
         env = {
-            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{server.server_address[1]}",
+            "AWS_ENDPOINT_URL": f"http://{address}",
             "AWS_ACCESS_KEY_ID": "AKID",
             "AWS_SECRET_ACCESS_KEY": "secret-key-value",
             "MOORAGE_STORAGE_PROGRESS": "off",
         }
         out = download("s3://bucket/m", tmp_path / "d", env=env)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert (out / "model.bin").read_bytes() == b"bytes"
     assert seen == ["us-east-1", "eu-west-1", "eu-west-1"]
 
