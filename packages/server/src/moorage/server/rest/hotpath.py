@@ -215,7 +215,6 @@ class HotPath:
                 return None
         if not 0 <= length <= self._max_body:
             return None
-        scope["path_params"] = params
 
         async def answer(body: bytes) -> Answer:
             return await self._answer(scope, by_body, route, params, body)
