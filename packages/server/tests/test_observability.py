@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from moorage.core.config.server import ServerSettings
+from moorage.core.http2.grpcwire import StatusCode
 from moorage.core.protocol import InferRequest, InferResponse, InferTensor
 from moorage.core.protocol.grpc import (
     METHODS,
@@ -26,6 +28,7 @@ from moorage.core.protocol.grpc import (
     response_from_proto,
 )
 from moorage.server import Model, ModelServer, request_id_var
+from moorage.server.dataplane import InferenceEvent
 from moorage.server.grpc import create_grpc_server
 from moorage.server.logs import JsonFormatter, RequestContextFilter
 
@@ -148,6 +151,95 @@ async def test_http_metrics_use_route_templates(observed: httpx.AsyncClient) -> 
     assert (
         sample("moorage_server_http_requests_total", method="GET", route="unmatched", status="404")
         == unmatched + 1
+    )
+
+
+def test_tallied_observations_match_what_observe_records() -> None:
+    """Observations tallied on the request path read back (sums, every bucket, counts) as
+    prometheus-client's own ``observe`` and ``inc`` record them, through any collection:
+    the registry, a name-restricted registry and the text exposition."""
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from moorage.server import metrics
+
+    amounts = [0.0001, 0.0004, 0.0005, 0.003, 0.2, 0.2, 7.5, 61.0, 0.0]
+    reference = Histogram("reference_seconds", "", ["model"], buckets=metrics.BUCKETS,
+                          registry=CollectorRegistry())  # fmt: skip
+    for amount in amounts:
+        reference.labels("m").observe(amount)
+    expected = {
+        (s.name, s.labels.get("le")): s.value
+        for s in reference.collect()[0].samples
+        if not s.name.endswith("_created")
+    }
+
+    hook = metrics.MetricsHook()
+    model = "tally-check"
+    for amount in amounts:
+        event = InferenceEvent(model, "predict", "v2", "rest", {}, None, None, 0.0)
+        event.timings.update({"preprocess": 0.0, "predict": amount, "postprocess": 0.0})
+        hook.on_response(event)
+    for name in ("moorage_server_predict_duration_seconds", "request_predict_seconds"):
+        labels = (
+            {"model_name": model}
+            if name.startswith("request_")
+            else {"model": model, "protocol": "v2"}
+        )
+        for (sample_name, le), value in expected.items():
+            got_name = name + sample_name.removeprefix("reference_seconds")
+            extra = {"le": le} if le is not None else {}
+            assert sample(got_name, **labels, **extra) == pytest.approx(value), (got_name, le)
+    restricted = REGISTRY.restricted_registry(["moorage_server_requests_total"])
+    hook.on_response(InferenceEvent(model, "predict", "v2", "rest", {}, None, None, 0.0))
+    totals = [
+        s.value
+        for m in restricted.collect()
+        for s in m.samples
+        if s.labels.get("model") == model and s.name == "moorage_server_requests_total"
+    ]
+    assert totals == [len(amounts) + 1]
+    text = metrics.render_metrics().decode()
+    assert (
+        f'moorage_server_requests_total{{model="{model}",protocol="v2",status="200"}} 10.0' in text
+    )
+
+
+def test_tallies_lose_nothing_across_threads() -> None:
+    """Threads observing while another collects: every observation is counted once."""
+    import threading
+
+    from moorage.server import metrics
+
+    threads, per_thread = 4, 2000
+    method = "TallyThreads"
+    before = sample("moorage_server_grpc_requests_total", method=method, code="OK")
+    stop = threading.Event()
+
+    def scrape() -> None:
+        while not stop.is_set():
+            REGISTRY.get_sample_value("moorage_server_grpc_requests_total", {})
+
+    def observe() -> None:
+        for _ in range(per_thread):
+            metrics.observe_grpc(method, StatusCode.OK, 0.001)
+
+    reader = threading.Thread(target=scrape)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch often: a race would show
+    reader.start()
+    workers = [threading.Thread(target=observe) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    stop.set()
+    reader.join()
+    sys.setswitchinterval(interval)
+    count = threads * per_thread
+    assert sample("moorage_server_grpc_requests_total", method=method, code="OK") == before + count
+    assert sample("moorage_server_grpc_request_duration_seconds_count", method=method) == count
+    assert sample("moorage_server_grpc_request_duration_seconds_sum", method=method) == (
+        pytest.approx(count * 0.001)
     )
 
 

@@ -39,6 +39,14 @@ over all of them; the server clears stale sample files from it at startup. Witho
 worker reports only its own samples, so a scrape sees one worker at random (the server logs a
 warning at startup when ``--workers`` > 1). The variable must be set before the server starts
 (prometheus-client reads it when it is imported), as with gunicorn.
+
+**Tallies.** The request path observes 18 values a request (counters, bucket counts and sums
+of the inference and transport metrics). Instead of taking prometheus-client's lock for each,
+it adds them, under one lock, to plain per-series tallies; a collection of these metrics (a
+scrape, ``REGISTRY.get_sample_value``, any registry read) first adds the tallies to
+prometheus-client's values, so every read sees every request that finished before it. In
+multiprocess mode the values live in the sample files other workers read, and are written at
+once, as before.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
@@ -61,6 +70,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.values import MutexValue
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Router
@@ -92,21 +103,145 @@ BUCKETS = (
     30.0, 60.0,
 )  # fmt: skip
 
+#: Held while the request path tallies observations and while tallies are added to the values.
+_tally_lock = threading.Lock()
+#: The tallies holding observations not yet added to prometheus-client's values.
+_pending: list[_Buckets | _Count] = []
+
+
+def flush_tallies() -> None:
+    """Add what the tallies hold to prometheus-client's values (before any collection)."""
+    with _tally_lock:
+        for tally in _pending:
+            tally.apply()
+        _pending.clear()
+
+
+class _TalliedCounter(Counter):
+    """A counter whose collection first adds the pending tallies (see the module doc)."""
+
+    def collect(self) -> Iterable[Metric]:
+        flush_tallies()
+        return super().collect()
+
+
+class _TalliedHistogram(Histogram):
+    """A histogram whose collection first adds the pending tallies (see the module doc)."""
+
+    def collect(self) -> Iterable[Metric]:
+        flush_tallies()
+        return super().collect()
+
+
+class _Buckets:
+    """Observations of histogram children with the same buckets, observed together: a count
+    per bucket and a sum, added to each child's values when collected."""
+
+    __slots__ = ("_bounds", "_counts", "_pending", "_sum", "_targets")
+
+    def __init__(self, bounds: list[float], targets: list[tuple[Any, list[Any]]]) -> None:
+        self._bounds = bounds
+        self._targets = targets
+        self._counts = [0] * len(bounds)
+        self._sum = 0.0
+        self._pending = False
+
+    def observe(self, amount: float) -> None:
+        """With ``_tally_lock`` held."""
+        self._counts[bisect_left(self._bounds, amount)] += 1
+        self._sum += amount
+        if not self._pending:
+            self._pending = True
+            _pending.append(self)
+
+    def apply(self) -> None:
+        counts = self._counts
+        for total, buckets in self._targets:
+            total.inc(self._sum)
+            for index, count in enumerate(counts):
+                if count:
+                    buckets[index].inc(count)
+        self._counts = [0] * len(counts)
+        self._sum = 0.0
+        self._pending = False
+
+
+class _Count:
+    """Increments of a counter child, added to its value when collected."""
+
+    __slots__ = ("_count", "_pending", "_value")
+
+    def __init__(self, value: Any) -> None:
+        self._value = value
+        self._count = 0
+        self._pending = False
+
+    def inc(self) -> None:
+        """With ``_tally_lock`` held."""
+        self._count += 1
+        if not self._pending:
+            self._pending = True
+            _pending.append(self)
+
+    def apply(self) -> None:
+        self._value.inc(self._count)
+        self._count = 0
+        self._pending = False
+
+
+def _observer(*children: Any) -> Callable[[float], None]:
+    """One call, made with ``_tally_lock`` held, that records ``amount`` in each of
+    ``children`` (labelled histogram children with the same buckets) as their ``observe``
+    would: in a tally (:class:`_Buckets`) when their values are prometheus-client's in-process
+    ones, otherwise (multiprocess mode, another prometheus-client) with their own ``observe``.
+    """
+    try:
+        bounds = list(children[0]._upper_bounds)
+        targets = [(child._sum, child._buckets) for child in children]
+        if any(list(child._upper_bounds) != bounds for child in children):
+            raise AttributeError("different buckets")
+        if any(
+            type(value) is not MutexValue
+            for total, buckets in targets
+            for value in [total, *buckets]
+        ):
+            raise AttributeError("values kept elsewhere")
+    except AttributeError:
+        observes = [child.observe for child in children]
+
+        def observe_each(amount: float) -> None:
+            for call in observes:
+                call(amount)
+
+        return observe_each
+    return _Buckets(bounds, targets).observe
+
+
+def _incrementer(child: Any) -> Callable[[], None]:
+    """``child.inc`` (a labelled counter child), made with ``_tally_lock`` held, through a
+    tally (:class:`_Count`) when its value is prometheus-client's in-process one (see
+    :func:`_observer`)."""
+    value = getattr(child, "_value", None)
+    if type(value) is not MutexValue:
+        return functools.partial(child.inc, 1)
+    return _Count(value).inc
+
+
 _LABELS = ("model", "protocol")
 
-REQUESTS = Counter(
+REQUESTS = _TalliedCounter(
     "moorage_server_requests_total",
     "Inference requests by outcome (HTTP status; gRPC outcomes use the equivalent status).",
     [*_LABELS, "status"],
 )
-REQUEST_DURATION = Histogram(
+REQUEST_DURATION = _TalliedHistogram(
     "moorage_server_request_duration_seconds",
     "Inference latency: preprocess + predict/explain + postprocess.",
     _LABELS,
     buckets=BUCKETS,
 )
 STAGE_DURATIONS = {
-    stage: Histogram(
+    stage: _TalliedHistogram(
         f"moorage_server_{stage}_duration_seconds",
         f"Latency of the model's {stage} stage.",
         _LABELS,
@@ -116,7 +251,7 @@ STAGE_DURATIONS = {
 }
 #: KServe's histograms (``kserve/metrics.py``), same names and label, for existing dashboards.
 KSERVE_STAGE_DURATIONS = {
-    stage: Histogram(
+    stage: _TalliedHistogram(
         f"request_{stage}_seconds",
         f"{stage} request latency (KServe-compatible name)",
         ["model_name"],
@@ -125,23 +260,23 @@ KSERVE_STAGE_DURATIONS = {
     for stage in ("preprocess", "predict", "postprocess", "explain")
 }
 
-HTTP_REQUESTS = Counter(
+HTTP_REQUESTS = _TalliedCounter(
     "moorage_server_http_requests_total",
     "HTTP requests by method, route template and status.",
     ["method", "route", "status"],
 )
-HTTP_DURATION = Histogram(
+HTTP_DURATION = _TalliedHistogram(
     "moorage_server_http_request_duration_seconds",
     "HTTP request latency, from the first byte received to the last byte sent.",
     ["method", "route"],
     buckets=BUCKETS,
 )
-GRPC_REQUESTS = Counter(
+GRPC_REQUESTS = _TalliedCounter(
     "moorage_server_grpc_requests_total",
     "gRPC calls by method and status code.",
     ["method", "code"],
 )
-GRPC_DURATION = Histogram(
+GRPC_DURATION = _TalliedHistogram(
     "moorage_server_grpc_request_duration_seconds",
     "gRPC call latency.",
     ["method"],
@@ -225,56 +360,6 @@ def protocol_label(event: InferenceEvent) -> str:
     return "grpc-v2" if event.transport == "grpc" else event.protocol
 
 
-def _observer(*children: Any) -> Callable[[float], None]:
-    """One call that records ``amount`` in each of ``children`` (labelled histogram children
-    with the same buckets) as their ``observe`` does, finding the bucket once.
-
-    prometheus-client's ``observe`` checks, per call, that the metric is a labelled child and
-    walks the buckets in Python; the inference path observes several histograms per request,
-    so this keeps a child's bucket values and sum (both prometheus-client value objects, taking
-    their own locks, or its multiprocess files) and adds to them directly. A prometheus-client
-    without these attributes gets its own ``observe``.
-    """
-    try:
-        bounds = list(children[0]._upper_bounds)
-        parts = [(child._sum, child._buckets) for child in children]
-        if any(list(child._upper_bounds) != bounds for child in children):
-            raise AttributeError("different buckets")
-    except AttributeError:
-        observes = [child.observe for child in children]
-
-        def observe_each(amount: float) -> None:
-            for call in observes:
-                call(amount)
-
-        return observe_each
-    if len(parts) == 1:
-        ((total, buckets),) = parts
-
-        def observe_one(amount: float) -> None:
-            total.inc(amount)
-            buckets[bisect_left(bounds, amount)].inc(1)
-
-        return observe_one
-
-    def observe(amount: float) -> None:
-        index = bisect_left(bounds, amount)
-        for total, buckets in parts:
-            total.inc(amount)
-            buckets[index].inc(1)
-
-    return observe
-
-
-def _incrementer(child: Any) -> Callable[[], None]:
-    """``child.inc`` (a labelled counter child) without its per-call checks (see
-    :func:`_observer`)."""
-    value = getattr(child, "_value", None)
-    if value is None or not hasattr(value, "inc"):
-        return child.inc
-    return functools.partial(value.inc, 1)
-
-
 class _ModelSeries:
     """The labelled children of one (model, protocol), resolved once: per stage, one observer
     of moorage's histogram and KServe's."""
@@ -311,23 +396,25 @@ class MetricsHook:
         error = event.error
         if error is None:
             status = 200
-            stages = series.stages
-            duration = 0.0
-            for stage, seconds in event.timings.items():
-                duration += seconds
-                observe = stages.get(stage)
-                if observe is not None:
-                    observe(seconds)
-            series.duration(duration)
+        elif isinstance(error, NotImplementedError):
+            status = 501
         else:
             status = int(error.status) if isinstance(error, MoorageError) else 500
-            if isinstance(error, NotImplementedError):
-                status = 501
         counter_key = (event.model_name, protocol, status)
         counter = self._counters.get(counter_key)
         if counter is None:
             counter = self._counters[counter_key] = _incrementer(REQUESTS.labels(*key, str(status)))
-        counter()
+        with _tally_lock:
+            counter()
+            if error is None:
+                stages = series.stages
+                duration = 0.0
+                for stage, seconds in event.timings.items():
+                    duration += seconds
+                    observe = stages.get(stage)
+                    if observe is not None:
+                        observe(seconds)
+                series.duration(duration)
 
 
 # ----------------------------------------------------------------------------- transports
@@ -343,8 +430,9 @@ def observe_http(method: str, route: str, status: int, seconds: float) -> None:
             _incrementer(HTTP_REQUESTS.labels(method, route, str(status))),
             _observer(HTTP_DURATION.labels(method, route)),
         )
-    children[0]()
-    children[1](seconds)
+    with _tally_lock:
+        children[0]()
+        children[1](seconds)
 
 
 _grpc_children: dict[
@@ -361,8 +449,9 @@ def observe_grpc(method: str, code: StatusCode | grpc.StatusCode, seconds: float
             _incrementer(GRPC_REQUESTS.labels(method, code.name)),
             _observer(GRPC_DURATION.labels(method)),
         )
-    children[0]()
-    children[1](seconds)
+    with _tally_lock:
+        children[0]()
+        children[1](seconds)
 
 
 # ----------------------------------------------------------------------------- exposition
