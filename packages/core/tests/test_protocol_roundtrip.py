@@ -587,3 +587,27 @@ def test_encoded_binary_header_is_padded_for_alignment() -> None:
         assert orjson.loads(body[:length])["inputs"][0]["name"] == name
         back = decode_request(body, model_name="m", header_length=length).inputs[0]
         assert np.shares_memory(back.data, np.frombuffer(body, dtype=np.uint8))
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.array([1]),
+        np.arange(6, dtype=np.float32).reshape(2, 3),
+        np.array([[True, False]]),
+        np.zeros((0, 4), dtype=np.uint16),
+        np.array([1, 2], dtype=">i4"),  # big-endian: not the array as it is
+        np.array(["a", "b"]),
+        np.array([1.5], dtype=np.float16)[0:1],
+    ],
+)
+def test_from_numpy_of_an_array_matches_the_explicit_datatype(array: np.ndarray) -> None:
+    """A plain numeric array taken as it is gives what naming its datatype gives, each tensor
+    with parameters of its own."""
+    tensor = InferTensor.from_numpy("t", array)
+    named = InferTensor.from_numpy("t", array, datatype=tensor.datatype)
+    assert tensor == named
+    assert tensor.shape == array.shape and all(type(d) is int for d in tensor.shape)
+    assert tensor.datatype is Datatype.from_numpy(array.dtype)
+    tensor.parameters["x"] = 1
+    assert InferTensor.from_numpy("t", array).parameters == {}

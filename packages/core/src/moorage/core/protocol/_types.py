@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from moorage.core.errors import InvalidInput, InvalidTensor
-from moorage.core.protocol._datatypes import Datatype
+from moorage.core.protocol._datatypes import _FROM_NUMPY, Datatype
 
 __all__ = [
     "InferRequest",
@@ -96,6 +96,11 @@ class InferTensor:
         ``datatype`` defaults to the array's; ``binary=True`` asks the REST codec to send this
         tensor in the binary extension (sets ``parameters["binary_data"]``).
         """
+        if type(array) is np.ndarray and datatype is None and binary is None and not parameters:
+            # the common case (a model's numeric output): the array as it is
+            found = _FROM_NUMPY.get(array.dtype)
+            if found is not None:
+                return cls(name, found, array.shape, array, {})
         dt = Datatype.parse(datatype) if datatype is not None else None
         if dt is Datatype.BYTES or (dt is None and _is_text(array)):
             arr = np.asarray(array, dtype=object)
