@@ -374,6 +374,54 @@ def test_grpc_access_line_written_directly_reads_as_logging_writes_it(
         root.setLevel(saved[1])
 
 
+def test_access_lines_on_a_loop_follow_a_logging_change_by_the_next_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On the event loop the access log looks its handler up once per loop pass: a handler
+    added to logging takes the lines of the passes after it."""
+    import asyncio
+    import io
+    import sys
+
+    from moorage.core.http2.grpcwire import StatusCode
+    from moorage.server import logs
+    from moorage.server.access_log import GrpcAccessInterceptor
+
+    class Context:
+        def peer(self) -> str:
+            return "ipv4:127.0.0.1:5000"
+
+    class Collecting(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    interceptor = GrpcAccessInterceptor(access_log=True, record_metrics=False)
+    collecting = Collecting()
+
+    async def passes() -> None:
+        interceptor._observe("ModelInfer", StatusCode.OK, 0.001, "r1", Context())
+        await asyncio.sleep(0)
+        root.addHandler(collecting)
+        await asyncio.sleep(0)
+        interceptor._observe("ModelInfer", StatusCode.OK, 0.002, "r2", Context())
+
+    try:
+        handler = logs.install_handler(level="INFO")
+        asyncio.run(passes())
+        handler.flush()
+        assert collecting.messages == ["ipv4:127.0.0.1:5000 gRPC ModelInfer OK 2.000ms"]
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+
+
 def test_text_lines_on_a_loop_are_written_together_and_in_order() -> None:
     """Access lines written on the event loop wait for the loop's pass to end and then go out
     in one write; any other record, or a flush, writes them first (the order holds)."""

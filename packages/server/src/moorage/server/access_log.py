@@ -20,6 +20,7 @@ header, ``{name}o`` response header.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -375,11 +376,29 @@ class AccessLogMiddleware:
         )
 
 
+_UNKNOWN = object()
+#: What :func:`plain_text_handler` found for the access logger in this event-loop pass.
+_plain_handler: Any = _UNKNOWN
+
+
+def _forget_plain_handler() -> None:
+    global _plain_handler
+    _plain_handler = _UNKNOWN
+
+
 def _write_plain(line: str) -> bool:
     """In the default configuration (text lines on stderr) write the access line as logging
     would, without a LogRecord (what the access log costs is most of that); ``False`` when
-    logging is configured otherwise."""
-    direct = plain_text_handler(access_logger, logging.INFO)
+    logging is configured otherwise. The handler is looked up once per event-loop pass (the
+    lines of the requests a pass finishes share it), each time off a loop."""
+    global _plain_handler
+    direct = _plain_handler
+    if direct is _UNKNOWN:
+        direct = plain_text_handler(access_logger, logging.INFO)
+        loop = asyncio._get_running_loop()
+        if loop is not None:
+            _plain_handler = direct
+            loop.call_soon(_forget_plain_handler)
     if direct is None:
         return False
     direct.write_line(access_logger.name, "INFO", line)
