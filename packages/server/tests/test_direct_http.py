@@ -162,3 +162,30 @@ def test_a_client_gone_before_its_answer_leaves_the_server_serving(server: Serve
             sock.sendall(request(INFER, BODY))
     ((status, _, _),) = exchange(server, request(INFER, BODY))
     assert status == 200
+
+
+def test_an_idle_keep_alive_connection_is_closed_at_its_timeout(
+    iris_dir: Path, tmp_path: Path
+) -> None:
+    """``--http_keep_alive_timeout_seconds``: a connection idle after its answer is closed by
+    the server (checked twice a second), one that keeps sending requests stays open."""
+    import time
+
+    running = start(
+        ["--model_name", "sklearn-iris", "--model_dir", str(iris_dir),
+         "--http_keep_alive_timeout_seconds", "2"],
+        tmp_path / "keepalive.log",
+    )  # fmt: skip
+    try:
+        with socket.create_connection(("127.0.0.1", running.http), timeout=10) as sock:
+            reader = Reader(sock)
+            for _ in range(4):  # within the timeout each time: the connection stays
+                sock.sendall(request(INFER, BODY))
+                assert reader.response()[0] == 200
+                time.sleep(0.5)
+            answered = time.monotonic()
+            assert reader.closed()  # the server closes it, without a response
+            waited = time.monotonic() - answered
+            assert 1.0 <= waited <= 5.0, waited
+    finally:
+        assert stop(running) == 0, running.output()

@@ -86,6 +86,55 @@ async def test_a_response_the_client_does_not_read_ends_after_the_body_timeout()
     await asyncio.sleep(0)  # let the application task see the disconnect
 
 
+async def _answered(protocol: TimedHttpProtocol, transport: _Transport) -> None:
+    protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert transport.written.endswith(b"0\r\n\r\n")  # the whole (chunked) response
+
+
+async def test_an_idle_keep_alive_connection_closes_after_the_keep_alive_timeout() -> None:
+    """Between requests the keep-alive timeout is a deadline like the others (no timer per
+    response): past it the connection closes, with no response written."""
+    protocol, transport = _protocol()
+    protocol.timeout_keep_alive = 0.05
+    await _answered(protocol, transport)
+    written = transport.written
+    assert protocol.deadline > 0  # waiting for the next request
+    sweep([protocol], time.monotonic())
+    assert not transport.closed
+    sweep([protocol], time.monotonic() + 0.1)
+    assert transport.closed and transport.written == written
+
+    protocol, transport = _protocol(header_timeout_s=10.0)
+    protocol.timeout_keep_alive = 0.05
+    await _answered(protocol, transport)
+    protocol.data_received(b"GET / HT")  # the next request began: its header deadline applies
+    sweep([protocol], time.monotonic() + 0.1)
+    assert not transport.closed
+    sweep([protocol], time.monotonic() + 11)
+    assert transport.closed and b"408 Request Timeout" in transport.written
+
+
+async def test_a_stalled_last_response_still_ends_at_the_keep_alive_timeout() -> None:
+    """The response's last write fills the transport (it pauses writing): the connection is
+    closed at the keep-alive timeout whether or not the client reads it later."""
+    protocol, transport = _protocol()
+    protocol.timeout_keep_alive = 0.05
+    write = transport.write
+
+    def filling(data: Any) -> None:
+        write(data)
+        if data.endswith(b"0\r\n\r\n"):
+            protocol.pause_writing()
+
+    transport.write = filling  # type: ignore[method-assign]
+    await _answered(protocol, transport)
+    protocol.resume_writing()  # the client reads it after all
+    sweep([protocol], time.monotonic() + 0.1)
+    assert transport.closed
+
+
 def _cycle(keep_alive: bool) -> tuple[Any, _Transport, list[int]]:
     import logging
 

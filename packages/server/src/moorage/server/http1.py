@@ -10,7 +10,9 @@ the connection for ever. :class:`TimedHttpProtocol` gives each connection a dead
   pace at which it arrives;
 - none while the application answers, unless the client stops reading its response: a
   response stalled (the transport paused writing) for ``body_timeout_s`` ends the connection;
-- between requests uvicorn's keep-alive timer applies.
+- between requests, uvicorn's keep-alive timeout (``--http_keep_alive_timeout_seconds``): the
+  idle connection is closed, without a response. uvicorn arms a timer for it after every
+  response and cancels it at the next request; here it is one more deadline.
 
 The request line and headers are also bounded in bytes (``max_header_bytes``; uvicorn's
 httptools parser has no limit and buffers a header without end): past it the client gets
@@ -18,8 +20,8 @@ httptools parser has no limit and buffers a header without end): past it the cli
 read while headers are awaited, an addition per read.
 
 Deadlines are plain numbers set at those points (no timer per request); :func:`sweep`, called
-a few times a second by the server, answers the connections past theirs with ``408 Request
-Timeout`` (when no response was started) and closes them.
+twice a second by the server, answers the connections past theirs with ``408 Request
+Timeout`` (when no response was started, and not between requests) and closes them.
 
 :class:`DirectApp` is the application the protocol runs per request: the inference requests
 the hot path accepts (:meth:`~moorage.server.rest.hotpath.HotPath.direct`) are answered
@@ -177,6 +179,10 @@ class TimedHttpProtocol(HttpToolsProtocol):
         self._header_bytes = -1
         #: ``deadline`` is that of a response the client stopped reading.
         self._write_stalled = False
+        #: A request is being read (from its first byte to its last).
+        self._reading = False
+        #: ``deadline`` is the keep-alive timeout: the connection waits for its next request.
+        self._idle = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -195,6 +201,8 @@ class TimedHttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._reading = True
+        self._idle = False
         self.deadline = time.monotonic() + self._header_s
         if self._header_bytes < 0:
             self._header_bytes = 0
@@ -206,7 +214,22 @@ class TimedHttpProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
+        self._reading = False
         self.deadline = 0.0
+
+    def on_response_complete(self) -> None:
+        # uvicorn's, with the keep-alive wait a deadline instead of a timer per response.
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:  # pipelined requests: the next one starts
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        elif not self._reading:  # (a request already arriving keeps its own deadline)
+            self.deadline = time.monotonic() + self.timeout_keep_alive
+            self._idle = True
+            self._write_stalled = False  # an unread response: the keep-alive timeout ends it
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -221,7 +244,15 @@ class TimedHttpProtocol(HttpToolsProtocol):
             self.deadline = 0.0
 
     def read_timed_out(self) -> None:
-        """The request did not arrive in time: 408 (unless a response started), then close."""
+        """The request did not arrive in time: 408 (unless a response started), then close;
+        no next request within the keep-alive timeout: close."""
+        if self._idle:
+            self.deadline = 0.0
+            self._idle = False
+            if not self.transport.is_closing():
+                logger.debug("REST client %s: keep-alive timeout: closing", self.client)
+                self.transport.close()
+            return
         self._refuse(_TIMEOUT_RESPONSE, "request not received in time")
 
     def _refuse(self, response: bytes, why: str) -> None:
@@ -233,8 +264,8 @@ class TimedHttpProtocol(HttpToolsProtocol):
             return
         cycle = self.cycle
         logger.debug("REST client %s: %s: closing", self.client, why)
-        if cycle is None or not cycle.response_started:
-            transport.write(response)
+        if cycle is None or cycle.response_complete or not cycle.response_started:
+            transport.write(response)  # (a complete response is the previous request's)
         if cycle is not None and not cycle.response_complete:
             # The application sees the client gone: receive() says http.disconnect, what it
             # sends is dropped.
