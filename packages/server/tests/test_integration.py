@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +48,16 @@ class Server:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def output_when(self, ready: Callable[[str], bool], timeout: float = 5.0) -> str:
+        """The output once ``ready(output)`` (access lines of a busy server are written up to
+        50 ms after their request), or as it is after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.output()
+            if ready(text) or time.monotonic() > deadline:
+                return text
+            time.sleep(0.02)
 
 
 def start(
@@ -292,11 +302,14 @@ def test_workers_share_the_port(iris_dir: Path, tmp_path: Path) -> None:
             grpc_client = triton.InferenceServerClient(f"127.0.0.1:{server.grpc}")
             assert grpc_client.is_model_ready("iris")
             grpc_client.close()
-        lines = server.output().splitlines()
-        pids = {line.split()[1] for line in lines if "ready:" in line}
-        assert len(pids) == 2, server.output()
-        served = {line.split()[1] for line in lines if "gRPC ModelReady OK" in line}
-        assert served == pids, server.output()
+
+        def served(text: str) -> set[str]:
+            return {line.split()[1] for line in text.splitlines() if "gRPC ModelReady OK" in line}
+
+        output = server.output_when(lambda text: len(served(text)) >= 2)
+        pids = {line.split()[1] for line in output.splitlines() if "ready:" in line}
+        assert len(pids) == 2, output
+        assert served(output) == pids, output
     finally:
         assert stop(server) == 0, server.output()
     assert os.waitstatus_to_exitcode(0) == 0

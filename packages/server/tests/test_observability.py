@@ -423,12 +423,13 @@ def test_access_lines_on_a_loop_follow_a_logging_change_by_the_next_pass(
 
 
 def test_text_lines_on_a_loop_are_written_together_and_in_order() -> None:
-    """Access lines written on the event loop wait for the loop's pass to end and then go out
-    in one write; any other record, or a flush, writes them first (the order holds)."""
+    """Access lines written on the event loop wait for the loop's pass to end, and for the
+    write interval since the last write, then go out in one write; any other record, or a
+    flush, writes them first (the order holds)."""
     import asyncio
     import io
 
-    from moorage.server.logs import TextHandler
+    from moorage.server.logs import WRITE_INTERVAL_S, TextHandler
 
     class Counting(io.StringIO):
         writes = 0
@@ -450,12 +451,22 @@ def test_text_lines_on_a_loop_are_written_together_and_in_order() -> None:
     try:
 
         async def on_loop() -> None:
+            await asyncio.sleep(WRITE_INTERVAL_S)  # long enough after the last write
             before = stream.writes
             for n in range(5):
                 handler.write_line("moorage.server.access", "INFO", f"batch {n}")
             assert stream.writes == before  # nothing yet
             await asyncio.sleep(0)
-            assert stream.writes == before + 1  # all five in one write
+            assert stream.writes == before + 1  # all five in one write, at the pass's end
+            started = time.monotonic()
+            handler.write_line("moorage.server.access", "INFO", "soon after")
+            await asyncio.sleep(0)
+            assert stream.writes == before + 1  # within the interval: it waits
+            for _ in range(200):
+                if stream.writes > before + 1:
+                    break
+                await asyncio.sleep(0.005)
+            assert time.monotonic() - started >= WRITE_INTERVAL_S * 0.9
             handler.write_line("moorage.server.access", "INFO", "before the record")
             logger.warning("a record")  # writes the waiting line first
             handler.write_line("moorage.server.access", "INFO", "before the flush")
@@ -466,7 +477,7 @@ def test_text_lines_on_a_loop_are_written_together_and_in_order() -> None:
         logger.removeHandler(handler)
     messages = [line.split(": ", 1)[1] for line in stream.getvalue().splitlines()]
     assert messages == [
-        "one", "two", "three", *(f"batch {n}" for n in range(5)),
+        "one", "two", "three", *(f"batch {n}" for n in range(5)), "soon after",
         "before the record", "a record", "before the flush",
     ]  # fmt: skip
 

@@ -169,6 +169,7 @@ class Supervisor:
             logger.exception("worker %d failed", index)
             code = 1
         finally:
+            logging.shutdown()  # the log lines handlers still hold
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
