@@ -377,7 +377,7 @@ class _ModelSeries:
 class MetricsHook:
     """An :class:`~moorage.server.dataplane.InferenceHook` recording the inference metrics."""
 
-    #: prometheus-client's collectors take their own locks (see ``DataPlane.infer_blocking``).
+    #: The tallies are kept under one lock (see ``DataPlane.infer_blocking``: worker threads).
     thread_safe = True
 
     def __init__(self) -> None:
