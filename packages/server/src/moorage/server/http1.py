@@ -218,15 +218,14 @@ class TimedHttpProtocol(HttpToolsProtocol):
         self.deadline = 0.0
 
     def on_response_complete(self) -> None:
-        # uvicorn's, with the keep-alive wait a deadline instead of a timer per response.
-        self.server_state.total_requests += 1
-        if self.transport.is_closing():
+        if self.pipeline or self.transport.is_closing():
+            # uvicorn's: counts the request, starts the next pipelined one (no timer then)
+            super().on_response_complete()
             return
+        # What uvicorn's does otherwise, with the keep-alive wait a deadline, not a timer.
+        self.server_state.total_requests += 1
         self.flow.resume_reading()
-        if self.pipeline:  # pipelined requests: the next one starts
-            cycle, app = self.pipeline.pop()
-            self._start_asgi_task(cycle, app)
-        elif not self._reading:  # (a request already arriving keeps its own deadline)
+        if not self._reading:  # (a request already arriving keeps its own deadline)
             self.deadline = time.monotonic() + self.timeout_keep_alive
             self._idle = True
             self._write_stalled = False  # an unread response: the keep-alive timeout ends it
