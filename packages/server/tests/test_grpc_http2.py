@@ -799,6 +799,111 @@ async def test_rapid_reset_calls_never_run(strict: NativeGrpcServer) -> None:
     assert strict.active == 0 and not strict.tasks
 
 
+# ----------------------------------------------------------------------------- one loop pass
+class _Recorder(asyncio.Transport):
+    """A transport keeping what a connection writes, write by write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+
+    def write(self, data: Any) -> None:
+        self.writes.append(bytes(data))
+
+    def writelines(self, pieces: Any) -> None:
+        self.writes.append(b"".join(bytes(p) for p in pieces))
+
+    def is_closing(self) -> bool:
+        return False
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 1) if name == "peername" else default
+
+    def abort(self) -> None:
+        pass
+
+
+class _Counted(Model):
+    """Counts its predictions (async: they run without a task)."""
+
+    def __init__(self) -> None:
+        super().__init__("counted")
+        self.ready = True
+        self.calls = 0
+
+    async def predict(self, payload: Any, headers: Any = None) -> Any:
+        self.calls += 1
+        return InferResponse(self.name, list(payload.inputs))
+
+
+def _opened(server: NativeGrpcServer) -> tuple[GrpcConnection, _Recorder]:
+    connection, transport = GrpcConnection(server), _Recorder()
+    connection.connection_made(transport)
+    connection.data_received(PREFACE + raw_frame(4, 0, 0))
+    transport.writes.clear()
+    return connection, transport
+
+
+async def test_calls_of_one_loop_pass_start_together_and_are_answered_in_one_write(
+    native: NativeGrpcServer,
+) -> None:
+    model = _Counted()
+    native.servicer.dataplane.repository.update(model)
+    message = framed(
+        request_to_bytes(InferRequest("counted", [InferTensor.from_numpy("x", np.ones(1))]))
+    )
+    call = raw_frame(1, 4, 1, block(path=INFER.encode())) + raw_frame(0, 1, 1, message)
+    opened = [_opened(native) for _ in range(3)]
+    for connection, _ in opened:
+        connection.data_received(call)
+    assert model.calls == 0 and native.queued == 3  # they start once the reads are over
+    assert all(transport.writes == [] for _, transport in opened)
+    await asyncio.sleep(0)
+    assert model.calls == 3 and native.queued == 0 and native.active == 0
+    for _, transport in opened:
+        assert len(transport.writes) == 1  # HEADERS, DATA and trailers in one write
+        frames = _frames(transport.writes[0])
+        assert [kind for kind, _, _ in frames] == [1, 0, 1] and frames[-1][1] & 1
+
+
+async def test_a_call_reset_before_its_pass_ends_never_runs(native: NativeGrpcServer) -> None:
+    model = _Counted()
+    native.servicer.dataplane.repository.update(model)
+    message = framed(
+        request_to_bytes(InferRequest("counted", [InferTensor.from_numpy("x", np.ones(1))]))
+    )
+    connection, transport = _opened(native)
+    connection.data_received(raw_frame(1, 4, 1, block(path=INFER.encode())))
+    connection.data_received(raw_frame(0, 1, 1, message))
+    connection.data_received(raw_frame(3, 0, 1, b"\x00\x00\x00\x08"))  # RST_STREAM CANCEL
+    await asyncio.sleep(0)
+    assert model.calls == 0 and native.active == 0 and not native.tasks
+    assert transport.writes == []
+
+
+async def test_calls_waiting_to_start_count_against_max_concurrent_rpcs() -> None:
+    server = create_grpc_server(
+        DataPlane(make_repository()), implementation="native", max_concurrent_rpcs=1
+    )
+    assert isinstance(server, NativeGrpcServer)
+    await server.start()
+    try:
+        first, second = _opened(server), _opened(server)
+        first[0].data_received(call_frames(1))
+        second[0].data_received(call_frames(1))  # the first has not started yet
+        refused = _frames(b"".join(second[1].writes))
+        assert refused[0][0] == 1  # trailers-only HEADERS (then RST_STREAM: no body read)
+        status = hpack.Decoder().decode(refused[0][2])
+        assert ("grpc-status", str(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0])) in status
+        await asyncio.sleep(0)
+        assert [kind for kind, _, _ in _frames(b"".join(first[1].writes))] == [1, 0, 1]
+    finally:
+        await server.stop(0)
+
+
 @pytest.mark.parametrize(
     ("opening", "code"),
     [

@@ -10,7 +10,7 @@ import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
-from moorage.server.http1 import RestLimits, TimedHttpProtocol, sweep
+from moorage.server.http1 import DirectApp, HeldWrites, RestLimits, TimedHttpProtocol, sweep
 
 
 class _Transport(asyncio.Transport):
@@ -177,7 +177,9 @@ async def test_the_direct_write_is_what_uvicorns_send_writes(
     await theirs.send({"type": "http.response.start", "status": 200, "headers": headers})
     await theirs.send({"type": "http.response.body", "body": b"ok"})
     ours, our_transport, our_calls = _cycle(keep_alive)
-    await _respond(ours, 200, headers, b"ok")
+    held = HeldWrites()
+    await _respond(ours, 200, headers, b"ok", held)
+    held.send()
     assert our_transport.written == their_transport.written
     assert our_transport.closed == their_transport.closed
     assert our_calls == their_calls == [1]
@@ -188,6 +190,56 @@ async def test_the_direct_write_refuses_a_bad_header_before_writing() -> None:
     from moorage.server.http1 import _respond
 
     cycle, transport, answered = _cycle(True)
+    held = HeldWrites()
     with pytest.raises(RuntimeError, match="invalid HTTP response header"):
-        await _respond(cycle, 200, [(b"x-model", b"line\r\nbreak")], b"ok")
+        await _respond(cycle, 200, [(b"x-model", b"line\r\nbreak")], b"ok", held)
+    held.send()
     assert transport.written == b"" and not cycle.response_started and answered == []
+
+
+async def test_direct_responses_of_one_loop_pass_are_written_after_it() -> None:
+    from moorage.server.http1 import _respond
+
+    held = HeldWrites()
+    cycles = [_cycle(True) for _ in range(2)]
+    for cycle, _, _ in cycles:
+        await _respond(cycle, 200, [], b"ok", held)
+    assert all(transport.written == b"" for _, transport, _ in cycles)
+    assert all(answered == [1] for _, _, answered in cycles)  # the cycles are complete
+    await asyncio.sleep(0)  # the pass is over
+    assert all(transport.written.endswith(b"\r\n\r\nok") for _, transport, _ in cycles)
+    # A response that closes its connection is written at once, after what it holds.
+    cycle, transport, _ = _cycle(False)
+    held.write(transport, b"earlier ")
+    await _respond(cycle, 200, [], b"ok", held)
+    assert transport.written.startswith(b"earlier HTTP/1.1 200 ") and transport.closed
+    await asyncio.sleep(0)
+    assert transport.written.count(b"earlier") == 1
+
+
+@pytest.mark.parametrize(
+    "cause", ["parse error", "headers too large", "read timeout"], ids=lambda c: c.replace(" ", "-")
+)
+async def test_a_connection_sends_what_it_holds_before_anything_else(cause: str) -> None:
+    app = DirectApp(_app, source=None)
+    config = uvicorn.Config(_app, http="httptools", lifespan="off", log_config=None)
+    config.load()
+    protocol = TimedHttpProtocol(
+        config=config, server_state=ServerState(), app_state={},
+        limits=RestLimits(header_timeout_s=0.05, max_header_bytes=1024), app=app,
+    )  # fmt: skip
+    transport = _Transport()
+    protocol.connection_made(transport)
+    app.held.write(transport, b"HELD ")
+    if cause == "parse error":
+        protocol.data_received(b"NOT HTTP AT ALL\r\n\r\n")
+        expected = b"HELD HTTP/1.1 400 "
+    elif cause == "headers too large":
+        protocol.data_received(b"GET / HTTP/1.1\r\nX-A: " + b"a" * 2000)
+        expected = b"HELD HTTP/1.1 431 "
+    else:
+        sweep([protocol], time.monotonic() + 1)
+        expected = b"HELD HTTP/1.1 408 "
+    assert transport.written.startswith(expected) and transport.closed
+    await asyncio.sleep(0)  # the pass ends: nothing is written twice
+    assert transport.written.count(b"HELD") == 1

@@ -15,9 +15,10 @@ is here is what only a server does, through the Endpoint's hooks and for the eve
   both ways. A stream we reset or answered before its request ended may still receive what
   its window allowed (ignored, counted); anything more is FLOW_CONTROL_ERROR, and frames on
   other closed streams are STREAM_CLOSED (section 5.1).
-- Responses: HEADERS, DATA and trailers, written once per read with what the read caused;
-  header blocks are literals that never touch the client's table (a table size update to 0
-  opens the first one).
+- Responses: HEADERS, DATA and trailers, written once per read with what the read caused (or,
+  between :meth:`~H2Connection.hold_writes` and :meth:`~H2Connection.send_held`, once for
+  what a subclass did in between); header blocks are literals that never touch the client's
+  table (a table size update to 0 opens the first one).
 - Budgets outside the frame layer: output queued for a peer that does not read (past
   ``max_queued_output_bytes`` we stop reading it until it does); request bytes held per
   connection (``max_buffered_request_bytes``: the stream going past it is refused); the
@@ -151,9 +152,9 @@ class H2Connection(Endpoint, asyncio.Protocol):
         self._blocked: dict[int, Stream] = {}
         self._paused = False
         self._first_block = True
-        #: A read is being handled: writes go to ``self.out`` (Endpoint's), sent together at
-        #: its end.
-        self._reading = False
+        #: Writes go to ``self.out`` (Endpoint's), to be sent together: while a read is being
+        #: handled, and between hold_writes and send_held.
+        self._holding = False
         self.draining = False
         self._linger: asyncio.TimerHandle | None = None
 
@@ -169,7 +170,7 @@ class H2Connection(Endpoint, asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
-        self._reading = True
+        self._holding = True
         try:
             self.receive(data)
             if not self.closed:
@@ -180,13 +181,21 @@ class H2Connection(Endpoint, asyncio.Protocol):
             logger.exception("HTTP/2 connection failed")
             self._fail(ErrorCode.INTERNAL_ERROR, "internal error")
         finally:
-            self._reading = False
-            out = self.out
-            if out:
-                self.out = []
-                if not self.closed:
-                    assert self.transport is not None
-                    self.transport.writelines(out)
+            self.send_held()
+
+    def hold_writes(self) -> None:
+        """Keep what is written from now on, to send it in one go at :meth:`send_held`."""
+        self._holding = True
+
+    def send_held(self) -> None:
+        """Send what was written since :meth:`hold_writes` (or since the read began)."""
+        self._holding = False
+        out = self.out
+        if out:
+            self.out = []
+            if not self.closed:
+                assert self.transport is not None
+                self.transport.writelines(out)
 
     def eof_received(self) -> bool:
         return False  # the transport closes itself
@@ -476,7 +485,7 @@ class H2Connection(Endpoint, asyncio.Protocol):
 
     # ------------------------------------------------------------------ writing
     def _write(self, data: bytes) -> None:
-        if self._reading:
+        if self._holding:
             self.out.append(data)
         elif not self.closed:
             assert self.transport is not None
@@ -511,7 +520,7 @@ class H2Connection(Endpoint, asyncio.Protocol):
                     pieces.append(piece[:need])
                     out[0] = piece[need:]
                     need = 0
-            if self._reading:
+            if self._holding:
                 self.out.extend(pieces)
             else:
                 assert self.transport is not None
