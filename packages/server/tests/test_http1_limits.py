@@ -197,18 +197,27 @@ async def test_the_direct_write_refuses_a_bad_header_before_writing() -> None:
     assert transport.written == b"" and not cycle.response_started and answered == []
 
 
-async def test_direct_responses_of_one_loop_pass_are_written_after_it() -> None:
+async def test_direct_responses_wait_while_others_are_unanswered() -> None:
     from moorage.server.http1 import _respond
 
     held = HeldWrites()
-    cycles = [_cycle(True) for _ in range(2)]
-    for cycle, _, _ in cycles:
+    cycles = [_cycle(True) for _ in range(3)]
+    held.unanswered = 3
+    for cycle, _, _ in cycles[:2]:
         await _respond(cycle, 200, [], b"ok", held)
+        held.unanswered -= 1  # (the protocol's on_response_complete)
     assert all(transport.written == b"" for _, transport, _ in cycles)
-    assert all(answered == [1] for _, _, answered in cycles)  # the cycles are complete
-    await asyncio.sleep(0)  # the pass is over
+    assert all(answered == [1] for _, _, answered in cycles[:2])  # the cycles are complete
+    await _respond(cycles[2][0], 200, [], b"ok", held)  # the last: everything goes out
     assert all(transport.written.endswith(b"\r\n\r\nok") for _, transport, _ in cycles)
-    # A response that closes its connection is written at once, after what it holds.
+    # Held while another waits, which does not answer in this pass: written once it is over.
+    cycle, transport, _ = _cycle(True)
+    held.unanswered = 2
+    await _respond(cycle, 200, [], b"ok", held)
+    assert transport.written == b""
+    await asyncio.sleep(0)
+    assert transport.written.endswith(b"\r\n\r\nok")
+    # A response that closes its connection is written at once, after what is held.
     cycle, transport, _ = _cycle(False)
     held.write(transport, b"earlier ")
     await _respond(cycle, 200, [], b"ok", held)
@@ -217,20 +226,41 @@ async def test_direct_responses_of_one_loop_pass_are_written_after_it() -> None:
     assert transport.written.count(b"earlier") == 1
 
 
-@pytest.mark.parametrize(
-    "cause", ["parse error", "headers too large", "read timeout"], ids=lambda c: c.replace(" ", "-")
-)
-async def test_a_connection_sends_what_it_holds_before_anything_else(cause: str) -> None:
+def _direct_protocol(**limits: Any) -> tuple[TimedHttpProtocol, _Transport, HeldWrites]:
     app = DirectApp(_app, source=None)
     config = uvicorn.Config(_app, http="httptools", lifespan="off", log_config=None)
     config.load()
     protocol = TimedHttpProtocol(
-        config=config, server_state=ServerState(), app_state={},
-        limits=RestLimits(header_timeout_s=0.05, max_header_bytes=1024), app=app,
+        config=config, server_state=ServerState(), app_state={}, limits=RestLimits(**limits),
+        app=app,
     )  # fmt: skip
     transport = _Transport()
     protocol.connection_made(transport)
-    app.held.write(transport, b"HELD ")
+    return protocol, transport, app.held
+
+
+async def test_requests_awaiting_their_answer_are_counted() -> None:
+    protocol, transport, held = _direct_protocol()
+    other, other_transport, _ = _direct_protocol()
+    other._held = held  # two connections of one loop
+    await _answered(protocol, transport)
+    assert held.unanswered == 0
+    protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    other.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert held.unanswered == 2
+    protocol.connection_lost(None)  # before its answer
+    assert held.unanswered == 1
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert held.unanswered == 0 and other_transport.written.endswith(b"0\r\n\r\n")
+
+
+@pytest.mark.parametrize(
+    "cause", ["parse error", "headers too large", "read timeout"], ids=lambda c: c.replace(" ", "-")
+)
+async def test_a_connection_sends_what_it_holds_before_anything_else(cause: str) -> None:
+    protocol, transport, held = _direct_protocol(header_timeout_s=0.05, max_header_bytes=1024)
+    held.write(transport, b"HELD ")
     if cause == "parse error":
         protocol.data_received(b"NOT HTTP AT ALL\r\n\r\n")
         expected = b"HELD HTTP/1.1 400 "
