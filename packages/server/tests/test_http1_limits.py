@@ -178,7 +178,7 @@ async def test_the_direct_write_is_what_uvicorns_send_writes(
     await theirs.send({"type": "http.response.body", "body": b"ok"})
     ours, our_transport, our_calls = _cycle(keep_alive)
     held = HeldWrites()
-    await _respond(ours, 200, headers, b"ok", held)
+    await _respond(ours, 200, headers, b"ok", held, hold=True)
     held.send()
     assert our_transport.written == their_transport.written
     assert our_transport.closed == their_transport.closed
@@ -192,7 +192,7 @@ async def test_the_direct_write_refuses_a_bad_header_before_writing() -> None:
     cycle, transport, answered = _cycle(True)
     held = HeldWrites()
     with pytest.raises(RuntimeError, match="invalid HTTP response header"):
-        await _respond(cycle, 200, [(b"x-model", b"line\r\nbreak")], b"ok", held)
+        await _respond(cycle, 200, [(b"x-model", b"line\r\nbreak")], b"ok", held, hold=True)
     held.send()
     assert transport.written == b"" and not cycle.response_started and answered == []
 
@@ -204,23 +204,28 @@ async def test_direct_responses_wait_while_others_are_unanswered() -> None:
     cycles = [_cycle(True) for _ in range(3)]
     held.unanswered = 3
     for cycle, _, _ in cycles[:2]:
-        await _respond(cycle, 200, [], b"ok", held)
+        await _respond(cycle, 200, [], b"ok", held, hold=True)
         held.unanswered -= 1  # (the protocol's on_response_complete)
     assert all(transport.written == b"" for _, transport, _ in cycles)
     assert all(answered == [1] for _, _, answered in cycles[:2])  # the cycles are complete
-    await _respond(cycles[2][0], 200, [], b"ok", held)  # the last: everything goes out
+    await _respond(cycles[2][0], 200, [], b"ok", held, hold=True)  # the last: everything goes out
     assert all(transport.written.endswith(b"\r\n\r\nok") for _, transport, _ in cycles)
     # Held while another waits, which does not answer in this pass: written once it is over.
     cycle, transport, _ = _cycle(True)
     held.unanswered = 2
-    await _respond(cycle, 200, [], b"ok", held)
+    await _respond(cycle, 200, [], b"ok", held, hold=True)
     assert transport.written == b""
     await asyncio.sleep(0)
+    assert transport.written.endswith(b"\r\n\r\nok")
+    # An answer that waited (a thread, the batcher) is written at once.
+    cycle, transport, _ = _cycle(True)
+    held.unanswered = 2
+    await _respond(cycle, 200, [], b"ok", held, hold=False)
     assert transport.written.endswith(b"\r\n\r\nok")
     # A response that closes its connection is written at once, after what is held.
     cycle, transport, _ = _cycle(False)
     held.write(transport, b"earlier ")
-    await _respond(cycle, 200, [], b"ok", held)
+    await _respond(cycle, 200, [], b"ok", held, hold=True)
     assert transport.written.startswith(b"earlier HTTP/1.1 200 ") and transport.closed
     await asyncio.sleep(0)
     assert transport.written.count(b"earlier") == 1

@@ -29,13 +29,15 @@ without ASGI's messages, the head and body written at once, after the same check
 ``send`` makes (header syntax, ``Connection: close``, a paused transport, a client gone);
 every other request goes to the application through ASGI.
 
-While more requests wait for their answer, the hot path's responses are held and written
-together (:class:`HeldWrites`): by the last answer of the loop's pass, or at the latest once
-the pass is over. The pass's requests are answered back to back, then each connection gets
-its write, so the CPU's caches hold one kind of work at a time (about 10% less CPU a request
-at 8 connections); a lone request's answer is written at once. Anything else written on such a
-connection (a response through ASGI, a ``408`` or ``431``, a ``400`` from the parser) comes
-after: the connection sends what it holds first.
+While more requests wait for their answer, the hot path's responses made without waiting
+(the model ran inline) are held and written together (:class:`HeldWrites`): by the last answer
+of the loop's pass, or at the latest once the pass is over. The pass's requests are answered
+back to back, then each connection gets its write, so the CPU's caches hold one kind of work
+at a time (about 10% less CPU a request at 8 connections). A lone request's answer is written
+at once, and so is one that waited (a model on a thread, the batcher: holding it would wait
+for the event loop's next pass, which a busy thread can delay by its GIL switch interval).
+Anything else written on such a connection (a response through ASGI, a ``408`` or ``431``, a
+``400`` from the parser) comes after: the connection sends what it holds first.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ from uvicorn.protocols.http.httptools_impl import (
     HttpToolsProtocol,
     RequestResponseCycle,
 )
+
+from moorage.server._stepping import resume
 
 __all__ = ["DirectApp", "HeldWrites", "RestLimits", "TimedHttpProtocol", "sweep"]
 
@@ -155,8 +159,15 @@ class DirectApp:
             body += message.get("body", b"")
             if not message.get("more_body", False):
                 break
-        status, headers, payload = await answer(body)
-        await _respond(cycle, status, headers, payload, self.held)
+        coro = answer(body)
+        try:  # its first step by hand: did it answer without waiting?
+            blocked = coro.send(None)
+        except StopIteration as done:
+            status, headers, payload = done.value
+            await _respond(cycle, status, headers, payload, self.held, hold=True)
+            return
+        status, headers, payload = await resume(coro, blocked)
+        await _respond(cycle, status, headers, payload, self.held, hold=False)
 
     def _find(self) -> Callable[[Scope], Any] | None:
         """The hot path's ``direct``, once the app has built its middleware stack."""
@@ -177,10 +188,12 @@ async def _respond(
     headers: list[tuple[bytes, bytes]],
     body: bytes | memoryview,
     held: HeldWrites,
+    *,
+    hold: bool,
 ) -> None:
     """What uvicorn's ``send`` does for a start and a last body message, in one write: held
-    while other requests wait for their answer (unless the connection closes after it),
-    otherwise sent at once with what is held."""
+    (with ``hold``) while other requests wait for their answer, unless the connection closes
+    after it; otherwise sent at once with what is held."""
     if cycle.flow.write_paused and not cycle.disconnected:
         await cycle.flow.drain()
     if cycle.disconnected:
@@ -205,7 +218,7 @@ async def _respond(
     cycle.response_complete = True
     cycle.message_event.set()
     transport = cycle.transport
-    if cycle.keep_alive and held.unanswered > 1:  # (this request is one of them)
+    if hold and cycle.keep_alive and held.unanswered > 1:  # (this request is one of them)
         held.write(transport, b"".join(content))
     else:
         held.send()

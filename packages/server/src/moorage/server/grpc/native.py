@@ -50,7 +50,7 @@ import contextvars
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from moorage.core.config.server import DEFAULT_MAX_GRPC_MESSAGE_LENGTH
@@ -72,6 +72,7 @@ from moorage.core.http2.hpack import STATUS_200, Headers, header_field
 from moorage.core.http2.hpack import string_literal as _string
 from moorage.core.http2.limits import PeerBudget
 from moorage.core.protocol.grpc import SERVICE_NAME
+from moorage.server._stepping import resume
 from moorage.server.errors import AbortError
 from moorage.server.grpc.context import NativeContext, decode_metadata
 from moorage.server.grpc.http2 import H2Connection, Stream
@@ -200,37 +201,6 @@ class _Call:
 
 #: Calls whose request ended, with their request message, waiting to start.
 _Starting = list[tuple[Stream, _Call, bytes | memoryview]]
-
-
-class _Blocked:
-    """Awaiting it yields what a coroutine stepped by hand yielded (a future it waits for), so
-    that the task running :func:`_resume` waits for that future in its stead."""
-
-    __slots__ = ("waiting",)
-
-    def __init__(self, waiting: Any) -> None:
-        self.waiting = waiting
-
-    def __await__(self) -> Generator[Any, None, None]:
-        yield self.waiting
-
-
-async def _resume(coro: Coroutine[Any, Any, None], blocked: Any) -> None:
-    """Drive ``coro`` (already stepped once, now waiting on ``blocked``) as a task would: a
-    cancellation of this task reaches ``coro`` where it waits."""
-    while True:
-        try:
-            await _Blocked(blocked)
-        except BaseException as exc:  # handed to the coroutine, as a task does
-            try:
-                blocked = coro.throw(exc)
-            except StopIteration:
-                return
-            continue
-        try:
-            blocked = coro.send(None)
-        except StopIteration:
-            return
 
 
 class GrpcConnection(H2Connection):
@@ -418,7 +388,7 @@ class GrpcConnection(H2Connection):
             blocked = context.run(coro.send, None)
         except StopIteration:
             return
-        task = self._loop.create_task(_resume(coro, blocked), context=context)
+        task = self._loop.create_task(resume(coro, blocked), context=context)
         call.task = task
         self.server.tasks.add(task)
 
