@@ -303,3 +303,24 @@ async def test_model_server_wiring(monkeypatch: pytest.MonkeyPatch) -> None:
     wrapped = ModelServer(settings, registered_models=make_repository())
     wrapped.grpc_interceptors.append(_Foreign())
     assert not isinstance(await serve_once(wrapped), NativeGrpcServer)
+
+
+async def test_a_serving_server_keeps_its_start_up_objects_out_of_the_collectors_reach() -> None:
+    """Full collections scan only what requests made (gc.freeze once the server is up); a
+    process that goes on after serving gets them back (gc.unfreeze)."""
+    import gc
+
+    settings = ServerSettings.from_cli(
+        ["--http_port", "0", "--grpc_port", "0", "--host", "127.0.0.1", "--configure_logging",
+         "false", "--graceful_shutdown_seconds", "1"]
+    )  # fmt: skip
+    server = ModelServer(settings, registered_models=make_repository())
+    task = asyncio.ensure_future(server.serve())
+    for _ in range(200):
+        if gc.get_freeze_count():
+            break
+        await asyncio.sleep(0.02)
+    assert gc.get_freeze_count() > 10_000
+    server.stop()
+    await asyncio.wait_for(task, 10)
+    assert gc.get_freeze_count() == 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -277,6 +278,10 @@ class ModelServer:
             self.grpc_port if s.enable_grpc else "off",
             ",".join(registered) or "-",
         )
+        # What exists now (the imports, the models) lives as long as the server: out of the
+        # collector's reach, a full collection scans only what requests made since. Full
+        # collections of the whole heap took 50-230 ms under load, the batcher's p99 spikes.
+        gc.freeze()
         serving = asyncio.ensure_future(self._uvicorn.serve(sockets=[sock]))
         stopper = asyncio.ensure_future(self._stop_requested.wait())
         watching = self._watch_model_config()
@@ -286,6 +291,7 @@ class ModelServer:
             await asyncio.gather(watching, return_exceptions=True)
         await self._shutdown(serving)
         stopper.cancel()
+        gc.unfreeze()  # (a process that goes on after serving collects them again)
 
     def _watch_model_config(self) -> asyncio.Task[None] | None:
         """With ``--model_config_file``: the task that serves what it lists
