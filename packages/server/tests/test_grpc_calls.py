@@ -324,3 +324,44 @@ async def test_a_serving_server_keeps_its_start_up_objects_out_of_the_collectors
     server.stop()
     await asyncio.wait_for(task, 10)
     assert gc.get_freeze_count() == 0
+
+
+class _Cyclic(Model):
+    """A model in a reference cycle: only the cyclic collector frees it."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.ready = True
+        self.me = self
+
+    async def predict(self, payload: Any, headers: Any = None) -> Any:
+        return payload
+
+
+async def test_models_that_leave_a_frozen_process_are_collected() -> None:
+    """While serving (frozen), a model registered later is frozen too; one unloaded or replaced
+    is collected although it was frozen."""
+    import gc
+    import weakref
+
+    from moorage.server.repository import ModelRepository
+
+    repository = ModelRepository()
+    first = _Cyclic("cyclic")
+    gone = weakref.ref(first)
+    repository.update(first)
+    gc.freeze()  # as a serving server does
+    try:
+        frozen = gc.get_freeze_count()
+        repository.update(_Cyclic("later"))
+        assert gc.get_freeze_count() > frozen  # the newcomer joined the frozen objects
+        del first
+        await repository.unload("cyclic")
+        assert gone() is None and gc.get_freeze_count() > 0
+        replaced = repository.get_model("later")
+        gone = weakref.ref(replaced)
+        del replaced
+        repository.update(_Cyclic("later"))  # a new model under the same name
+        assert gone() is None and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

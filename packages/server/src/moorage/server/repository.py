@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from moorage.core.errors import ModelNotFound, ModelNotReady
+from moorage.server import _heap
 from moorage.server.model import BoundModel, Model, SyncMode
 
 __all__ = ["ModelLoader", "ModelRepository"]
@@ -44,7 +45,14 @@ class ModelRepository:
     # ------------------------------------------------------------------ lookups
     def update(self, model: Model) -> None:
         """Register ``model`` (replacing one of the same name)."""
+        previous = self._bound.get(model.name)
+        replaced = previous is not None and previous.model is not model
+        del previous  # (collectable once replaced)
         self._bound[model.name] = BoundModel(model, sync_mode=self.sync_mode)
+        if replaced:
+            _heap.release()
+        else:
+            _heap.keep()
 
     def get_model(self, name: str) -> Model | None:
         bound = self._bound.get(name)
@@ -115,6 +123,8 @@ class ModelRepository:
         if bound is None:
             raise ModelNotFound(f"Model with name {name} does not exist.", model=name)
         bound.model.stop()
+        del bound
+        _heap.release()
         logger.info("unloaded model %s", name, extra={"model": name})
 
     def stop_all(self) -> None:

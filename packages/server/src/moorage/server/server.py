@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 import socket
@@ -27,6 +26,7 @@ from starlette.applications import Starlette
 from moorage.core.config.server import ServerSettings
 from moorage.core.errors import ModelNotReady
 from moorage.core.http2.limits import PeerBudget
+from moorage.server import _heap
 from moorage.server.batcher import Batcher, BatchPolicy
 from moorage.server.dataplane import DataPlane, LatencyLogger
 from moorage.server.grpc import create_grpc_server
@@ -278,10 +278,7 @@ class ModelServer:
             self.grpc_port if s.enable_grpc else "off",
             ",".join(registered) or "-",
         )
-        # What exists now (the imports, the models) lives as long as the server: out of the
-        # collector's reach, a full collection scans only what requests made since. Full
-        # collections of the whole heap took 50-230 ms under load, the batcher's p99 spikes.
-        gc.freeze()
+        _heap.freeze()  # the imports and the models, out of the collector's reach
         serving = asyncio.ensure_future(self._uvicorn.serve(sockets=[sock]))
         stopper = asyncio.ensure_future(self._stop_requested.wait())
         watching = self._watch_model_config()
@@ -291,7 +288,7 @@ class ModelServer:
             await asyncio.gather(watching, return_exceptions=True)
         await self._shutdown(serving)
         stopper.cancel()
-        gc.unfreeze()  # (a process that goes on after serving collects them again)
+        _heap.unfreeze()  # (a process that goes on after serving collects them again)
 
     def _watch_model_config(self) -> asyncio.Task[None] | None:
         """With ``--model_config_file``: the task that serves what it lists
