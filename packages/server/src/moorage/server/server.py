@@ -279,16 +279,18 @@ class ModelServer:
             ",".join(registered) or "-",
         )
         _heap.freeze()  # the imports and the models, out of the collector's reach
-        serving = asyncio.ensure_future(self._uvicorn.serve(sockets=[sock]))
-        stopper = asyncio.ensure_future(self._stop_requested.wait())
-        watching = self._watch_model_config()
-        await asyncio.wait({serving, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if watching is not None:
-            watching.cancel()
-            await asyncio.gather(watching, return_exceptions=True)
-        await self._shutdown(serving)
-        stopper.cancel()
-        _heap.unfreeze()  # (a process that goes on after serving collects them again)
+        try:
+            serving = asyncio.ensure_future(self._uvicorn.serve(sockets=[sock]))
+            stopper = asyncio.ensure_future(self._stop_requested.wait())
+            watching = self._watch_model_config()
+            await asyncio.wait({serving, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if watching is not None:
+                watching.cancel()
+                await asyncio.gather(watching, return_exceptions=True)
+            await self._shutdown(serving)
+            stopper.cancel()
+        finally:
+            _heap.unfreeze()  # (a process that goes on after serving collects them again)
 
     def _watch_model_config(self) -> asyncio.Task[None] | None:
         """With ``--model_config_file``: the task that serves what it lists
