@@ -117,7 +117,10 @@ class HeldWrites:
 
     def send(self) -> None:
         """Write everything held."""
-        out, self._out = self._out, {}
+        out = self._out
+        if not out:  # (the common case of a request answered alone)
+            return
+        self._out = {}
         for transport, pieces in out.items():
             if not transport.is_closing():
                 transport.writelines(pieces)
@@ -218,11 +221,12 @@ async def _respond(
     cycle.response_complete = True
     cycle.message_event.set()
     transport = cycle.transport
+    data = b"".join(content)
     if hold and cycle.keep_alive and held.unanswered > 1:  # (this request is one of them)
-        held.write(transport, b"".join(content))
+        held.write(transport, data)
     else:
         held.send()
-        transport.write(b"".join(content))
+        transport.write(data)
         if not cycle.keep_alive:
             transport.close()
     cycle.on_response()
